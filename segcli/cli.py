@@ -6,6 +6,7 @@ built on them.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -59,35 +60,47 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # @@BENCH_COMMANDS@@
 
 
-def main() -> None:
-    """Console-script entry: bad input becomes one line on stderr and exit code 2."""
-    debug = "--debug" in sys.argv[1:]
-    try:
-        app(standalone_mode=False)
-    except SegcliError as exc:
-        if debug:
+def _guard(fn):
+    """Turn SegcliError into one line on stderr and exit 2 (no traceback unless --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.TyperException, KeyboardInterrupt):
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        except SegcliError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(exc.exit_code)
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _guard_all(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        info.callback = _guard(info.callback)
+    for group in typer_app.registered_groups:
+        _guard_all(group.typer_instance)
+
+
+_guard_all(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if debug:
-            raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""`compare`: train several architectures under one recipe (or read finished runs) and put the
+figures side by side: speed, accuracy, time, size, latency and memory, with the hardware used."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segcli.errors import SegcliError
+from segcli.files import atomic_path, write_json, write_text
+from segcli.training.run import read_history
+
+COLUMNS = [  # key, header, format
+    ("train_images_per_sec", "train images/s", "{:.1f}"),
+    ("val_pixel_accuracy", "val pixel acc.", "{:.1%}"),
+    ("val_miou", "val mIoU", "{:.1%}"),
+    ("train_minutes", "training time (min)", "{:.1f}"),
+    ("epochs", "epochs", "{:d}"),
+    ("params", "parameters", "{:,}"),
+    ("gflops_per_image", "GFLOPs/image", "{:.2f}"),
+    ("latency_ms", "inference ms/image", "{:.1f}"),
+    ("peak_rss_mb", "peak memory (MiB)", "{:.0f}"),
+]
+
+
+def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str | None, args: list[str]) -> None:
+    """One child process per model: clean TensorFlow state and an honest peak-memory figure each."""
+    cmd = [sys.executable, "-m", "segcli", "train", model, str(data_dir), "--out", str(run_dir), "--force", *args]
+    if recipe:
+        cmd += ["--recipe", str(recipe)]
+    proc = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode != 0:
+        raise SegcliError(f"training {model} failed (exit {proc.returncode}); its run folder is {run_dir}")
+
+
+def inference_latency_ms(model_path: Path, height: int, width: int, repeats: int = 5) -> float:
+    """Median wall time of one forward pass on one image (batch 1), after two warm-up calls."""
+    from segcli.modelfile import load_model
+
+    loaded = load_model(model_path)
+    stride = loaded.output_stride
+    h, w = -(-height // stride) * stride, -(-width // stride) * stride
+    x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype("float32")
+    for _ in range(2):
+        loaded.model.predict_on_batch(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loaded.model.predict_on_batch(x)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
+def summarize_run(run_dir: Path, latency_size: tuple[int, int]) -> dict:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise SegcliError("not a finished segcli run (no metrics.json)", run_dir)
+    m = json.loads(metrics_path.read_text())
+    model_path = run_dir / "best.keras" if (run_dir / "best.keras").is_file() else run_dir / "model.keras"
+    return {
+        "name": m["model"], "run_dir": str(run_dir),
+        "train_images_per_sec": m["train_images_per_sec"],
+        "val_pixel_accuracy": m["val"]["pixel_accuracy"], "val_miou": m["val"]["miou"],
+        "best_val_miou": m.get("best_val_miou"),
+        "train_minutes": m["train_seconds"] / 60.0, "epochs": int(m["epochs"]), "params": int(m["params"]),
+        "gflops_per_image": m["gflops_per_image"], "gflops_size": m.get("gflops_size"),
+        "latency_ms": inference_latency_ms(model_path, *latency_size), "latency_size": list(latency_size),
+        "peak_rss_mb": m["peak_rss_mb"], "precision": m["precision"], "hardware": m["hardware"],
+        "strategy": m.get("strategy"),
+    }
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """One line per figure, one column per model (the tutorial's table layout)."""
+    return [[header] + [_cell(r[key], fmt) for r in rows] for key, header, fmt in COLUMNS]
+
+
+def hardware_line(rows: list[dict]) -> str:
+    precisions = sorted({r["precision"] for r in rows})
+    return f"Hardware: {rows[0]['hardware']}; precision {', '.join(precisions)}; {rows[0].get('strategy') or ''}".strip()
+
+
+def to_markdown(rows: list[dict], title: str) -> str:
+    lines = [f"## {title}", "", "| | " + " | ".join(r["name"] for r in rows) + " |",
+             "|---|" + "---:|" * len(rows)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    lines += ["", hardware_line(rows) + ". Training images/s excludes the first epoch; pixel accuracy and mIoU on val "
+              "with the ignore label excluded; latency: batch 1 at "
+              f"{rows[0]['latency_size'][0]}x{rows[0]['latency_size'][1]}.", ""]
+    return "\n".join(lines)
+
+
+def plot_compare(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [("train_images_per_sec", "train images/s"), ("val_pixel_accuracy", "val pixel accuracy"),
+            ("val_miou", "val mIoU"), ("train_minutes", "training minutes")]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    names = [r["name"] for r in rows]
+    for ax, (key, label) in zip(axes.flat[:4], bars):
+        ax.bar(names, [r[key] for r in rows], color=[f"C{i}" for i in range(len(rows))])
+        ax.set_title(label)
+    for ax, key, label in ((axes.flat[4], "loss", "loss"), (axes.flat[5], "miou", "mIoU")):
+        for i, r in enumerate(rows):
+            hist = read_history(Path(r["run_dir"]) / "history.csv")
+            epochs = [int(h["epoch"]) + 1 for h in hist]
+            for prefix, style in (("", "-"), ("val_", "--")):
+                if hist and hist[0].get(prefix + key) not in (None, ""):
+                    ax.plot(epochs, [float(h[prefix + key]) for h in hist], style, color=f"C{i}",
+                            label=f"{r['name']} {'val' if prefix else 'train'}")
+        ax.set_title(f"{label} per epoch")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(hardware_line(rows), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: list[str] | None = None,
+            train_args: list[str] | None = None, from_runs: list[Path] | None = None,
+            latency_size: tuple[int, int] | None = None) -> dict:
+    """Train (or read) each model's run, then write compare.md / .json / .png into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if from_runs:
+        run_dirs = [Path(r) for r in from_runs]
+    else:
+        recipes = list(recipes or [])
+        if recipes and len(recipes) not in (1, len(models)):
+            raise SegcliError(f"give one --recipe for all models or one per model ({len(models)}), not {len(recipes)}")
+        run_dirs = []
+        for i, model in enumerate(models):
+            recipe = recipes[i] if len(recipes) == len(models) else (recipes[0] if recipes else None)
+            run_dir = out / f"run-{i + 1}-{model}"
+            train_in_subprocess(model, data_dir, run_dir, recipe, train_args or [])
+            run_dirs.append(run_dir)
+    if latency_size is None:
+        first = json.loads((run_dirs[0] / "metrics.json").read_text()) if (run_dirs[0] / "metrics.json").is_file() else {}
+        latency_size = tuple(first.get("gflops_size") or (360, 480))
+    rows = [summarize_run(d, latency_size) for d in run_dirs]
+    title = "segcli compare: " + " vs ".join(r["name"] for r in rows)
+    result = {"rows": rows, "hardware": hardware_line(rows), "data_dir": str(data_dir) if data_dir else None}
+    write_json(out / "compare.json", result)
+    write_text(out / "compare.md", to_markdown(rows, title))
+    plot_compare(rows, out / "compare.png")
+    return result

@@ -1,0 +1,77 @@
+"""Model files that carry their classes: a .keras zip with a `segcli.json` member beside Keras' own.
+
+Keras ignores the extra member, so the file still loads with plain `keras.saving.load_model`;
+segcli reads the class names, colours and output stride from it, so predict needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from segcli.data import ClassMap, default_classes, load_classes
+from segcli.errors import ModelError
+from segcli.files import atomic_path
+from segcli.models import output_stride
+
+META_NAME = "segcli.json"
+
+
+@dataclass
+class LoadedModel:
+    model: keras.Model
+    classes: ClassMap
+    output_stride: int
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same layers without optimizer and compile state: small, loads without segcli's losses."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
+def save_model(model: keras.Model, path: str | Path, classes: ClassMap, meta: dict | None = None) -> None:
+    meta = {"classes": classes.to_dict(), "output_stride": output_stride(model), **(meta or {})}
+    with atomic_path(path, suffix=".keras") as tmp:
+        inference_copy(model).save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(META_NAME, json.dumps(meta, indent=2))
+
+
+def read_meta(path: str | Path) -> dict:
+    with zipfile.ZipFile(path) as zf:
+        if META_NAME in zf.namelist():
+            return json.loads(zf.read(META_NAME))
+    return {}
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a .keras file; classes come from its metadata, else classes.json beside it, else defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError("no such model file", path)
+    if not zipfile.is_zipfile(path):
+        raise ModelError("not a Keras model file (.keras zip expected)", path)
+    try:
+
+        model = keras.saving.load_model(path, compile=False)
+        meta = read_meta(path)
+    except Exception as exc:  # Keras raises many types for a damaged or foreign file
+        raise ModelError(f"cannot load model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                         path) from None
+    num_classes = int(model.output_shape[-1])
+    if "classes" in meta:
+        classes = ClassMap.from_dict(meta["classes"])
+    elif (path.parent / "classes.json").is_file():
+        classes = load_classes(path.parent / "classes.json")
+    else:
+        classes = default_classes(num_classes)
+    if classes.num_classes != num_classes:
+        raise ModelError(f"model has {num_classes} outputs but its classes list {classes.num_classes}", path)
+    stride = int(meta.get("output_stride") or output_stride(model))
+    return LoadedModel(model=model, classes=classes, output_stride=stride, meta=meta, path=path)

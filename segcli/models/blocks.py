@@ -1,0 +1,134 @@
+"""Shared private building pieces for the builders (stock Keras layers only).
+
+Every piece is a plain function that adds stock layers to a functional graph, so a saved
+``.keras`` file loads with ``keras.saving.load_model`` in a process that never imported segcli.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segcli.errors import ModelError
+
+UPSAMPLE_MODES = ("transpose", "resize", "resize_nearest", "resize_bilinear")
+ENCODERS = ("vgg", "strided")
+
+
+def _check_choice(what: str, value, valid) -> None:
+    if value not in valid:
+        raise ModelError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _check_positive_int(what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_filters(what: str, value, *, min_len: int = 1) -> tuple:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ModelError(f"{what} must be a list of positive integers, got {value!r}") from None
+    if len(value) < min_len or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in value):
+        raise ModelError(f"{what} must be a list of at least {min_len} positive integers, got {list(value)!r}")
+    return value
+
+
+def _input(normalize: bool = True):
+    """``(None, None, 3)`` float RGB 0..255 input; optionally rescaled to -1..1 inside the model."""
+    inputs = keras.Input((None, None, 3), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inputs) if normalize else inputs
+    return inputs, x
+
+
+def _logits(x):
+    """The last layer: identity in float32, so logits leave in float32 under a mixed policy."""
+    return layers.Activation("linear", dtype="float32", name="logits")(x)
+
+
+def _conv(x, filters: int, kernel_size: int = 3, *, strides: int = 1, batch_norm: bool = True,
+          activation: str | None = "relu", name: str):
+    """Conv2D (+ BatchNorm) + activation; the conv has a bias only without BN."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
+                      name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if activation:
+        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+def _check_upsample(upsample: str, kernel_size: int | None, stride: int, allow_checkerboard: bool) -> int:
+    """Validate an upsampling choice; return the transposed-conv kernel size (default 2*stride)."""
+    _check_choice("upsample", upsample, UPSAMPLE_MODES)
+    kernel = 2 * stride if kernel_size is None else _check_positive_int("up_kernel", kernel_size)
+    if upsample == "transpose" and kernel % stride and not allow_checkerboard:
+        raise ModelError(
+            f"transposed-conv kernel {kernel} is not a multiple of its stride {stride}: the overlap is uneven and "
+            f"makes checkerboard artefacts; use a kernel of {stride * max(1, round(kernel / stride))}, "
+            f"upsample='resize', or allow_checkerboard=True")
+    return kernel
+
+
+def _upsample(x, filters: int, stride: int = 2, *, upsample: str = "transpose", kernel_size: int | None = None,
+              batch_norm: bool = False, activation: str | None = "relu", allow_checkerboard: bool = False,
+              name: str):
+    """Upsample by ``stride``: a learned Conv2DTranspose, or UpSampling2D (nearest/bilinear) then a 3x3 conv.
+
+    The transposed conv's kernel defaults to ``2 * stride``; a kernel the stride does not divide is refused
+    (checkerboard artefacts) unless ``allow_checkerboard``.
+    """
+    kernel = _check_upsample(upsample, kernel_size, stride, allow_checkerboard)
+    if upsample == "transpose":
+        x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
+                                   name=f"{name}_convT")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        if activation:
+            x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+        return x
+    interpolation = "bilinear" if upsample == "resize_bilinear" else "nearest"
+    x = layers.UpSampling2D(stride, interpolation=interpolation, name=f"{name}_resize")(x)
+    return _conv(x, filters, 3, batch_norm=batch_norm, activation=activation, name=name)
+
+
+def _encoder(x, filters, *, encoder: str, batch_norm: bool, convs_per_block: int = 2, kernel_size: int = 3,
+             strided_kernel: int = 4, name: str = "enc"):
+    """A downsampling encoder; returns the feature map after each stride-2 step (strides 2, 4, 8, ...).
+
+    ``vgg``: per level ``convs_per_block`` 3x3 convs then 2x2 MaxPooling.
+    ``strided``: per level one ``strided_kernel`` x ``strided_kernel`` stride-2 conv (the tutorial's encoder).
+    """
+    _check_choice("encoder", encoder, ENCODERS)
+    feats = []
+    for level, f in enumerate(filters, start=1):
+        if encoder == "vgg":
+            for i in range(1, convs_per_block + 1):
+                x = _conv(x, f, kernel_size, batch_norm=batch_norm, name=f"{name}{level}_{i}")
+            x = layers.MaxPooling2D(2, name=f"{name}{level}_pool")(x)
+        else:
+            x = _conv(x, f, strided_kernel, strides=2, batch_norm=batch_norm, name=f"{name}{level}")
+        feats.append(x)
+    return feats
+
+
+def checkerboard_demo(upsample: str = "transpose", kernel_size: int = 3, stride: int = 2) -> keras.Model:
+    """A one-channel upsampler with all-ones weights and no bias, to show checkerboard artefacts.
+
+    On a constant input a transposed conv whose kernel the stride does not divide gives a periodic
+    (uneven) interior; kernel = k * stride, or resize-then-3x3-conv, gives a flat interior.
+    """
+    inputs = keras.Input((None, None, 1))
+    if upsample == "transpose":
+        layer = layers.Conv2DTranspose(1, kernel_size, strides=stride, padding="same", use_bias=False,
+                                       kernel_initializer="ones")
+        x = layer(inputs)
+    else:
+        interpolation = "bilinear" if upsample == "resize_bilinear" else "nearest"
+        x = layers.UpSampling2D(stride, interpolation=interpolation)(inputs)
+        x = layers.Conv2D(1, kernel_size, padding="same", use_bias=False, kernel_initializer="ones")(x)
+    return keras.Model(inputs, x, name=f"checkerboard_{upsample}_{kernel_size}_{stride}")

@@ -1,0 +1,251 @@
+"""`train`: recipe + data folder -> a run folder with models, metrics, history and plots.
+
+Run folder: model.keras (last), best.keras (best val mIoU), recipe.toml (resolved), classes.json,
+history.csv, logs/ (TensorBoard), metrics.json, curves.png, run.json, backup/ (while unfinished).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from segcli import recipe as recipes
+from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
+from segcli.errors import SegcliError
+from segcli.files import write_json
+from segcli.modelfile import save_model
+from segcli.models import build_model, count_params, gflops, output_stride
+from segcli.system import hardware_summary, peak_rss_mb
+from segcli.training.callbacks import PerClassIoU, RichProgress, SaveBest, Throughput, TimeBudget
+from segcli.training.distribute import resolve_strategy
+from segcli.training.losses import make_loss, median_frequency_weights
+from segcli.training.metrics import segmentation_metrics
+from segcli.training.optim import make_optimizer
+from segcli.training.plots import plot_curves
+from segcli.training.precision import policy, resolve_precision
+
+
+class TrainingInterrupted(SegcliError):
+    """Ctrl-C during training: the last finished epoch is backed up and `--resume` continues."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        super().__init__(f"training interrupted; continue with: segcli train --resume {run_dir}")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _size(value) -> list[int]:
+    return [int(v) for v in value] if value else []
+
+
+def prepare_run_dir(out: str | Path | None, model_name: str, force: bool) -> Path:
+    """A new folder; an existing non-empty one only with force (then it is emptied first)."""
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{model_name}-{stamp}"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = Path("runs") / f"{model_name}-{stamp}-{n}"
+    else:
+        run_dir = Path(out)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SegcliError("exists and is not a folder", run_dir)
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            if not force:
+                raise SegcliError("run folder exists and is not empty; pass --force to replace it, "
+                                  "or --resume to continue it", run_dir)
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _class_weights(setting: str, report, num_classes: int):
+    if setting in ("none", "", None):
+        return None
+    if setting == "median-frequency":
+        return median_frequency_weights([report.class_pixels.get(c, 0) for c in range(num_classes)])
+    path = Path(setting)
+    try:
+        weights = [float(w) for w in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError) as exc:
+        raise SegcliError(f"class weights file must be a JSON list of numbers ({exc})", path) from None
+    if len(weights) != num_classes:
+        raise SegcliError(f"class weights file has {len(weights)} values for {num_classes} classes", path)
+    return weights
+
+
+def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=None, overrides: dict | None = None,
+          out=None, resume=None, force: bool = False, classes_file=None, console=None) -> TrainResult:
+    """Train one model; returns the run folder and its final metrics. Raises TrainingInterrupted on Ctrl-C."""
+    from rich.console import Console
+
+    console = console or Console(quiet=True)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "recipe.toml").is_file() or not (run_dir / "run.json").is_file():
+            raise SegcliError("not a segcli run folder (no recipe.toml / run.json)", run_dir)
+        recipe = recipes.load_resolved(run_dir / "recipe.toml")
+        run_info = json.loads((run_dir / "run.json").read_text())
+        data_dir = Path(run_info["data_dir"])
+        classes_file = ClassMap.from_dict(run_info["dataset_classes"])
+    else:
+        if data_dir is None:
+            raise SegcliError("DATA_DIR is required (or --resume RUN_DIR)")
+        file_recipe = recipes.read_recipe_file(recipe_file) if recipe_file else {}
+        file_model = file_recipe.get("model", {}).get("name")
+        if model_name and file_model not in (None, model_name):
+            console.print(f"[yellow]note:[/] the recipe's model '{file_model}' is replaced by '{model_name}'"
+                          " (its model options are not used)")
+            file_recipe["model"] = {"options": {}}
+        overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        if model_name:
+            overrides.setdefault("model", {})["name"] = model_name
+        recipe = recipes.resolve(file_recipe, overrides)
+        run_dir = None
+    data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
+    keras.utils.set_random_seed(int(train_cfg["seed"]))
+
+    dataset = open_dataset(data_dir, classes=classes_file, val_fraction=float(data_cfg["val_fraction"]),
+                           seed=int(train_cfg["seed"]))
+    report = check_dataset(dataset)
+    if not report.ok:
+        first = report.problems[0]
+        raise SegcliError(f"{len(report.problems)} problem(s) in the dataset, first: {first.path}: {first.problem} "
+                          f"(see `segcli data check {data_dir}`)", data_dir)
+    if not dataset.splits.get("train"):
+        raise SegcliError("no training pairs found", data_dir)
+    classes = dataset.classes.with_void_as_class() if data_cfg["void_as_class"] else dataset.classes
+    label_ignore = None if data_cfg["void_as_class"] else classes.ignore_index
+
+    precision, why = resolve_precision(train_cfg["precision"])
+    strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    jit = train_cfg["jit"]
+    jit = gpu if jit in ("auto", None) else str(jit).lower() in ("true", "1", "yes")
+    spe = int(train_cfg["steps_per_execution"]) or (8 if gpu else 1)
+
+    with strategy.scope(), policy(precision):
+        model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
+    stride = output_stride(model)
+    crop = _size(data_cfg["size"])
+    if any(c % stride for c in crop):
+        raise SegcliError(f"training size {crop[0]}x{crop[1]} must divide by the model's output stride {stride}")
+
+    batch = int(train_cfg["batch_size"])
+    aug = Augment(scale=tuple(data_cfg["scale"]), short_side=tuple(data_cfg["short_side"]) or None,
+                  crop=tuple(crop), center_crop=bool(data_cfg["center_crop"]), flip=bool(data_cfg["flip"]))
+    cache = data_cfg["cache"]
+    cache = cache if cache == "auto" else str(cache).lower() in ("true", "1", "yes")
+    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
+                             training=True, augment=aug, seed=int(train_cfg["seed"]), cache=cache,
+                             void_as_class=bool(data_cfg["void_as_class"]))
+    val_pairs = dataset.splits.get("val") or []
+    val_ds = None
+    if val_pairs:
+        eval_crop = _size(data_cfg["eval_crop"])
+        val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=1 if not eval_crop else batch,
+                               training=False, crop=tuple(eval_crop) or None, pad_to_multiple=stride,
+                               eval_short_side=int(data_cfg["eval_short_side"]) or None, cache=cache,
+                               void_as_class=bool(data_cfg["void_as_class"]))
+    steps = int(train_ds.cardinality())
+    if steps <= 0:
+        raise SegcliError(f"batch size {batch} is larger than the {len(dataset.splits['train'])} training pairs")
+
+    weights = _class_weights(train_cfg["class_weights"], report, classes.num_classes)
+    with strategy.scope():
+        metrics = segmentation_metrics(classes.num_classes, label_ignore)
+        model.compile(optimizer=make_optimizer(train_cfg, steps),
+                      loss=make_loss(train_cfg["loss"], classes.num_classes, label_ignore, weights,
+                                     float(train_cfg["label_smoothing"])),
+                      metrics=metrics, jit_compile=jit, steps_per_execution=spe)
+
+    if run_dir is None:
+        run_dir = prepare_run_dir(out, model_cfg["name"], force)
+        recipes.save(recipe, run_dir / "recipe.toml")
+        classes.save(run_dir / "classes.json")
+    run_info = {
+        "data_dir": str(Path(data_dir).resolve()), "model": model_cfg["name"], "precision": precision,
+        "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
+        "jit": jit, "steps_per_execution": spe, "hardware": hardware_summary(), "layout": dataset.layout,
+        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(), "train_pairs": len(dataset.splits["train"]), "val_pairs": len(val_pairs),
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "run.json", run_info)
+    meta = {"recipe": recipe, "precision": precision, "model_name": model_cfg["name"]}
+
+    throughput = Throughput(batch)
+    per_class = PerClassIoU(metrics[1], classes.names)
+    budget = TimeBudget(float(train_cfg["max_minutes"]))
+    best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
+    for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):  # resuming: keep the best so far
+        if _float(row.get("val_miou")) > best.best:
+            best.best, best.best_epoch = _float(row["val_miou"]), epoch
+    callbacks = [throughput, per_class, budget, best,
+                 keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+                 RichProgress(console)]
+    console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
+                  f"precision {precision} ({why}), {strategy_desc}, {len(dataset.splits['train'])} train / "
+                  f"{len(val_pairs)} val pairs, batch {batch}, {steps} steps/epoch", highlight=False)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir) from None
+
+    save_model(model, run_dir / "model.keras", classes, meta)
+    if best.best_epoch is None:  # no validation data: the last model is the best we know
+        save_model(model, run_dir / "best.keras", classes, meta)
+    history = read_history(run_dir / "history.csv")
+    last = history[-1] if history else {}
+    rates = [_float(row.get("images_per_sec")) for row in history[1:] or history]
+    rates = [r for r in rates if math.isfinite(r)]
+    metrics_out = {
+        "model": model_cfg["name"], "params": count_params(model), "gflops_per_image": gflops(model, *crop),
+        "gflops_size": crop, "epochs": len(history), "epochs_planned": int(train_cfg["epochs"]),
+        "stopped_by_time_budget": budget.stopped_early,
+        "train_images_per_sec": sum(rates) / len(rates) if rates else math.nan,
+        "train_seconds": sum(_float(row.get("train_seconds")) for row in history),
+        "val": {
+            "pixel_accuracy": _float(last.get("val_pixel_accuracy")), "miou": _float(last.get("val_miou")),
+            "iou": {name: _float(last.get(f"val_iou_{name}")) for name in classes.names},
+        },
+        "best_epoch": best.best_epoch, "best_val_miou": None if best.best_epoch is None else best.best,
+        "precision": precision, "strategy": strategy_desc, "hardware": run_info["hardware"],
+        "peak_rss_mb": peak_rss_mb(), "ignore_index": label_ignore, "classes": list(classes.names),
+    }
+    write_json(run_dir / "metrics.json", metrics_out)
+    if history:
+        plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
+    return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -87,7 +87,8 @@ def _class_weights(setting: str, report, num_classes: int):
     if setting in ("none", "", None):
         return None
     if setting == "median-frequency":
-        return median_frequency_weights([report.class_pixels.get(c, 0) for c in range(num_classes)])
+        shares = list(report.pixel_share) + [report.void_share]  # the void share is used only with void_as_class
+        return median_frequency_weights(shares[:num_classes])
     path = Path(setting)
     try:
         weights = [float(w) for w in json.loads(path.read_text())]
@@ -213,7 +214,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                   f"precision {precision} ({why}), {strategy_desc}, {len(dataset.splits['train'])} train / "
                   f"{len(val_pairs)} val pairs, batch {batch}, {steps} steps/epoch", highlight=False)
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks)
+        model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks,
+                  shuffle=False)  # the pipeline shuffles
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir) from None
 

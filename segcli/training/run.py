@@ -140,7 +140,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     if not dataset.splits.get("train"):
         raise SegcliError("no training pairs found", data_dir)
     classes = dataset.classes.with_void_as_class() if data_cfg["void_as_class"] else dataset.classes
-    label_ignore = None if data_cfg["void_as_class"] else classes.ignore_index
+    # void trained as a class may share its label value with the ignore index (CamVid: 11): then nothing is ignored
+    label_ignore = classes.ignore_index if classes.ignore_index >= classes.num_classes else None
 
     precision, why = resolve_precision(train_cfg["precision"])
     strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
@@ -168,7 +169,11 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     val_ds = None
     if val_pairs:
         eval_crop = _size(data_cfg["eval_crop"])
-        val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=1 if not eval_crop else batch,
+        replicas = strategy.num_replicas_in_sync
+        val_batch = replicas * (batch // replicas if eval_crop else 1) or replicas
+        # every replica needs a non-empty batch: repeat the first few pairs to fill the last one
+        val_pairs = val_pairs + val_pairs[:(-len(val_pairs)) % val_batch] if replicas > 1 else val_pairs
+        val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=val_batch,
                                training=False, crop=tuple(eval_crop) or None, pad_to_multiple=stride,
                                eval_short_side=int(data_cfg["eval_short_side"]) or None, cache=cache,
                                void_as_class=bool(data_cfg["void_as_class"]))
@@ -192,7 +197,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         "data_dir": str(Path(data_dir).resolve()), "model": model_cfg["name"], "precision": precision,
         "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
         "jit": jit, "steps_per_execution": spe, "hardware": hardware_summary(), "layout": dataset.layout,
-        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(), "train_pairs": len(dataset.splits["train"]), "val_pairs": len(val_pairs),
+        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(), "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
         "started": dt.datetime.now().isoformat(timespec="seconds"),
     }
     write_json(run_dir / "run.json", run_info)
@@ -212,7 +217,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                  RichProgress(console)]
     console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
                   f"precision {precision} ({why}), {strategy_desc}, {len(dataset.splits['train'])} train / "
-                  f"{len(val_pairs)} val pairs, batch {batch}, {steps} steps/epoch", highlight=False)
+                  f"{run_info['val_pairs']} val pairs, batch {batch}, {steps} steps/epoch", highlight=False)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks,
                   shuffle=False)  # the pipeline shuffles

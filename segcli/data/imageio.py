@@ -1,0 +1,171 @@
+"""Reading and writing images and label PNGs (cv2 for pixels, a tiny PNG chunk codec for palette masks)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segcli.errors import DataError
+from segcli.files import atomic_path
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CORRUPT = "cannot read image: corrupt, truncated or not an image"
+
+
+def _exists(path: Path) -> None:
+    if not path.is_file():
+        raise DataError("no such file", path)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    path = Path(path)
+    _exists(path)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(_CORRUPT, path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image (format from the extension) atomically."""
+    rgb = np.asarray(rgb)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise DataError("cannot write image (unsupported extension?)", path)
+
+
+# --- PNG chunks -----------------------------------------------------------------------------
+
+def _png_chunks(data: bytes) -> dict[bytes, list[bytes]]:
+    chunks: dict[bytes, list[bytes]] = {}
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        chunks.setdefault(ctype, []).append(data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+        if ctype == b"IEND":
+            break
+    return chunks
+
+
+def png_color_type(path: str | Path) -> int | None:
+    """The IHDR colour type of a PNG (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA); None if not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[25]
+
+
+def read_png_palette(path: str | Path) -> np.ndarray | None:
+    """(N, 3) uint8 PLTE colours of a palette PNG, None when it has none."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    plte = _png_chunks(data).get(b"PLTE")
+    return np.frombuffer(plte[0], np.uint8).reshape(-1, 3).copy() if plte else None
+
+
+def lookup_colors(rgb: np.ndarray, colors) -> np.ndarray:
+    """Index into `colors` of each pixel of (H, W, 3) `rgb` (first match wins); -1 where the colour is not listed."""
+    colors = np.asarray(colors, np.int64).reshape(-1, 3)
+    keys = (colors[:, 0] << 16) | (colors[:, 1] << 8) | colors[:, 2]
+    uniq, first = np.unique(keys, return_index=True)
+    px = rgb[..., :3].astype(np.int64)
+    pk = (px[..., 0] << 16) | (px[..., 1] << 8) | px[..., 2]
+    pos = np.clip(np.searchsorted(uniq, pk), 0, len(uniq) - 1)
+    return np.where(uniq[pos] == pk, first[pos], -1).astype(np.int32)
+
+
+def _palette_indices(data: bytes) -> np.ndarray | None:
+    """Decode a non-interlaced palette PNG's indices with zlib; None when it needs Average/Paeth unfiltering."""
+    chunks = _png_chunks(data)
+    width, height, depth, _, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
+    if interlace:
+        return None
+    raw = np.frombuffer(zlib.decompress(b"".join(chunks.get(b"IDAT", []))), np.uint8)
+    stride = (width * depth + 7) // 8
+    if raw.size < height * (stride + 1):
+        raise zlib.error("image data too short")
+    rows = raw[: height * (stride + 1)].reshape(height, stride + 1)
+    if np.isin(rows[:, 0], (3, 4)).any():
+        return None
+    out = np.empty((height, stride), np.uint8)
+    prev = np.zeros(stride, np.uint8)
+    for i, (kind, line) in enumerate(zip(rows[:, 0], rows[:, 1:])):
+        if kind == 1:  # Sub (1 byte per pixel for palette images): a running sum
+            line = np.cumsum(line, dtype=np.uint8)
+        elif kind == 2:  # Up
+            line = line + prev
+        elif kind != 0:
+            raise zlib.error(f"bad PNG filter type {kind}")
+        out[i] = prev = line
+    if depth < 8:
+        bits = np.unpackbits(out, axis=1).reshape(height, -1, depth)
+        out = (bits * (1 << np.arange(depth - 1, -1, -1, dtype=np.uint8))).sum(-1, dtype=np.uint8)
+    return out[:, :width]
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """A mask as stored: palette PNGs give (H, W) uint8 palette indices; others what cv2 reads unchanged
+    ((H, W) uint8/uint16, or (H, W, 3) RGB for colour masks, alpha dropped)."""
+    path = Path(path)
+    _exists(path)
+    if png_color_type(path) == 3:
+        return _read_palette_png(path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(_CORRUPT, path)
+    if raw.ndim == 3:
+        raw = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB) if raw.shape[2] >= 3 else raw[..., 0]
+    return raw
+
+
+def _read_palette_png(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    try:
+        indices = _palette_indices(data)
+    except (zlib.error, KeyError, struct.error, ValueError):
+        raise DataError(_CORRUPT, path) from None
+    if indices is not None:
+        return indices
+    # interlaced or Average/Paeth filtered: let cv2 expand to colours, map them back through the PLTE
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    plte = read_png_palette(path)
+    if bgr is None or plte is None:
+        raise DataError(_CORRUPT, path)
+    idx = lookup_colors(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), plte)
+    if (idx < 0).any():
+        raise DataError(_CORRUPT, path)
+    return idx.astype(np.uint8)
+
+
+def _chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
+def write_mask_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) -> None:
+    """Write (H, W) labels 0..255 as an 8-bit palette ('P' mode) PNG with `palette` (N <= 256, 3), atomically."""
+    labels = np.asarray(labels)
+    palette = np.asarray(palette, np.uint8).reshape(-1, 3)
+    if labels.ndim != 2 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty (H, W) array, got shape {labels.shape}")
+    if labels.min() < 0 or labels.max() >= len(palette) or len(palette) > 256:
+        raise ValueError(f"labels {labels.min()}..{labels.max()} do not fit a palette of {len(palette)} colours")
+    h, w = labels.shape
+    rows = np.zeros((h, w + 1), np.uint8)  # filter byte 0 (None) per row
+    rows[:, 1:] = labels
+    png = (_PNG_SIGNATURE
+           + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+           + _chunk(b"PLTE", palette.tobytes())
+           + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+           + _chunk(b"IEND", b""))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)

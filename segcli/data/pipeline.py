@@ -1,0 +1,168 @@
+"""tf.data input pipelines: decode (cv2, in parallel) -> cache -> shuffle -> augment -> batch -> prefetch.
+
+Batches are `(images float32 (B, H, W, 3) in 0..255, labels int32 (B, H, W))`; pixels that are not
+scored (void, padding) carry the classes' ignore_index.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import tensorflow as tf
+
+from segcli.data.augment import Augment
+from segcli.data.classes import ClassMap
+from segcli.data.imageio import read_image
+from segcli.data.layout import Pair
+from segcli.data.masks import read_mask
+from segcli.errors import DataError
+
+__all__ = ["Augment", "make_pipeline", "pipeline_throughput"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+CACHE_SHARE_OF_RAM = 0.25
+
+
+def _label_dtype(classes: ClassMap):
+    return tf.uint8 if max(classes.num_classes - 1, classes.ignore_index) <= 255 else tf.int32
+
+
+def _fits_in_memory(pairs: list[Pair], label_bytes: int) -> bool:
+    """Estimate the decoded size from the first image and compare it with a share of the RAM."""
+    h, w = read_image(pairs[0].image).shape[:2]
+    return len(pairs) * h * w * (3 + label_bytes) < CACHE_SHARE_OF_RAM * psutil.virtual_memory().total
+
+
+def _resize(image, label, size):
+    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")  # float input: faster kernel
+    label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]  # labels never interpolate
+    return image, label
+
+
+def _scaled_size(hw, factor):
+    return tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32)
+
+
+def _pad_at_least(image, label, min_hw, pad_label):
+    """Pad at the bottom/right to at least min_hw: image with 0, labels with pad_label."""
+    hw = tf.shape(label)
+    extra = tf.maximum(tf.convert_to_tensor(min_hw, tf.int32) - hw, 0)
+    image = tf.pad(image, [[0, extra[0]], [0, extra[1]], [0, 0]])
+    label = tf.pad(label, [[0, extra[0]], [0, extra[1]]], constant_values=pad_label)
+    return image, label
+
+
+def _crop(image, label, crop, pad_label, seed=None):
+    """A crop of `crop` (H, W): random with a seed, else central; padded first where the image is smaller."""
+    image, label = _pad_at_least(image, label, crop, pad_label)
+    hw = tf.shape(label)
+    if seed is None:
+        top, left = (hw[0] - crop[0]) // 2, (hw[1] - crop[1]) // 2
+    else:
+        top = tf.random.stateless_uniform([], seed, 0, hw[0] - crop[0] + 1, dtype=tf.int32)
+        left = tf.random.stateless_uniform([], seed + [0, 1], 0, hw[1] - crop[1] + 1, dtype=tf.int32)
+    image = image[top:top + crop[0], left:left + crop[1]]
+    label = label[top:top + crop[0], left:left + crop[1]]
+    image.set_shape([crop[0], crop[1], 3])
+    label.set_shape([crop[0], crop[1]])
+    return image, label
+
+
+def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
+                  augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
+                  eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
+                  shuffle: bool | None = None, repeat: bool = False) -> tf.data.Dataset:
+    """A tf.data.Dataset of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)) batches.
+
+    training: seeded shuffle, then `augment` (None: no augmentation): random scale or short-side resize,
+    crop (augment.crop, else `crop`; random unless center_crop) padded with 0 / ignore_index, flip; full
+    batches only. Eval: optional `eval_short_side` resize, then a centre `crop`, else whole images.
+    Both: padded at the bottom/right to a multiple of `pad_to_multiple`, and to the largest in the batch.
+    cache: "auto" keeps decoded images in memory when they fit in a quarter of the RAM; True/False force it.
+    void_as_class: void pixels become class K (see ClassMap.with_void_as_class); padding stays ignored.
+    Deterministic: the same seed gives the same batches (augmentation uses stateless random ops).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise DataError("no image/mask pairs to build a pipeline from")
+    if batch_size < 1 or pad_to_multiple < 1:
+        raise DataError(f"batch size and pad multiple must be >= 1, got {batch_size} and {pad_to_multiple}")
+    aug = augment if training else None
+    crop = tuple(aug.crop) if aug and aug.crop else (tuple(crop) if crop else None)
+    random_crop = training and not (aug and aug.center_crop)
+    shuffle = training if shuffle is None else shuffle
+    k, ignore = classes.num_classes, classes.ignore_index
+    pad_label = classes.with_void_as_class().ignore_index if void_as_class else ignore
+    label_dtype = _label_dtype(classes)
+    use_cache = _fits_in_memory(pairs, label_dtype.size) if cache == "auto" else bool(cache)
+
+    def load(image_path, mask_path):
+        image = read_image(image_path.decode())
+        label = read_mask(mask_path.decode(), encoding, classes)
+        return image, label.astype(label_dtype.as_numpy_dtype, copy=False)
+
+    def decode(image_path, mask_path):
+        image, label = tf.numpy_function(load, [image_path, mask_path], [tf.uint8, label_dtype], stateful=False)
+        image.set_shape([None, None, 3])
+        label.set_shape([None, None])
+        return image, label
+
+    def transform(example, rand):
+        image, label = example[0], tf.cast(example[1], tf.int32)  # image: uint8 until resized or the end
+        if void_as_class:
+            label = tf.where(label == ignore, k, label)
+        seeds = [tf.stack([rand, tf.constant(i, tf.int64)]) for i in range(3)]
+        hw = tf.shape(label)
+        if aug and aug.short_side:
+            side = tf.random.stateless_uniform([], seeds[0], aug.short_side[0], aug.short_side[1] + 1, dtype=tf.int32)
+            image, label = _resize(image, label, _scaled_size(hw, tf.cast(side, tf.float32) /
+                                                              tf.cast(tf.reduce_min(hw), tf.float32)))
+        elif aug and aug.scale != (1.0, 1.0):
+            factor = tf.random.stateless_uniform([], seeds[0], aug.scale[0], aug.scale[1])
+            image, label = _resize(image, label, _scaled_size(hw, factor))
+        elif not training and eval_short_side:
+            image, label = _resize(image, label, _scaled_size(hw, eval_short_side /
+                                                              tf.cast(tf.reduce_min(hw), tf.float32)))
+        if crop:
+            image, label = _crop(image, label, crop, pad_label, seeds[1] if random_crop else None)
+        if aug and aug.flip:
+            flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
+            image, label = tf.cond(flip, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label))
+        if pad_to_multiple > 1:
+            hw = tf.shape(label)
+            image, label = _pad_at_least(image, label, -(-hw // pad_to_multiple) * pad_to_multiple, pad_label)
+        return tf.cast(image, tf.float32), label
+
+    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))
+    if shuffle and not use_cache:  # streaming: shuffle the file names, not decoded images
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    if use_cache:
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, randoms)).map(transform, num_parallel_calls=AUTOTUNE)
+    ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def pipeline_throughput(pairs, classes: ClassMap, encoding: str, *, batch_size: int = 16, batches: int = 50,
+                        **pipeline_kwargs) -> float:
+    """Images/s of a repeating training pipeline, timed after one warm-up epoch (which fills the cache)."""
+    pairs = list(pairs)
+    ds = make_pipeline(pairs, classes, encoding, batch_size=batch_size, training=True, repeat=True,
+                       **pipeline_kwargs)
+    it = iter(ds)
+    for _ in range(max(1, -(-len(pairs) // batch_size))):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        images, _ = next(it)
+    images.numpy()
+    return batches * batch_size / (time.perf_counter() - start)

@@ -1,0 +1,480 @@
+"""Export a trained model to TensorFlow SavedModel, ONNX or TFLite, checked against Keras.
+
+``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if it
+was trained under a mixed precision policy, writes the export beside a temporary name, runs it on
+random images and compares the logits with Keras', and only then moves it into place. A
+``classes.json`` (the class map) is written beside the export.
+
+SavedModel and ONNX take any batch, height and width; TFLite takes dynamic height and width where the
+converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
+size. ONNX needs the ``export`` extra: ``pip install 'segcli[export]'`` (tf2onnx, onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segcli.data import ClassMap, load_classes
+from segcli.errors import DataError, SegcliError
+from segcli.files import atomic_path
+from segcli.modelfile import load_model
+
+FORMATS = ("savedmodel", "onnx", "tflite")
+FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
+ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+INSTALL_HINT = "pip install 'segcli[export]'"
+DEFAULT_OPSET = 17
+DEFAULT_TFLITE_SIZE = (360, 480)  # the fallback fixed size, rounded up to the output stride
+CHECK_SIZES = ((64, 96), (96, 64))  # verification inputs (rounded up to the output stride)
+RTOL = 1e-3  # allowed max abs difference, relative to max(1, largest |logit|)
+REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+class ExportError(SegcliError):
+    """An export that could not be written or does not reproduce the Keras model's output."""
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    classes_path: Path
+    classes_written: bool  # False: an identical classes.json was already there
+    checks: list[tuple[tuple[int, int], float]]  # ((height, width), max abs difference vs Keras)
+    tolerance: float
+    fixed_size: tuple[int, int] | None = None  # None: any height and width
+    converted_from: str | None = None  # the mixed policy the model was rebuilt from, if any
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(d for _, d in self.checks)
+
+
+# --- float32 copies of mixed-precision models -----------------------------------------------------
+
+def _policy_name(layer) -> str:
+    return getattr(getattr(layer, "dtype_policy", None), "name", "float32")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)
+
+
+def reduced_policy(model: keras.Model) -> str | None:
+    """The first mixed/half dtype policy among the model's layers (None: all float32)."""
+    for layer in _all_layers(model):
+        name = _policy_name(layer)
+        if name in REDUCED_POLICIES:
+            return name
+    return None
+
+
+def _float32_config(obj):
+    """The config with every plain (not quantized) reduced dtype policy replaced by "float32"."""
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        if key == "dtype" and _is_reduced_dtype(value):
+            out[key] = "float32"
+        else:
+            out[key] = _float32_config(value)
+    return out
+
+
+def _is_reduced_dtype(value) -> bool:
+    if isinstance(value, str):
+        return value in REDUCED_POLICIES
+    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        return (value.get("config") or {}).get("name") in REDUCED_POLICIES
+    return False
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The model itself if all its layers compute in float32, else a float32 rebuild with the same weights.
+
+    get_config -> each layer's dtype policy set to "float32" -> from_config -> set_weights. The variables
+    of a mixed policy are float32 already, so the weights carry over exactly.
+    """
+    if reduced_policy(model) is None:
+        return model
+    config = _float32_config(model.get_config())
+    try:
+        copy = type(model).from_config(config)
+        copy.set_weights(model.get_weights())
+    except Exception as exc:  # a layer that does not round-trip through its config
+        raise ExportError(f"cannot rebuild the model in float32: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    left = reduced_policy(copy)
+    if left is not None:
+        raise ExportError(f"cannot rebuild the model in float32: a layer keeps the {left} policy")
+    return copy
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def parse_size(size) -> tuple[int, int] | None:
+    """None, (H, W) or "HxW" -> (H, W); SegcliError for anything else."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", size)
+        if not match:
+            raise SegcliError(f"bad --size {size!r}: expected HEIGHTxWIDTH in pixels, e.g. 360x480")
+        size = (int(match[1]), int(match[2]))
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise SegcliError(f"bad size {size!r}: expected (height, width)") from None
+    if h < 1 or w < 1:
+        raise SegcliError(f"bad size {h}x{w}: height and width must be positive")
+    return h, w
+
+
+def _round_up(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    stride = max(1, int(stride))
+    return tuple(int(math.ceil(v / stride) * stride) for v in size)
+
+
+def missing_onnx_packages() -> list[str]:
+    """The packages of the export extra that are not installed (found without importing them)."""
+    return [name for name in ONNX_PACKAGES if find_spec(name) is None]
+
+
+def default_output(model_path: Path, fmt: str) -> Path:
+    if fmt == "savedmodel":
+        return model_path.with_name(f"{model_path.stem}_savedmodel")
+    return model_path.with_suffix(f".{fmt}")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif _exists(path):
+        path.unlink()
+
+
+def _random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, 255.0, (1, height, width, 3)).astype(np.float32)
+
+
+def _keras_reference(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # a loaded model expects its inputs as a list; one tensor is fine
+        warnings.filterwarnings("ignore", message="The structure of `inputs`", category=UserWarning)
+        logits = model(x, training=False)
+    return np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float32)
+
+
+def _compare(fmt: str, model: keras.Model, run, sizes) -> tuple[list, float]:
+    """Run the export (``run(x) -> logits``) and Keras on random images; ExportError if they disagree."""
+    checks, refs = [], []
+    for i, (h, w) in enumerate(sizes):
+        x = _random_image(h, w, seed=i)
+        ref = _keras_reference(model, x)
+        try:
+            got = np.asarray(run(x), dtype=np.float32)
+        except Exception as exc:
+            raise ExportError(f"the {FORMAT_NAMES[fmt]} export fails on a {h}x{w} image: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if got.shape != ref.shape:
+            raise ExportError(f"the {FORMAT_NAMES[fmt]} export returns shape {got.shape} for a {h}x{w} image, "
+                              f"Keras {ref.shape}")
+        diff = float(np.max(np.abs(got - ref))) if got.size else 0.0
+        checks.append(((h, w), diff))
+        refs.append(float(np.max(np.abs(ref))) if ref.size else 0.0)
+    tolerance = RTOL * max([1.0, *refs])
+    worst = max(d for _, d in checks)
+    if not math.isfinite(worst) or worst > tolerance:
+        where = ", ".join(f"{h}x{w}: {d:.3g}" for (h, w), d in checks)
+        raise ExportError(f"the {FORMAT_NAMES[fmt]} export does not reproduce the Keras model: max abs difference "
+                          f"{where} (tolerance {tolerance:.3g}); nothing was written")
+    return checks, tolerance
+
+
+@contextlib.contextmanager
+def _quiet_converters():
+    """Keep tf2onnx's and absl's INFO lines and the converters' warnings out of the command's output."""
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _exact_float32():
+    """No TF32 matmuls/convolutions on Ampere+ GPUs while checking: compare true float32 with float32."""
+    import tensorflow as tf
+
+    previous = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(previous)
+
+
+@contextlib.contextmanager
+def _temp_dir_beside(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_dir_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` (the caller checked --force) is moved aside first."""
+    old = None
+    if _exists(out):
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        _remove(old)
+
+
+def _serving_signature(batch=None, size=None):
+    import tensorflow as tf
+
+    h, w = size if size is not None else (None, None)
+    return [tf.TensorSpec([batch, h, w, 3], tf.float32, name="image")]
+
+
+def _write_savedmodel(model: keras.Model, path: Path, input_signature=None) -> None:
+    with _quiet_converters():
+        model.export(str(path), format="tf_saved_model", verbose=False,
+                     input_signature=input_signature or _serving_signature())
+
+
+# --- the three formats ------------------------------------------------------------------------------
+
+def _export_savedmodel(model, out: Path, sizes) -> tuple[list, float]:
+    import tensorflow as tf
+
+    with _temp_dir_beside(out) as tmp:
+        target = tmp / out.name
+        _write_savedmodel(model, target)
+        loaded = tf.saved_model.load(str(target))
+        serve = loaded.signatures["serving_default"]
+
+        def run(x):
+            outputs = serve(image=tf.constant(x))
+            return next(iter(outputs.values())).numpy()
+
+        checks, tol = _compare("savedmodel", model, run, sizes)
+        del loaded, serve
+        _move_dir_into_place(target, out)
+    return checks, tol
+
+
+def _onnx_rename(proto, output_name: str = "logits") -> None:
+    """Name the output "logits" and the dynamic dimensions batch/height/width."""
+    graph = proto.graph
+    if len(graph.output) == 1 and graph.output[0].name != output_name:
+        old = graph.output[0].name
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == old:
+                    node.output[i] = output_name
+            for i, name in enumerate(node.input):
+                if name == old:
+                    node.input[i] = output_name
+        graph.output[0].name = output_name
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for dim, label in zip(dims, ("batch", "height", "width")):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = label
+
+
+def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = _serving_signature()
+    fn = tf.function(lambda image: model(image, training=False), input_signature=signature)
+    with _quiet_converters():
+        try:
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
+        except Exception as exc:
+            raise ExportError(f"tf2onnx cannot convert the model (opset {opset}): {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    _onnx_rename(proto)
+    onnx.checker.check_model(proto)
+    with atomic_path(out, suffix=".onnx") as tmp:
+        onnx.save(proto, str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        checks, tol = _compare("onnx", model, lambda x: session.run(None, {name: x})[0], sizes)
+        del session
+        if out.is_dir():
+            _remove(out)
+    return checks, tol
+
+
+def _tflite_interpreter(path: Path):
+    try:  # TensorFlow's tf.lite.Interpreter is deprecated in favour of ai-edge-litert
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_path=str(path))
+
+
+def _run_tflite(interpreter, x: np.ndarray) -> np.ndarray:
+    inp = interpreter.get_input_details()[0]
+    if tuple(inp["shape"]) != x.shape:
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _tflite_bytes(model, size) -> bytes:
+    """Convert through a temporary SavedModel (from_concrete_functions leaves Keras 3 variables unread)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="segcli-tflite-") as tmp:
+        saved = Path(tmp) / "savedmodel"
+        _write_savedmodel(model, saved, _serving_signature(batch=None if size is None else 1, size=size))
+        with _quiet_converters():
+            return tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+
+
+def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
+    data = _tflite_bytes(model, size)
+    with atomic_path(out, suffix=".tflite") as tmp:
+        tmp.write_bytes(data)
+        interpreter = _tflite_interpreter(tmp)
+        checks, tol = _compare("tflite", model, lambda x: _run_tflite(interpreter, x), sizes)
+        del interpreter
+        if out.is_dir():
+            _remove(out)
+    return checks, tol
+
+
+def _export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, tuple | None, list[str]]:
+    notes = []
+    if size is None:
+        try:
+            checks, tol = _write_tflite(model, out, None, sizes)
+            return checks, tol, None, notes
+        except Exception as exc:  # the converter or the interpreter cannot take dynamic height/width
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            size = _round_up(DEFAULT_TFLITE_SIZE, stride)
+            notes.append(f"TFLite could not take dynamic height/width ({reason}); exported at a fixed "
+                         f"{size[0]}x{size[1]} (choose with --size HxW)")
+    checks, tol = _write_tflite(model, out, size, [size])
+    return checks, tol, size, notes
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+def _check_classes_file(path: Path, classes: ClassMap, force: bool) -> bool:
+    """True if classes.json must be written; ExportError if a different one is there and not --force."""
+    if not _exists(path):
+        return True
+    try:
+        same = load_classes(path).to_dict() == classes.to_dict()
+    except DataError:
+        same = False
+    if same:
+        return False
+    if not force:
+        raise ExportError("exists with different classes than the model's; use --force to replace it", path)
+    return True
+
+
+def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None, *, force: bool = False,
+                 size=None, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """Export the .keras model at ``model_path`` to ``fmt`` (savedmodel, onnx or tflite) and check it.
+
+    out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``).
+    size: TFLite only: a fixed input size (H, W) or "HxW" instead of dynamic height and width.
+    An existing output, or a classes.json beside it with other classes, is replaced only with ``force``.
+    """
+    fmt = str(fmt).lower().replace("_", "").replace("-", "")
+    if fmt == "tfsavedmodel":
+        fmt = "savedmodel"
+    if fmt not in FORMATS:
+        raise SegcliError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    size = parse_size(size)
+    if size is not None and fmt != "tflite":
+        raise SegcliError("--size applies to --format tflite only (SavedModel and ONNX take any height and width)")
+    if fmt == "onnx":
+        missing = missing_onnx_packages()
+        if missing:
+            raise SegcliError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
+    model_path = Path(model_path)
+    out = Path(out) if out is not None else default_output(model_path, fmt)
+    if model_path.exists() and _exists(out) and out.resolve() == model_path.resolve():
+        raise SegcliError("the export would replace the model file itself; choose another --out", out)
+    if _exists(out) and not force:
+        raise ExportError("already exists; use --force to replace it", out)
+    classes_path = out.parent / "classes.json"
+
+    loaded = load_model(model_path)
+    write_classes = _check_classes_file(classes_path, loaded.classes, force)
+    converted_from = reduced_policy(loaded.model)
+    model = float32_copy(loaded.model)
+    stride = loaded.output_stride
+    sizes = [_round_up(s, stride) for s in CHECK_SIZES]
+    notes: list[str] = []
+    fixed = None
+    if size is not None and (size[0] % stride or size[1] % stride):
+        rounded = _round_up(size, stride)
+        notes.append(f"--size {size[0]}x{size[1]} rounded up to {rounded[0]}x{rounded[1]} "
+                     f"(a multiple of the output stride {stride})")
+        size = rounded
+    with _exact_float32():
+        if fmt == "savedmodel":
+            checks, tol = _export_savedmodel(model, out, sizes)
+        elif fmt == "onnx":
+            checks, tol = _export_onnx(model, out, sizes, opset)
+        else:
+            checks, tol, fixed, more = _export_tflite(model, out, sizes, size, stride)
+            notes.extend(more)
+    if write_classes:
+        loaded.classes.save(classes_path)
+    return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
+                        checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,
+                        notes=notes)

@@ -1,0 +1,269 @@
+"""segcli.export and `segcli export`: SavedModel / ONNX / TFLite round trips on a tiny U-Net."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import segcli.export as export  # noqa: E402
+from segcli.data import default_classes  # noqa: E402
+from segcli.export import ExportError, export_model, float32_copy, missing_onnx_packages, reduced_policy  # noqa: E402
+from segcli.modelfile import load_model, save_model  # noqa: E402
+from segcli.models import build_model  # noqa: E402
+from segcli.training.precision import policy  # noqa: E402
+
+TINY = dict(depth=2, base_filters=4, convs_per_block=1)  # output stride 4, ~6k parameters
+SIZES = [(32, 48), (40, 24)]  # two input sizes for the dynamic formats (multiples of the stride)
+ONNX_MISSING = missing_onnx_packages()
+needs_onnx = pytest.mark.skipif(bool(ONNX_MISSING), reason=f"export extra not installed ({', '.join(ONNX_MISSING)}): "
+                                                           "pip install -e '.[export]'")
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+
+
+def _keras(model, x):
+    return model.predict(x, verbose=0)
+
+
+def _tolerance(ref):
+    return 1e-3 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_models")
+    keras.utils.set_random_seed(0)
+    save_model(build_model("unet", 3, **TINY), root / "float32.keras", default_classes(3))
+    with policy("mixed_bfloat16"):
+        mixed = build_model("unet", 3, **TINY)
+    save_model(mixed, root / "mixed.keras", default_classes(3))
+    return root
+
+
+@pytest.fixture
+def model_file(model_files, tmp_path):
+    """A fresh copy of the float32 model in its own folder (exports land beside it)."""
+    path = tmp_path / "model.keras"
+    shutil.copy(model_files / "float32.keras", path)
+    return path
+
+
+@pytest.fixture
+def mixed_file(model_files, tmp_path):
+    path = tmp_path / "mixed.keras"
+    shutil.copy(model_files / "mixed.keras", path)
+    return path
+
+
+def _assert_exported(result, path):
+    assert result.exit_code == 0, result.output
+    assert "max abs diff" in result.output
+    assert (path.parent / "classes.json").is_file()
+    saved = json.loads((path.parent / "classes.json").read_text())
+    assert saved == default_classes(3).to_dict()
+
+
+# --- float32_copy ---------------------------------------------------------------------------------
+
+def test_float32_copy_rebuilds_a_mixed_model_with_the_same_weights():
+    keras.utils.set_random_seed(1)
+    with policy("mixed_bfloat16"):
+        mixed = build_model("unet", 3, **TINY)
+    assert reduced_policy(mixed) == "mixed_bfloat16"
+    copy = float32_copy(mixed)
+    assert copy is not mixed
+    assert reduced_policy(copy) is None
+    assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
+    assert [w.shape for w in copy.get_weights()] == [w.shape for w in mixed.get_weights()]
+    for a, b in zip(copy.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _image(32, 32)
+    ref, got = _keras(mixed, x), _keras(copy, x)
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())  # only bf16 rounding apart
+
+
+def test_float32_copy_returns_a_float32_model_itself():
+    model = build_model("unet", 3, **TINY)
+    assert reduced_policy(model) is None
+    assert float32_copy(model) is model
+
+
+# --- round trips ----------------------------------------------------------------------------------
+
+def test_savedmodel_round_trip(cli, model_file):
+    out = model_file.parent / "exported"
+    result = cli("export", model_file, "--format", "savedmodel", "--out", out)
+    _assert_exported(result, out)
+    assert (out / "saved_model.pb").is_file()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    model = load_model(model_file).model
+    for i, (h, w) in enumerate(SIZES):
+        x = _image(h, w, seed=i)
+        got = next(iter(serve(image=tf.constant(x)).values())).numpy()
+        ref = _keras(model, x)
+        assert got.shape == (1, h, w, 3) and got.dtype == np.float32
+        assert np.abs(got - ref).max() < _tolerance(ref)
+
+
+@needs_onnx
+def test_onnx_round_trip(cli, model_file):
+    import onnx
+    import onnxruntime as ort
+
+    result = cli("export", model_file, "--format", "onnx")
+    out = model_file.with_suffix(".onnx")
+    _assert_exported(result, out)
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model = load_model(model_file).model
+    for i, (h, w) in enumerate(SIZES):
+        x = _image(h, w, seed=i)
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        ref = _keras(model, x)
+        assert got.shape == (1, h, w, 3)
+        assert np.abs(got - ref).max() < _tolerance(ref)
+
+
+def _tflite_run(path, x):
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    if tuple(inp["shape"]) != x.shape:
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tflite_round_trip_with_dynamic_height_and_width(cli, model_file):
+    out = model_file.parent / "sub" / "m.tflite"
+    result = cli("export", model_file, "--format", "tflite", "--out", out)
+    _assert_exported(result, out)
+    assert "any batch, height and width" in result.output
+    model = load_model(model_file).model
+    for i, (h, w) in enumerate(SIZES):
+        x = _image(h, w, seed=i)
+        got, ref = _tflite_run(out, x), _keras(model, x)
+        assert got.shape == (1, h, w, 3)
+        assert np.abs(got - ref).max() < _tolerance(ref)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tflite_fixed_size_is_rounded_up_to_the_stride(model_file):
+    out = model_file.with_suffix(".tflite")
+    result = export_model(model_file, "tflite", size="30x45")
+    assert result.fixed_size == (32, 48) and result.path == out
+    assert any("rounded up to 32x48" in n for n in result.notes)
+    interpreter = tf.lite.Interpreter(model_path=str(out))
+    assert list(interpreter.get_input_details()[0]["shape"]) == [1, 32, 48, 3]
+    x = _image(32, 48)
+    ref = _keras(load_model(model_file).model, x)
+    assert np.abs(_tflite_run(out, x) - ref).max() < _tolerance(ref)
+    assert result.max_abs_diff < result.tolerance
+
+
+def test_a_mixed_bfloat16_model_exports_as_float32(cli, mixed_file):
+    assert reduced_policy(load_model(mixed_file).model) == "mixed_bfloat16"
+    out = mixed_file.parent / "mixed_savedmodel"
+    result = cli("export", mixed_file, "-f", "savedmodel")
+    _assert_exported(result, out)
+    assert "float32 from the mixed_bfloat16 policy" in result.output
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert "DT_BFLOAT16" not in str(serve.graph.as_graph_def())  # no bf16 op anywhere in the graph
+    x = _image(32, 48)
+    got = next(iter(serve(image=tf.constant(x)).values())).numpy()
+    ref = _keras(float32_copy(load_model(mixed_file).model), x)
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < _tolerance(ref)
+
+
+# --- refusals ---------------------------------------------------------------------------------------
+
+def test_onnx_without_the_extra_says_how_to_install_it(cli, model_file, monkeypatch):
+    monkeypatch.setattr(export, "find_spec", lambda name: None if name == "tf2onnx" else object())
+    result = cli("export", model_file, "--format", "onnx")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "tf2onnx" in lines[0] and "pip install 'segcli[export]'" in lines[0]
+    assert not model_file.with_suffix(".onnx").exists()
+
+
+def test_an_existing_output_is_replaced_only_with_force(cli, model_file):
+    out = model_file.parent / "model_savedmodel"  # the default name
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    result = cli("export", model_file, "--format", "savedmodel")
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--force" in result.output
+    assert (out / "old.txt").read_text() == "keep me"
+    result = cli("export", model_file, "--format", "savedmodel", "--force")
+    assert result.exit_code == 0, result.output
+    assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
+
+
+def test_a_different_classes_json_beside_is_kept_without_force(cli, model_file):
+    other = default_classes(3, names=["sky", "road", "car"])
+    other.save(model_file.parent / "classes.json")
+    result = cli("export", model_file, "--format", "savedmodel")
+    assert result.exit_code == 2
+    assert "classes.json" in result.output and "--force" in result.output
+    assert not (model_file.parent / "model_savedmodel").exists()
+    assert json.loads((model_file.parent / "classes.json").read_text()) == other.to_dict()
+
+
+def test_an_export_that_differs_from_keras_fails_and_leaves_nothing(model_file, monkeypatch):
+    real = export._keras_reference
+    monkeypatch.setattr(export, "_keras_reference", lambda model, x: real(model, x) + 1.0)
+    with pytest.raises(ExportError, match="does not reproduce the Keras model"):
+        export_model(model_file, "savedmodel")
+    assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.keras"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "pytorch"], "unknown export format"),
+    (["--format", "onnx", "--size", "32x32"], "--size applies to --format tflite only"),
+    (["--format", "tflite", "--size", "big"], "bad --size"),
+    (["--format", "savedmodel", "--out", "{model}", "--force"], "replace the model file itself"),
+])
+def test_bad_usage_exits_2(cli, model_file, args, message):
+    args = [a.replace("{model}", str(model_file)) for a in args]
+    result = cli("export", model_file, *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_a_missing_model_file_exits_2(cli, tmp_path):
+    result = cli("export", tmp_path / "nope.keras", "--format", "savedmodel")
+    assert result.exit_code == 2
+    assert "no such model file" in result.output
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tflite_falls_back_to_a_fixed_size_when_dynamic_fails(model_file, monkeypatch):
+    real = export._tflite_bytes
+
+    def no_dynamic(model, size):
+        if size is None:
+            raise RuntimeError("dynamic shapes not supported")
+        return real(model, size)
+
+    monkeypatch.setattr(export, "_tflite_bytes", no_dynamic)
+    result = export_model(model_file, "tflite")
+    assert result.fixed_size == (360, 480)  # the default, already a multiple of the stride 4
+    assert any("could not take dynamic height/width" in n and "360x480" in n for n in result.notes)
+    interpreter = tf.lite.Interpreter(model_path=str(result.path))
+    assert list(interpreter.get_input_details()[0]["shape"]) == [1, 360, 480, 3]

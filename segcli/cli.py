@@ -276,7 +276,8 @@ def _pct(value) -> str:
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders of images or glob patterns."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...",
+                                       help="Image files, folders of images or glob patterns."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (earlier outputs there are replaced)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images (or tiles) per model call."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <name>_overlay.png (mask blended, legend)."),
@@ -426,7 +427,49 @@ def export_cmd(
     state = "written" if result.classes_written else "unchanged"
     console.print(f"  classes: {result.classes_path} ({state})", highlight=False, markup=False, soft_wrap=True)
 
-# @@BENCH_COMMANDS@@
+# --- bench: training / pipeline / predict speed, tiled-predict memory, matmul peak -------------------
+def _bench_list(text: Optional[str]) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+@app.command("bench")
+def bench_cmd(
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes (64x64, batch 4, 3 steps): a smoke test in "
+                               "under a minute."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the train path and the pipeline "
+                                        "(default: ../shared/data/camvid, else synthetic PNGs)."),
+    models: str = typer.Option("lambda-fcn,lambda-unet", "--models", help="Comma list of registered models."),
+    precisions: Optional[str] = typer.Option(None, "--precisions", help="Comma list (default: float32,"
+                                             "mixed_bfloat16; float32,mixed_float16 with a GPU)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Timed training steps per figure "
+                                        "(default 10, 40 with a GPU, 3 with --quick)."),
+    jit: str = typer.Option("auto", "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
+    predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,
+                                                help="Images per predict_on_batch call (default 8)."),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH|-",
+                                           help="Also write the figures as JSON to PATH; '-' prints only JSON."),
+    skip: str = typer.Option("", "--skip", help="Comma list of sections to leave out: "
+                             "matmul,train,fit,pipeline,predict,tiled."),
+):
+    """Measure training images/s (segcli's train path vs a bare model.fit), the input pipeline, predict
+    images/s, the peak memory of a tiled predict and the matmul peak of this machine."""
+    import json
+
+    from segcli.bench import bench_tables, run_bench
+    from segcli.files import write_json
+
+    result = run_bench(quick=quick, data=data, models=_bench_list(models), precisions=_bench_list(precisions),
+                       steps=steps, jit=jit, predict_batch=predict_batch, skip=_bench_list(skip),
+                       progress=lambda msg: err_console.print(f"bench: {msg}", style="dim", highlight=False,
+                                                              markup=False))
+    if json_out == "-":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for part in bench_tables(result):
+        console.print(part, highlight=False, soft_wrap=True)
+    if json_out:
+        write_json(Path(json_out), result)
+        console.print(f"figures written to {json_out}", highlight=False, markup=False)
 
 
 def _guard(fn):

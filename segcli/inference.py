@@ -1,0 +1,411 @@
+"""Prediction for images of any size: pad to the output stride, run, crop back; overlapping tiles for big ones.
+
+Small images (padded size within one tile) of equal size are batched together. Bigger images go through
+tiles of `tile` x `tile` pixels (a multiple of the output stride) that overlap by `overlap` pixels; each
+output pixel is taken from the tile whose centre region holds it (the overlap gives every tile
+`overlap / 2` pixels of context on each inner side), so nothing larger than one batch of tiles is ever
+held as float scores: labels go into a uint8 (H, W) array, and probabilities, when asked for, into a
+float16 (H, W, K) array the caller provides (a memory-mapped .npy file in `predict_files`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from segcli.data import read_image, write_image, write_mask_png
+from segcli.errors import DataError, SegcliError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# At most this many pixels per model call (whatever the batch size): one 1024x1024 tile. The activations
+# of a batch, not the image, set the peak memory; on CPU one big tile per call was also the fastest.
+MAX_BATCH_PIXELS = 1024 * 1024
+_GLOB_CHARS = set("*?[")
+
+
+# --- running the model ----------------------------------------------------------------------------
+
+_COMPILED: dict[int, tuple[weakref.ref, Callable]] = {}
+
+
+def _compiled(model) -> Callable:
+    """A tf.function calling `model(x, training=False)` (traced once per tile size, no XLA), cached per model."""
+    import tensorflow as tf
+
+    entry = _COMPILED.get(id(model))
+    if entry is not None and entry[0]() is model:
+        return entry[1]
+    for key in [k for k, (ref, _) in _COMPILED.items() if ref() is None]:
+        del _COMPILED[key]
+    ref = weakref.ref(model)
+    fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True, jit_compile=False)
+    _COMPILED[id(model)] = (ref, fn)
+    return fn
+
+
+def _forward(model, batch: np.ndarray) -> np.ndarray:
+    """(B, h, w, 3) float32 0..255 -> (B, h, w, K) float32 logits; h and w are multiples of the stride."""
+    out = np.asarray(_compiled(model)(batch.astype(np.float32, copy=False)), dtype=np.float32)
+    if out.ndim != 4 or out.shape[1:3] != batch.shape[1:3]:
+        raise SegcliError(f"the model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}: "
+                          "expected (B, H, W, classes) at the input size")
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices past the end mirrored back into 0..n-1 (reflect without repeating the edge)."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = np.abs(idx) % period
+    return np.where(idx < n, idx, period - idx)
+
+
+def _window(image: np.ndarray, y0: int, h: int, x0: int, w: int) -> np.ndarray:
+    """image[y0:y0+h, x0:x0+w] with rows/columns past the bottom/right edge reflected."""
+    height, width = image.shape[:2]
+    if y0 + h <= height and x0 + w <= width:
+        return image[y0:y0 + h, x0:x0 + w]
+    rows = _reflect_index(np.arange(y0, y0 + h), height)
+    cols = _reflect_index(np.arange(x0, x0 + w), width)
+    return image[rows[:, None], cols[None, :]]
+
+
+def _tile_geometry(stride: int, tile: int, overlap: int) -> tuple[int, int]:
+    """(tile, overlap) rounded to the stride: tile down (at least one stride), overlap up (less than the tile)."""
+    if tile < 1 or overlap < 0:
+        raise SegcliError(f"tile must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}")
+    tile = max(stride, tile // stride * stride)
+    overlap = min(_round_up(overlap, stride), tile - stride)
+    return tile, overlap
+
+
+def _axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(start, size, core_start, core_end) along one padded axis; cores partition 0..length."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    cuts = [0] + [(b + a + tile) // 2 for a, b in zip(starts, starts[1:])] + [length]
+    return [(s, tile, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
+
+
+def needs_tiles(height: int, width: int, *, stride: int, tile: int = 1024, overlap: int = 128) -> bool:
+    """True when an image of height x width goes through more than one tile."""
+    tile, _ = _tile_geometry(stride, tile, overlap)
+    return _round_up(height, stride) > tile or _round_up(width, stride) > tile
+
+
+def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
+                batch_size: int) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+    """(y0, y1, x0, x1, logits (y1-y0, x1-x0, K)) covering the image once, tile batch by tile batch."""
+    height, width = image.shape[:2]
+    tile, overlap = _tile_geometry(stride, tile, overlap)
+    ys = _axis_tiles(_round_up(height, stride), tile, overlap)
+    xs = _axis_tiles(_round_up(width, stride), tile, overlap)
+    jobs = [(ty, tx) for ty in ys for tx in xs]
+    per_call = max(1, min(batch_size, MAX_BATCH_PIXELS // (ys[0][1] * xs[0][1])))
+    for i in range(0, len(jobs), per_call):
+        chunk = jobs[i:i + per_call]
+        batch = np.stack([_window(image, ty[0], ty[1], tx[0], tx[1]) for ty, tx in chunk]).astype(np.float32)
+        logits = _forward(model, batch)
+        del batch
+        for (ty, tx), out in zip(chunk, logits):
+            y0, y1 = ty[2], min(ty[3], height)
+            x0, x1 = tx[2], min(tx[3], width)
+            if y1 > y0 and x1 > x0:
+                yield y0, y1, x0, x1, out[y0 - ty[0]:y1 - ty[0], x0 - tx[0]:x1 - tx[0]]
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise SegcliError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    return image
+
+
+def _stride_of(model, stride: int | None) -> int:
+    if stride is None:
+        from segcli.models import output_stride
+
+        stride = output_stride(model)
+    return max(1, int(stride))
+
+
+def _label_dtype(num_classes: int):
+    return np.uint8 if num_classes <= 256 else np.int32
+
+
+def predict_logits(model, image: np.ndarray, *, stride: int | None = None, tile: int = 1024, overlap: int = 128,
+                   batch_size: int = 4, softmax: bool = False) -> np.ndarray:
+    """float32 (H, W, K) logits (probabilities with `softmax=True`) for one (H, W, 3) RGB 0..255 image.
+
+    The image is padded at the bottom/right (reflected) to a multiple of the output `stride`, run and cropped
+    back to exactly H x W; a padded side larger than `tile` goes through overlapping tiles (up to `batch_size`
+    tiles per model call, at most MAX_BATCH_PIXELS pixels). This holds the whole (H, W, K) result: for very
+    large images use `predict_labels`.
+    """
+    image = _check_image(image)
+    stride = _stride_of(model, stride)
+    out = None
+    for y0, y1, x0, x1, block in _iter_tiles(model, image, stride, tile, overlap, batch_size):
+        if out is None:
+            out = np.empty(image.shape[:2] + (block.shape[-1],), np.float32)
+        out[y0:y1, x0:x1] = _softmax(block) if softmax else block
+    return out
+
+
+def predict_labels(model, image: np.ndarray, *, stride: int | None = None, tile: int = 1024, overlap: int = 128,
+                   batch_size: int = 4, probs_out=None) -> np.ndarray:
+    """(H, W) argmax labels (uint8 up to 256 classes) for one image of any size, tile by tile.
+
+    probs_out: an (H, W, K) array (e.g. a float16 memmap) that receives the softmax probabilities.
+    """
+    image = _check_image(image)
+    stride = _stride_of(model, stride)
+    labels = None
+    for y0, y1, x0, x1, block in _iter_tiles(model, image, stride, tile, overlap, batch_size):
+        if labels is None:
+            labels = np.empty(image.shape[:2], _label_dtype(block.shape[-1]))
+        labels[y0:y1, x0:x1] = block.argmax(axis=-1)
+        if probs_out is not None:
+            probs_out[y0:y1, x0:x1] = _softmax(block)
+    return labels
+
+
+def predict_batch(model, images: np.ndarray, *, stride: int | None = None) -> np.ndarray:
+    """float32 (B, H, W, K) logits for a batch of equal-size (B, H, W, 3) images, padded and cropped back."""
+    images = np.asarray(images)
+    stride = _stride_of(model, stride)
+    b, h, w = images.shape[:3]
+    hp, wp = _round_up(h, stride), _round_up(w, stride)
+    if (hp, wp) != (h, w):
+        rows, cols = _reflect_index(np.arange(hp), h), _reflect_index(np.arange(wp), w)
+        images = images[:, rows[:, None], cols[None, :]]
+    return _forward(model, images.astype(np.float32))[:, :h, :w]
+
+
+def iter_predictions(model, items: Iterable[tuple[object, np.ndarray]], *, stride: int | None = None,
+                     tile: int = 1024, overlap: int = 128, batch_size: int = 4,
+                     probs_out: Callable[[object, tuple], np.ndarray] | None = None):
+    """Yield (key, image, labels, probs) for (key, image) items, batching consecutive equal-size small images
+    (up to `batch_size`, at most MAX_BATCH_PIXELS pixels per model call).
+
+    probs_out(key, (H, W, K)) returns the array to fill with probabilities (None: no probabilities).
+    Items are read lazily, so at most `batch_size` images are held at once.
+    """
+    stride = _stride_of(model, stride)
+    num_classes = int(model.output_shape[-1])
+    pending: list[tuple[object, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        logits = predict_batch(model, np.stack([im for _, im in pending]), stride=stride)
+        labels = logits.argmax(axis=-1).astype(_label_dtype(num_classes))
+        for j, (key, im) in enumerate(pending):
+            probs = None
+            if probs_out is not None:
+                probs = probs_out(key, logits.shape[1:])
+                probs[...] = _softmax(logits[j])
+            yield key, im, labels[j], probs
+        pending.clear()
+
+    for key, image in items:
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        if needs_tiles(h, w, stride=stride, tile=tile, overlap=overlap):
+            yield from flush()
+            probs = probs_out(key, (h, w, num_classes)) if probs_out is not None else None
+            labels = predict_labels(model, image, stride=stride, tile=tile, overlap=overlap, batch_size=batch_size,
+                                    probs_out=probs)
+            yield key, image, labels, probs
+            continue
+        if pending and pending[0][1].shape != image.shape:
+            yield from flush()
+        pending.append((key, image))
+        if len(pending) >= max(1, min(batch_size, MAX_BATCH_PIXELS // (h * w))):
+            yield from flush()
+    yield from flush()
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+
+
+def resolve_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders as their images (sorted, not recursive), glob patterns as their matches.
+
+    DataError for a path that does not exist, a pattern that matches nothing or a folder without images.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            images = _images_in(path)
+            if not images:
+                raise DataError(f"no images in this folder ({', '.join(sorted(IMAGE_EXTS))})", path)
+            found += images
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+            matches = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+            if not matches:
+                raise DataError("no image files match this pattern", text)
+            found += matches
+        else:
+            raise DataError("no such file or directory", path)
+    unique, seen = [], set()
+    for path in found:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    if not unique:
+        raise DataError("no input images given")
+    return unique
+
+
+class NpyRowWriter:
+    """An (H, W, K) .npy file (created with np.lib.format.open_memmap) written through a memory map of one band
+    of rows at a time: tiles arrive row by row, and unmapping each finished band keeps its pages out of this
+    process's resident memory (a map of the whole file would hold every written page until the end).
+
+    Supports `writer[rows, cols] = values` (slices) and `writer[...] = values`; call `close()` when done.
+    """
+
+    def __init__(self, path: str | Path, shape: tuple, dtype=np.float16):
+        self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
+        header = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
+        self._offset = header.offset
+        del header  # nothing was written: the file is sparse until bands land in it
+        self._band, self._rows = None, (0, 0)
+
+    def _map(self, r0: int, r1: int) -> None:
+        self.close()
+        row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._band = np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self._offset + r0 * row_bytes,
+                               shape=(r1 - r0,) + self.shape[1:])
+        self._rows = (r0, r1)
+
+    def __setitem__(self, key, value) -> None:
+        if key is Ellipsis:
+            key = (slice(None), slice(None))
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        r0, r1, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("NpyRowWriter takes contiguous row slices")
+        if self._band is None or not (self._rows[0] <= r0 and r1 <= self._rows[1]):
+            self._map(r0, r1)
+        self._band[r0 - self._rows[0]:r1 - self._rows[0], cols] = value
+
+    def close(self) -> None:
+        if self._band is not None:
+            self._band.flush()
+            self._band = None  # the last reference: the band is unmapped here
+
+
+@dataclass
+class Prediction:
+    image: Path
+    mask: Path
+    overlay: Path | None
+    probabilities: Path | None
+    height: int
+    width: int
+
+
+def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overlay: bool = False, alpha: float = 0.5,
+                  probabilities: bool = False, tile: int = 1024, overlap: int = 128, batch_size: int = 4,
+                  progress: Callable[[int, int, Path], None] | None = None) -> list[Prediction]:
+    """Predict a mask for every input image and write, per image, into `out_dir`:
+
+    `<stem>.png` (palette PNG in the model's class colours, the input's H x W), with `overlay`
+    `<stem>_overlay.png` (blend + legend), with `probabilities` `<stem>_probs.npy` (float16 (H, W, K)).
+    Every file is written to a temporary name and renamed, so a failure leaves no half-written output.
+    `progress(done, total, image_path)` is called after each image.
+    """
+    from segcli.overlay import overlay_image
+
+    if not 0.0 <= alpha <= 1.0:
+        raise SegcliError(f"alpha must be in 0..1, got {alpha}")
+    if batch_size < 1:
+        raise SegcliError(f"batch size must be >= 1, got {batch_size}")
+    files = resolve_inputs(inputs)
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise DataError(f"same output name as {by_stem[path.stem]} ({path.stem}.png): predict them separately "
+                            "or rename one", path)
+        by_stem[path.stem] = path
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SegcliError("--out exists and is not a folder", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes, palette = loaded.classes, loaded.classes.palette()
+    open_probs: dict[Path, NpyRowWriter] = {}
+
+    def probs_target(path: Path, shape: tuple) -> NpyRowWriter:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}_probs.", suffix=".npy", dir=out_dir)
+        os.close(fd)
+        open_probs[path] = writer = NpyRowWriter(tmp, shape, np.float16)
+        return writer
+
+    def read(path: Path):
+        return path, read_image(path)
+
+    records: list[Prediction] = []
+    try:
+        for path, image, labels, probs in iter_predictions(
+                loaded.model, (read(p) for p in files), stride=loaded.output_stride, tile=tile, overlap=overlap,
+                batch_size=batch_size, probs_out=probs_target if probabilities else None):
+            stem = path.stem
+            mask_path = out_dir / f"{stem}.png"
+            write_mask_png(mask_path, labels, palette)
+            overlay_path = probs_path = None
+            if overlay:
+                overlay_path = out_dir / f"{stem}_overlay.png"
+                write_image(overlay_path, overlay_image(image, labels, classes, alpha))
+            if probabilities:
+                writer = open_probs.pop(path)
+                writer.close()
+                probs_path = out_dir / f"{stem}_probs.npy"
+                os.replace(writer.path, probs_path)
+            records.append(Prediction(path, mask_path, overlay_path, probs_path, *labels.shape[:2]))
+            if progress is not None:
+                progress(len(records), len(files), path)
+    finally:
+        for writer in open_probs.values():
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+        open_probs.clear()
+    return records
+
+
+__all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles",
+           "resolve_inputs", "predict_files", "Prediction", "NpyRowWriter", "MAX_BATCH_PIXELS"]

@@ -53,7 +53,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class BenchSettings:
-    """Sizes and lengths of one benchmark run; `full()` is the tutorial's setting, `quick()` a smoke test."""
+    """Sizes and lengths of one benchmark run; `full()` is the tutorial's setting, `quick_settings()` a smoke test."""
 
     train_size: tuple[int, int] = (368, 480)   # training crop (the tutorial's)
     short_side: tuple[int, int] = (400, 600)   # random short-side resize before the centre crop
@@ -80,7 +80,7 @@ class BenchSettings:
     def quick_settings(cls) -> BenchSettings:
         return cls(train_size=(64, 64), short_side=(64, 80), batch_size=4, steps=3, epochs=2,
                    synthetic_size=(72, 96), pipeline_batches=5, predict_size=(60, 80), predict_batch=4,
-                   min_seconds=0.2, tiled_size=1024, tile=256, overlap=32, tiled_batch=4, matmul_n=256,
+                   min_seconds=0.2, tiled_size=1024, tile=256, overlap=32, tiled_batch=4, matmul_n=512,
                    quick=True)
 
 
@@ -177,7 +177,7 @@ def matmul_gflops(dtype: str = "float32", n: int = 2048, min_seconds: float = 2.
 
 @dataclass
 class BenchData:
-    root: Path            # a folder with train/ + trainannot/ (+ classes.json): exactly `pairs` pairs, no val
+    root: Path            # a folder with train/ + trainannot/ + classes.json: exactly `pairs` pairs, no val split
     source: str           # the dataset it links to, or "synthetic"
     pairs: int
     classes_note: str
@@ -262,7 +262,7 @@ def prepare_data(data: str | Path | None, pairs: int, workdir: str | Path,
 
 def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit: bool):
     """(recipe file or None, overrides): the model's shipped recipe when there is one, the tutorial's data
-    settings at the benchmark's size, no val, `settings.epochs` epochs."""
+    settings at the benchmark's size, one held-out val pair, `settings.epochs` epochs."""
     from segcli import recipe as recipes
 
     try:
@@ -296,12 +296,13 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
     out = Path(workdir) / f"run-{model_name}-{precision}"
-    result = train(model_name, data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True)
+    result = train(model_name, data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True,
+                   classes_file=data.root / "classes.json")  # the classes fit_rates uses, whatever the recipe says
     rate = float(result.metrics["train_images_per_sec"])
     shutil.rmtree(out, ignore_errors=True)
     _free_memory()
-    return {"images_per_sec": rate, "classes": len(result.metrics["classes"]), "ignore_index": result.metrics["ignore_index"],
-            "epochs": int(result.metrics["epochs"])}
+    return {"images_per_sec": rate, "classes": len(result.metrics["classes"]),
+            "ignore_index": result.metrics["ignore_index"], "epochs": int(result.metrics["epochs"])}
 
 
 def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12,
@@ -342,8 +343,9 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
                                          float(train_cfg["label_smoothing"])),
                           metrics=segmentation_metrics(num_classes, ignore_index) if with_metrics else None,
                           jit_compile=jit, steps_per_execution=spe)
-        model.fit(ds, steps_per_epoch=max(2, spe), epochs=1, verbose=0)  # tracing, first steps
-        history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[Throughput(batch)])
+        model.fit(ds, steps_per_epoch=max(2, spe), epochs=1, verbose=0, shuffle=False)  # tracing, first steps
+        history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+                            callbacks=[Throughput(batch)])
         rates[variant] = float(history.history["images_per_sec"][-1])
     del model, ds, images, labels
     _free_memory()
@@ -470,7 +472,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
               progress: Progress | None = None) -> dict:
     """Run the benchmark sections (all but `skip`) and return the figures as a JSON-ready dict.
 
-    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 256^2 matmul).
+    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul).
     precisions: default float32 + mixed_float16 with a GPU, float32 + mixed_bfloat16 without.
     jit: None/"auto" = on with a GPU. data: dataset folder for the train path and the pipeline (default
     ../shared/data/camvid, else synthetic PNGs). progress(message) is called before each measurement.
@@ -539,8 +541,8 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
             classes = load_classes(bench_data.root / "classes.json").with_void_as_class()
             num_classes = classes.num_classes
             ignore_index = classes.ignore_index if classes.ignore_index >= classes.num_classes else None
-            result["data"] = {"source": bench_data.source, "pairs": bench_data.pairs, "classes": num_classes,
-                              "classes_note": bench_data.classes_note}
+            result["data"] = {"source": bench_data.source, "train_pairs": bench_data.pairs - 1, "val_pairs": 1,
+                              "classes": num_classes, "classes_note": bench_data.classes_note}
 
         if "pipeline" not in skip:
             say("pipeline")
@@ -617,7 +619,8 @@ def bench_tables(result: dict) -> list:
                       f"{'; QUICK (tiny sizes)' if result['quick'] else ''}")]
     if "data" in result:
         d = result["data"]
-        out.append(Text(f"data: {d['source']} ({d['pairs']} pairs, {d['classes']} classes; {d['classes_note']})"))
+        out.append(Text(f"data: {d['source']} ({d['train_pairs']} train + {d['val_pairs']} val pairs linked, "
+                        f"{d['classes']} classes; {d['classes_note']})"))
     if "matmul_gflops" in result:
         out.append(Text(f"matmul peak ({s['matmul_n']}x{s['matmul_n']}): " + ", ".join(
             f"{k} {v:,.0f} GFLOP/s" for k, v in result["matmul_gflops"].items())))
@@ -625,25 +628,32 @@ def bench_tables(result: dict) -> list:
         out.append(Text(f"input pipeline alone: {result['pipeline_images_per_sec']:,.1f} images/s "
                         f"({s['train_size'][0]}x{s['train_size'][1]} crops, batch {s['batch_size']})"))
     if result.get("training"):
+        rows = result["training"]
         t = Table(title=f"training images/s ({s['train_size'][0]}x{s['train_size'][1]}, batch {s['batch_size']}, "
-                        f"{s['steps']} timed steps)")
-        for col, justify in (("model", "left"), ("precision", "left"), ("segcli train", "right"),
-                             ("fit", "right"), ("fit, loss only", "right"), ("train / fit", "right"),
-                             ("GFLOPs/img", "right"), ("% peak train", "right"), ("% peak fit", "right"),
-                             ("% peak fit, loss only", "right")):
-            t.add_column(col, justify=justify)
-        for r in result["training"]:
+                        f"{s['steps']} timed steps)", caption="train: segcli's train path; fit: bare model.fit on "
+                        "one cached batch (loss + metrics / loss only)")
+        for col in ("model", "precision", "train", "fit", "fit (loss)", "train/fit"):
+            t.add_column(col, justify="left" if col in ("model", "precision") else "right")
+        for r in rows:
             t.add_row(r["model"], r["precision"], _fmt(r.get("train_images_per_sec")),
                       _fmt(r.get("fit_images_per_sec")), _fmt(r.get("fit_plain_images_per_sec")),
-                      _fmt(r.get("train_over_fit"), ".2f"), _fmt(r.get("gflops_per_image"), ".2f"),
-                      _pct(r.get("train_peak_fraction")), _pct(r.get("fit_peak_fraction")),
-                      _pct(r.get("fit_plain_peak_fraction")))
+                      _fmt(r.get("train_over_fit"), ".2f"))
         out.append(t)
+        if any(k.endswith("_peak_fraction") for r in rows for k in r):
+            t = Table(title="share of the matmul peak", caption="GFLOPs/image x 3 x images/s / matmul GFLOP/s "
+                                                                "of the precision's compute dtype")
+            for col in ("model", "precision", "GFLOPs/img", "train", "fit", "fit (loss)"):
+                t.add_column(col, justify="left" if col in ("model", "precision") else "right")
+            for r in rows:
+                t.add_row(r["model"], r["precision"], _fmt(r.get("gflops_per_image"), ".2f"),
+                          _pct(r.get("train_peak_fraction")), _pct(r.get("fit_peak_fraction")),
+                          _pct(r.get("fit_plain_peak_fraction")))
+            out.append(t)
     if result.get("predict"):
         t = Table(title=f"predict_on_batch images/s ({s['predict_size'][0]}x{s['predict_size'][1]}, "
                         f"batch {s['predict_batch']})")
         for col in ("model", "precision", "images/s", "run at"):
-            t.add_column(col, justify="right" if col in ("images/s",) else "left")
+            t.add_column(col, justify="right" if col == "images/s" else "left")
         for r in result["predict"]:
             t.add_row(r["model"], r["precision"], _fmt(r["images_per_sec"]),
                       f"{r['padded_size'][0]}x{r['padded_size'][1]}")

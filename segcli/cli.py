@@ -388,7 +388,51 @@ def evaluate_cmd(
         console.print(f"outputs: {out}/ (confusion.csv, confusion.png, evaluation.json)", highlight=False,
                       markup=False)
 
-# @@COMPARE_COMMANDS@@
+@app.command("compare")
+def compare_cmd(
+    args: Optional[List[str]] = typer.Argument(None, help="MODEL... [DATA_DIR] (default data: sample_data/)."),
+    recipe: Optional[List[str]] = typer.Option(None, "--recipe", help="One recipe for all, or one per model."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Training time budget per model."),
+    precision: Optional[str] = typer.Option(None, "--precision"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json for DATA_DIR."),
+    from_runs: Optional[List[Path]] = typer.Option(None, "--from", help="Compare finished run folders instead."),
+    out: Path = typer.Option(Path("compare-out"), "--out", help="Folder for runs and compare.md/.json/.png."),
+):
+    """Train each MODEL under one recipe and seed (or read --from runs) and print them side by side."""
+    from segcli.compare import compare, hardware_line, table_rows
+
+    args = list(args or [])
+    data_dir = None
+    if args and Path(args[-1]).is_dir() and not from_runs:
+        data_dir = Path(args.pop())
+    if not from_runs:
+        if not args:
+            raise SegcliError("name at least one MODEL to train (or give --from RUN_DIR ...)")
+        data_dir = data_dir or Path(__file__).resolve().parent.parent / "sample_data"
+        if not data_dir.is_dir():
+            raise SegcliError("no DATA_DIR given and sample_data/ not found", data_dir)
+    train_args = []
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--size", size),
+                        ("--max-minutes", max_minutes), ("--precision", precision), ("--seed", seed),
+                        ("--classes", classes)):
+        if value is not None:
+            train_args += [flag, str(value)]
+    if size is not None:
+        _parse_size(size)
+    result = compare(args, data_dir, out, recipes=recipe, train_args=train_args, from_runs=from_runs)
+    rows = result["rows"]
+    table = Table(title=" vs ".join(r["name"] for r in rows), caption=hardware_line(rows))
+    table.add_column("")
+    for r in rows:
+        table.add_column(r["name"], justify="right")
+    for cells in table_rows(rows):
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"written: {out}/compare.md, compare.json, compare.png")
 
 # --- export: SavedModel / ONNX / TFLite, checked against Keras ------------------------------------
 @app.command("export")
@@ -448,8 +492,8 @@ def bench_cmd(
                                                 help="Images per predict_on_batch call (default 8)."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH|-",
                                            help="Also write the figures as JSON to PATH; '-' prints only JSON."),
-    skip: str = typer.Option("", "--skip", help="Comma list of sections to leave out: "
-                             "matmul,train,fit,pipeline,predict,tiled."),
+    skip: str = typer.Option("", "--skip", help="Sections to leave out, a comma list of: matmul, train, fit, "
+                             "pipeline, predict, tiled."),
 ):
     """Measure training images/s (segcli's train path vs a bare model.fit), the input pipeline, predict
     images/s, the peak memory of a tiled predict and the matmul peak of this machine."""

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_short_side": 0,        # resize val images' short side first (0: keep the size)
         "eval_crop": [],             # centre-crop val images to this size after the resize
         "cache": "auto",             # keep decoded images in memory: auto | true | false
+        "classes": "",               # classes.json, relative to the recipe file (--classes wins)
     },
     "train": {
         "epochs": 20,
@@ -120,6 +121,9 @@ def read_recipe_file(path: str | Path) -> dict:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SegcliError(f"not valid TOML: {exc}", path) from None
+    classes = raw.get("data", {}).get("classes")
+    if isinstance(classes, str) and classes and not Path(classes).is_absolute():
+        raw["data"]["classes"] = str((path.parent / classes).resolve())
     return _check(raw, str(path))
 
 

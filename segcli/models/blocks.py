@@ -7,6 +7,7 @@ Every piece is a plain function that adds stock layers to a functional graph, so
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from segcli.errors import ModelError
@@ -38,15 +39,23 @@ def _check_filters(what: str, value, *, min_len: int = 1) -> tuple:
     return value
 
 
-def _input(normalize: bool = True):
-    """``(None, None, 3)`` float RGB 0..255 input; optionally rescaled to -1..1 inside the model."""
+def _input(normalize: bool = True, downsample: int = 1):
+    """``(None, None, 3)`` float RGB 0..255 input; optionally rescaled to -1..1 inside the model.
+
+    downsample > 1 averages the image down by that factor first: the whole net then runs on
+    downsample**2 fewer pixels (see _logits, which brings the scores back to full size).
+    """
     inputs = keras.Input((None, None, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inputs) if normalize else inputs
+    if _check_positive_int("downsample_input", downsample) > 1:
+        x = layers.AveragePooling2D(downsample, name="downsample_input")(x)
     return inputs, x
 
 
-def _logits(x):
+def _logits(x, upsample: int = 1):
     """The last layer: identity in float32, so logits leave in float32 under a mixed policy."""
+    if upsample > 1:
+        x = bilinear_upsample(x, upsample, name="upsample_logits")
     return layers.Activation("linear", dtype="float32", name="logits")(x)
 
 
@@ -91,9 +100,35 @@ def _upsample(x, filters: int, stride: int = 2, *, upsample: str = "transpose", 
         if activation:
             x = layers.Activation(activation, name=f"{name}_{activation}")(x)
         return x
-    interpolation = "bilinear" if upsample == "resize_bilinear" else "nearest"
-    x = layers.UpSampling2D(stride, interpolation=interpolation, name=f"{name}_resize")(x)
+    if upsample == "resize_bilinear":
+        x = bilinear_upsample(x, stride, name=f"{name}_resize")
+    else:
+        x = layers.UpSampling2D(stride, interpolation="nearest", name=f"{name}_resize")(x)
     return _conv(x, filters, 3, batch_norm=batch_norm, activation=activation, name=name)
+
+
+def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
+    """(2f, 2f, channels, channels) weights that make a stride-f transposed conv a bilinear resize."""
+    size = 2 * factor
+    center = factor - 0.5
+    og = np.arange(size, dtype=np.float64)
+    k1 = 1 - np.abs(og - center) / factor
+    kernel = np.zeros((size, size, channels, channels), dtype=np.float32)
+    for c in range(channels):
+        kernel[:, :, c, c] = np.outer(k1, k1)
+    return kernel
+
+
+def bilinear_upsample(x, factor: int, *, name: str):
+    """Bilinear upsampling as a frozen Conv2DTranspose.
+
+    UpSampling2D(interpolation="bilinear") cannot trace with unknown height and width (Keras 3 resize
+    needs them in Python), and our inputs are (None, None, 3): a fixed kernel does the same arithmetic.
+    """
+    channels = int(x.shape[-1])
+    return layers.Conv2DTranspose(channels, 2 * factor, strides=factor, padding="same", use_bias=False,
+                                  trainable=False, name=name,
+                                  kernel_initializer=keras.initializers.Constant(bilinear_kernel(factor, channels)))(x)
 
 
 def _encoder(x, filters, *, encoder: str, batch_norm: bool, convs_per_block: int = 2, kernel_size: int = 3,

@@ -23,7 +23,7 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
               filters=(32, 64, 128, 256, 256), convs_per_block: int = 2, batch_norm: bool = True,
               decoder: str = "skips", head_filters: int = 0, dropout: float = 0.0,
               upsample: str = "transpose", up_kernel: int | None = None, allow_checkerboard: bool = False,
-              normalize: bool = True, name: str | None = None) -> keras.Model:
+              normalize: bool = True, downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build an FCN returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
 
     variant: ``fcn32s`` / ``fcn16s`` / ``fcn8s`` (skip decoder only; ignored with ``decoder="mirror"``).
@@ -32,6 +32,8 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
     decoder: ``skips`` (score maps fused, FCN-style) or ``mirror`` (transposed convs back through
         ``reversed(filters[:-1])``, then one to num_classes; no skips).
     head_filters: if > 0, two convs (3x3 then 1x1) of that width after the encoder, as fc6/fc7 were.
+    downsample_input: run the net on the image averaged down by this factor and upsample the class
+        scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
     upsample: ``transpose`` (Conv2DTranspose, kernel ``up_kernel`` for the 2x steps, default 4, and
         2*stride for the final FCN upsampling), ``resize``/``resize_nearest``/``resize_bilinear``
         (UpSampling2D then a 3x3 conv). A kernel the stride does not divide is refused unless
@@ -50,7 +52,7 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
     if decoder == "skips" and len(filters) < fused:
         raise ModelError(f"{variant} fuses {fused} encoder depths but filters has only {len(filters)} levels")
 
-    inputs, x = _input(normalize)
+    inputs, x = _input(normalize, downsample_input)
     feats = _encoder(x, filters, encoder=encoder, batch_norm=batch_norm, convs_per_block=convs_per_block)
     x = feats[-1]
     if head_filters:
@@ -66,7 +68,7 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
         for i, f in enumerate(reversed(filters[:-1]), start=1):
             x = _upsample(x, f, 2, kernel_size=up_kernel, batch_norm=batch_norm, name=f"dec{i}", **up)
         x = _upsample(x, num_classes, 2, kernel_size=up_kernel, activation=None, name="up_final", **up)
-        return keras.Model(inputs, _logits(x), name=name or f"fcn_mirror_{encoder}")
+        return keras.Model(inputs, _logits(x, downsample_input), name=name or f"fcn_mirror_{encoder}")
 
     depth = len(filters)
     # the class-score head: a 1x1 conv where a classifier has a Dense layer
@@ -80,4 +82,4 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
     stride = 2 ** (depth - fused + 1)
     x = _upsample(score, num_classes, stride, kernel_size=up_kernel if stride == 2 else None, activation=None,
                   name="up_final", **up)
-    return keras.Model(inputs, _logits(x), name=name or f"{variant}_{encoder}")
+    return keras.Model(inputs, _logits(x, downsample_input), name=name or f"{variant}_{encoder}")

@@ -13,7 +13,7 @@ from segcli.models.blocks import (_check_choice, _check_positive_int, _check_ups
 def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, encoder: str = "vgg",
                convs_per_block: int = 2, decoder_convs: int | None = None, batch_norm: bool = True,
                dropout: float = 0.0, upsample: str = "transpose", up_kernel: int | None = None,
-               allow_checkerboard: bool = False, normalize: bool = True, name: str | None = None) -> keras.Model:
+               allow_checkerboard: bool = False, normalize: bool = True, downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build a U-Net returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
 
     Level i (0-based) has ``base_filters * 2**i`` filters; the output stride is ``2**depth``.
@@ -23,6 +23,8 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     encoder ``strided``: per level one 4x4 stride-2 conv (the deepest is the bottleneck); per decoder
         level upsample, concatenate [encoder, decoder], ``decoder_convs`` (default 0) 3x3 convs; a final
         upsampling straight to num_classes (the tutorial's net with depth 4, base 32, no BN).
+    downsample_input: run the net on the image averaged down by this factor and upsample the class
+        scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
     upsample: ``transpose`` (Conv2DTranspose, kernel ``up_kernel``, default 4, stride 2) or
         ``resize``/``resize_nearest``/``resize_bilinear`` (UpSampling2D then a 3x3 conv). A kernel the
         stride does not divide is refused unless ``allow_checkerboard``.
@@ -42,7 +44,7 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     widths = [base_filters * 2 ** i for i in range(depth)]
     up = dict(upsample=upsample, kernel_size=up_kernel, allow_checkerboard=allow_checkerboard)
 
-    inputs, x = _input(normalize)
+    inputs, x = _input(normalize, downsample_input)
     if encoder == "vgg":
         skips = []
         for i, f in enumerate(widths, start=1):
@@ -72,4 +74,4 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
         x = layers.Conv2D(num_classes, 1, name="score")(x)
     else:
         x = _upsample(x, num_classes, 2, activation=None, name="up_final", **up)
-    return keras.Model(inputs, _logits(x), name=name or f"unet_{encoder}")
+    return keras.Model(inputs, _logits(x, downsample_input), name=name or f"unet_{encoder}")

@@ -17,8 +17,8 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, label in zip(axes, ("loss", "pixel_accuracy", "miou"), ("loss", "pixel accuracy", "mIoU")):
         for prefix, style in (("", "-"), ("val_", "--")):
-            values = [float(row[prefix + key]) for row in history if row.get(prefix + key) not in (None, "")]
-            if values and len(values) == len(epochs):
+            values = [_number(row.get(prefix + key)) for row in history]
+            if any(v == v for v in values):  # CSVLogger writes "NA" for val figures when there is no val data
                 ax.plot(epochs, values, style, label=("val" if prefix else "train"))
         ax.set_title(label)
         ax.set_xlabel("epoch")
@@ -30,3 +30,10 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -130,7 +130,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
 
-    dataset = open_dataset(data_dir, classes=classes_file, val_fraction=float(data_cfg["val_fraction"]),
+    dataset = open_dataset(data_dir, classes=classes_file or data_cfg["classes"] or None, val_fraction=float(data_cfg["val_fraction"]),
                            seed=int(train_cfg["seed"]))
     report = check_dataset(dataset)
     if not report.ok:

@@ -1,0 +1,126 @@
+"""`segcli bench`: the --quick run end to end (every figure finite and positive, tables printed), the
+GPU defaults (precisions, XLA), the benchmark's datasets and bad options."""
+
+import json
+import math
+
+import pytest
+
+from segcli import bench
+
+ALL_SECTIONS = ",".join(bench.SECTIONS)
+
+
+def figures(obj, path="$"):
+    """(path, value) for every number in a JSON document (booleans are flags, not figures)."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from figures(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from figures(value, f"{path}[{i}]")
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
+    out = tmp_path / "bench.json"
+    # one model keeps the test near 30 s on two cores; both models run the same code
+    result = cli("bench", "--quick", "--models", "lambda-unet", "--json", out)
+    assert result.exit_code == 0, result.output
+    for title in ("training images/s", "train/fit", "share of the matmul peak", "predict_on_batch images/s",
+                  "tiled predict of a 1024x1024 image", "matmul peak", "input pipeline alone", "TensorFlow"):
+        assert title in result.stdout, title
+    doc = json.loads(out.read_text())
+    found = dict(figures(doc))
+    bad = {p: v for p, v in found.items() if not (math.isfinite(v) and v > 0)}
+    assert not bad, bad
+    precisions = ["float32", "mixed_bfloat16"]  # no GPU in the test environment (else mixed_float16)
+    if doc["system"]["gpu"]:
+        precisions = ["float32", "mixed_float16"]
+    assert doc["precisions"] == precisions and doc["quick"] is True
+    assert {tuple(r[k] for k in ("model", "precision")) for r in doc["training"]} == {
+        ("lambda-unet", p) for p in precisions}
+    for row in doc["training"]:
+        for key in ("train_images_per_sec", "fit_images_per_sec", "fit_plain_images_per_sec", "train_over_fit",
+                    "gflops_per_image", "train_peak_fraction", "fit_peak_fraction", "fit_plain_peak_fraction"):
+            assert key in row, key
+        assert row["train_over_fit"] == pytest.approx(row["train_images_per_sec"] / row["fit_images_per_sec"])
+    assert set(doc["matmul_gflops"]) == {"float32", "bfloat16"} | (
+        {"float16"} if "mixed_float16" in precisions else set())
+    assert len(doc["predict"]) == 2 and doc["predict"][0]["padded_size"] == [64, 80]
+    tiled = doc["tiled"]
+    assert tiled["size"] == [1024, 1024] and tiled["peak_rss_mib"] >= tiled["peak_rss_before_predict_mib"]
+    assert doc["data"]["classes"] == 12
+
+
+def test_json_dash_prints_only_json(cli):
+    result = cli("bench", "--quick", "--models", "lambda-fcn", "--precisions", "float32", "--skip",
+                 "train,fit,pipeline,predict,tiled", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc["matmul_gflops"]) == {"float32", "bfloat16"}
+    assert all(v > 0 and math.isfinite(v) for v in doc["matmul_gflops"].values())
+    assert "training" not in doc and "tiled" not in doc
+
+
+def test_gpu_defaults_are_float16_and_xla(monkeypatch):
+    assert bench.default_precisions(gpu=True) == ("float32", "mixed_float16")
+    assert bench.default_precisions(gpu=False) == ("float32", "mixed_bfloat16")
+    assert bench.default_jit(gpu=True) is True and bench.default_jit(gpu=False) is False
+
+    import tensorflow as tf
+
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["fake GPU"] if kind == "GPU" else real(kind))
+    assert bench.gpu_available()
+    assert bench.default_precisions() == ("float32", "mixed_float16") and bench.default_jit() is True
+    monkeypatch.setattr(tf.config, "list_physical_devices", real)
+
+    monkeypatch.setattr(bench, "gpu_available", lambda: True)
+    doc = bench.run_bench(quick=True, skip=bench.SECTIONS)
+    assert doc["precisions"] == ["float32", "mixed_float16"]
+    assert doc["system"]["gpu"] is True and doc["system"]["jit"] is True
+    doc = bench.run_bench(skip=bench.SECTIONS, jit="false")  # full settings: more steps with a GPU
+    assert doc["system"]["jit"] is False and doc["settings"]["steps"] == 40
+    assert bench.run_bench(skip=bench.SECTIONS, precisions=["float32"])["precisions"] == ["float32"]
+
+
+def test_bench_data_links_cycles_and_holds_out_one_val_pair(sample_data, tmp_path):
+    from segcli.data import check_dataset, open_dataset
+
+    data = bench.prepare_data(sample_data, 35, tmp_path)  # sample_data has 30 train pairs: 5 used twice
+    assert data.pairs == 35 and data.source == str(sample_data)
+    dataset = open_dataset(data.root, val_fraction=bench.VAL_FRACTION)
+    assert len(dataset.splits["train"]) == 34 and len(dataset.splits["val"]) == 1
+    assert dataset.classes.names[3] == "Road" and check_dataset(dataset).ok
+
+
+def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_path):
+    from segcli.data import check_dataset, open_dataset
+
+    monkeypatch.setattr(bench, "DEFAULT_DATA", tmp_path / "absent")
+    data = bench.prepare_data(None, 9, tmp_path / "work", synthetic_size=(40, 56))
+    assert data.source == "synthetic"
+    dataset = open_dataset(data.root, val_fraction=0.0)
+    report = check_dataset(dataset)
+    assert report.ok and report.counts == {"train": 9} and report.sizes == {"40x56": 9}
+    assert dataset.classes.num_classes == 11 and dataset.classes.ignore_index == 11
+    assert sum(1 for share in report.pixel_share if share > 0) >= 6  # several classes in every crop's reach
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--skip", "bogus"], "unknown section 'bogus'"),
+    (["--models", "nope"], "unknown model 'nope'"),
+    (["--precisions", "float64"], "unknown precision 'float64'"),
+    (["--jit", "maybe"], "--jit 'maybe'"),
+    (["--data", "/no/such/folder"], "no such file or directory"),
+])
+def test_bad_options_fail_in_one_line(cli, args, message):
+    result = cli("bench", "--quick", "--skip", ALL_SECTIONS, *args)  # a second --skip replaces the first
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

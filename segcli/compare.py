@@ -15,12 +15,14 @@ import numpy as np
 
 from segcli.errors import SegcliError
 from segcli.files import atomic_path, write_json, write_text
+from segcli.training.plots import number
 from segcli.training.run import read_history
 
 COLUMNS = [  # key, header, format
     ("train_images_per_sec", "train images/s", "{:.1f}"),
     ("val_pixel_accuracy", "val pixel acc.", "{:.1%}"),
     ("val_miou", "val mIoU", "{:.1%}"),
+    ("tutorial_pixel_accuracy", "val pixel acc., tutorial's protocol", "{:.1%}"),
     ("train_minutes", "training time (min)", "{:.1f}"),
     ("epochs", "epochs", "{:d}"),
     ("params", "parameters", "{:,}"),
@@ -69,6 +71,7 @@ def summarize_run(run_dir: Path, latency_size: tuple[int, int]) -> dict:
         "train_images_per_sec": m["train_images_per_sec"],
         "val_pixel_accuracy": m["val"]["pixel_accuracy"], "val_miou": m["val"]["miou"],
         "best_val_miou": m.get("best_val_miou"),
+        "tutorial_pixel_accuracy": (m.get("evaluation") or {}).get("tutorial_pixel_accuracy"),
         "train_minutes": m["train_seconds"] / 60.0, "epochs": int(m["epochs"]), "params": int(m["params"]),
         "gflops_per_image": m["gflops_per_image"], "gflops_size": m.get("gflops_size"),
         "latency_ms": inference_latency_ms(model_path, *latency_size), "latency_size": list(latency_size),
@@ -97,8 +100,9 @@ def to_markdown(rows: list[dict], title: str) -> str:
     lines = [f"## {title}", "", "| | " + " | ".join(r["name"] for r in rows) + " |",
              "|---|" + "---:|" * len(rows)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
-    lines += ["", hardware_line(rows) + ". Training images/s excludes the first epoch; pixel accuracy and mIoU on val "
-              "with the ignore label excluded; latency: batch 1 at "
+    lines += ["", hardware_line(rows) + ". Training images/s excludes the first epoch; val pixel accuracy and mIoU "
+              "(last epoch) leave the ignore label (void) out; the tutorial's protocol counts void as a class, on "
+              "368x480 centre crops after resizing the short side to 400 (best.keras); latency: batch 1 at "
               f"{rows[0]['latency_size'][0]}x{rows[0]['latency_size'][1]}.", ""]
     return "\n".join(lines)
 
@@ -121,9 +125,9 @@ def plot_compare(rows: list[dict], path: Path) -> None:
             hist = read_history(Path(r["run_dir"]) / "history.csv")
             epochs = [int(h["epoch"]) + 1 for h in hist]
             for prefix, style in (("", "-"), ("val_", "--")):
-                if hist and hist[0].get(prefix + key) not in (None, ""):
-                    ax.plot(epochs, [float(h[prefix + key]) for h in hist], style, color=f"C{i}",
-                            label=f"{r['name']} {'val' if prefix else 'train'}")
+                values = [number(h.get(prefix + key)) for h in hist]
+                if any(v == v for v in values):
+                    ax.plot(epochs, values, style, color=f"C{i}", label=f"{r['name']} {'val' if prefix else 'train'}")
         ax.set_title(f"{label} per epoch")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)

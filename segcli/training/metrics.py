@@ -20,12 +20,17 @@ class PixelAccuracy(keras.metrics.MeanIoU):
         return ops.sum(ops.diagonal(cm)) / ops.maximum(ops.sum(cm), 1.0)
 
 
-def segmentation_metrics(num_classes: int, ignore_index: int | None):
-    """[pixel accuracy, mean IoU] over the non-ignored pixels, both on argmax of the logits."""
-    return [
-        PixelAccuracy(num_classes, ignore_class=ignore_index, name="pixel_accuracy"),
-        keras.metrics.MeanIoU(num_classes, ignore_class=ignore_index, sparse_y_pred=False, name="miou"),
-    ]
+def segmentation_metrics(num_classes: int, ignore_index: int | None, scored_classes: int | None = None):
+    """[pixel accuracy, mean IoU] over the non-ignored pixels, both on argmax of the logits.
+
+    scored_classes < num_classes: the mean IoU runs over the first scored_classes only (a void class the
+    model is trained on, as class K, is predicted but not scored; predicting it on a real class is an error).
+    """
+    miou = (keras.metrics.IoU(num_classes, list(range(scored_classes)), ignore_class=ignore_index,
+                              sparse_y_pred=False, name="miou")
+            if scored_classes and scored_classes < num_classes else
+            keras.metrics.MeanIoU(num_classes, ignore_class=ignore_index, sparse_y_pred=False, name="miou"))
+    return [PixelAccuracy(num_classes, ignore_class=ignore_index, name="pixel_accuracy"), miou]
 
 
 def scores_from_confusion(cm) -> dict:

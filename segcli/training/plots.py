@@ -17,7 +17,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, label in zip(axes, ("loss", "pixel_accuracy", "miou"), ("loss", "pixel accuracy", "mIoU")):
         for prefix, style in (("", "-"), ("val_", "--")):
-            values = [_number(row.get(prefix + key)) for row in history]
+            values = [number(row.get(prefix + key)) for row in history]
             if any(v == v for v in values):  # CSVLogger writes "NA" for val figures when there is no val data
                 ax.plot(epochs, values, style, label=("val" if prefix else "train"))
         ax.set_title(label)
@@ -32,7 +32,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def _number(value) -> float:
+def number(value) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -140,8 +140,11 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     if not dataset.splits.get("train"):
         raise SegcliError("no training pairs found", data_dir)
     classes = dataset.classes.with_void_as_class() if data_cfg["void_as_class"] else dataset.classes
-    # void trained as a class may share its label value with the ignore index (CamVid: 11): then nothing is ignored
-    label_ignore = classes.ignore_index if classes.ignore_index >= classes.num_classes else None
+    # The loss skips only the ignore label (padding, and void unless void is trained as class K). Scores
+    # always leave void out: with void_as_class the model may predict it, which counts as an error.
+    scored_classes = dataset.classes.num_classes
+    loss_ignore = classes.ignore_index
+    score_ignore = scored_classes if data_cfg["void_as_class"] else classes.ignore_index
 
     precision, why = resolve_precision(train_cfg["precision"])
     strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
@@ -183,9 +186,9 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
     weights = _class_weights(train_cfg["class_weights"], report, classes.num_classes)
     with strategy.scope():
-        metrics = segmentation_metrics(classes.num_classes, label_ignore)
+        metrics = segmentation_metrics(classes.num_classes, score_ignore, scored_classes)
         model.compile(optimizer=make_optimizer(train_cfg, steps),
-                      loss=make_loss(train_cfg["loss"], classes.num_classes, label_ignore, weights,
+                      loss=make_loss(train_cfg["loss"], classes.num_classes, loss_ignore, weights,
                                      float(train_cfg["label_smoothing"])),
                       metrics=metrics, jit_compile=jit, steps_per_execution=spe)
 
@@ -204,7 +207,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     meta = {"recipe": recipe, "precision": precision, "model_name": model_cfg["name"]}
 
     throughput = Throughput(batch)
-    per_class = PerClassIoU(metrics[1], classes.names)
+    per_class = PerClassIoU(metrics[1], dataset.classes.names)
     budget = TimeBudget(float(train_cfg["max_minutes"]))
     best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
     for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):  # resuming: keep the best so far
@@ -239,16 +242,31 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         "train_seconds": sum(_float(row.get("train_seconds")) for row in history),
         "val": {
             "pixel_accuracy": _float(last.get("val_pixel_accuracy")), "miou": _float(last.get("val_miou")),
-            "iou": {name: _float(last.get(f"val_iou_{name}")) for name in classes.names},
+            "iou": {name: _float(last.get(f"val_iou_{name}")) for name in dataset.classes.names},
         },
+        "evaluation": _final_evaluation(run_dir, data_dir, dataset, console) if val_pairs else None,
         "best_epoch": best.best_epoch, "best_val_miou": None if best.best_epoch is None else best.best,
         "precision": precision, "strategy": strategy_desc, "hardware": run_info["hardware"],
-        "peak_rss_mb": peak_rss_mb(), "ignore_index": label_ignore, "classes": list(classes.names),
+        "peak_rss_mb": peak_rss_mb(), "ignore_index": score_ignore, "classes": list(classes.names),
     }
     write_json(run_dir / "metrics.json", metrics_out)
     if history:
         plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
     return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
+
+
+def _final_evaluation(run_dir: Path, data_dir, dataset, console) -> dict:
+    """best.keras scored by `segcli evaluate`: full-size val with void ignored, and the tutorial's figure."""
+    from segcli.evaluation import evaluate
+    from segcli.modelfile import load_model
+
+    console.print("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
+    result = evaluate(load_model(run_dir / "best.keras"), data_dir, "val", classes_file=dataset.classes)
+    tutorial = result.get("tutorial") or {}
+    return {"model": "best.keras", "pixel_accuracy": result["pixel_accuracy"], "miou": result["miou"],
+            "iou": {c["name"]: c["iou"] for c in result["per_class"]},
+            "tutorial_pixel_accuracy": tutorial.get("pixel_accuracy_void_counted"),
+            "tutorial_label": tutorial.get("label")}
 
 
 def _float(value) -> float:

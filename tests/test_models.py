@@ -38,6 +38,8 @@ VARIANTS = [
     ("unet", dict(depth=3, base_filters=4, encoder="strided", decoder_convs=1, upsample="resize"), 8),
     ("unet", dict(depth=2, base_filters=4), 4),
     ("fcn32s", dict(filters=(4, 8), head_filters=8, dropout=0.1), 4),
+    ("unet", dict(depth=2, base_filters=4, downsample_input=2), 8),
+    ("fcn8s", dict(filters=(4, 8, 8), downsample_input=2), 16),
 ]
 SIZES = [(32, 32), (64, 96)]
 GRAPH_MODE = {("lambda-fcn", None), ("lambda-unet", None), ("fcn8s", None)}
@@ -262,3 +264,25 @@ def test_cli_table(cli):
     for name in ("fcn8s", "fcn32s", "unet", "lambda-fcn", "lambda-unet"):
         assert name in result.output
     assert "1,384,652" in result.output and "1,554,636" in result.output
+
+
+def test_bilinear_and_downsampled_nets_train_on_unknown_sizes():
+    """tf.data pipelines give (None, None) shapes; Keras' bilinear UpSampling2D cannot trace those."""
+    import tensorflow as tf
+
+    from segcli.models.blocks import bilinear_upsample
+
+    x = np.zeros((1, 4, 4, 1), "float32")
+    x[0, :, :, 0] = np.arange(4)[None, :]
+    inp = keras.Input((None, None, 1))
+    up = keras.Model(inp, bilinear_upsample(inp, 2, name="up"))(x).numpy()
+    ref = tf.image.resize(x, (8, 8), "bilinear").numpy()
+    assert np.abs(up - ref)[0, 1:-1, 1:-1].max() < 1e-6  # exact inside; the border is scaled, argmax kept
+
+    model = build_model("unet", 3, depth=2, base_filters=4, downsample_input=2, upsample="resize_bilinear")
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ds = tf.data.Dataset.from_generator(
+        lambda: iter([(_rgb(2, 32, 48), np.zeros((2, 32, 48), "int32"))]),
+        output_signature=(tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None, None, None), tf.int32)))
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

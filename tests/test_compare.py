@@ -1,0 +1,48 @@
+"""`segcli compare` on sample_data: trains two tiny models, writes the table, JSON and PNG; --from re-reads runs."""
+
+import json
+import math
+import textwrap
+
+import pytest
+
+from segcli.compare import COLUMNS
+
+
+@pytest.mark.slow
+def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(textwrap.dedent("""
+        [data]
+        size = [64, 64]
+        [train]
+        epochs = 2
+        batch_size = 8
+        precision = "float32"
+    """))
+    out = tmp_path / "cmp"
+    # sample_data is the default DATA_DIR; lambda nets are the tutorial's tiny ones
+    result = cli("compare", "lambda-fcn", "lambda-unet", "--recipe", recipe, "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "compare.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["lambda-fcn", "lambda-unet"]
+    for row in data["rows"]:
+        for key, _, _ in COLUMNS:
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
+        assert row["epochs"] == 2 and row["train_images_per_sec"] > 0 and row["latency_ms"] > 0
+    assert data["rows"][0]["params"] != data["rows"][1]["params"]
+    md = (out / "compare.md").read_text()
+    assert "| train images/s |" in md and "Hardware:" in md
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "lambda-fcn" in result.output and "val mIoU" in result.output
+
+    again = cli("compare", "--from", out / "run-1-lambda-fcn", "--from", out / "run-2-lambda-unet",
+                "--out", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    rows = json.loads((tmp_path / "again" / "compare.json").read_text())["rows"]
+    assert [r["val_miou"] for r in rows] == [r["val_miou"] for r in data["rows"]]  # read, not retrained
+
+
+def test_compare_from_a_folder_that_is_not_a_run(cli, tmp_path):
+    result = cli("compare", "--from", tmp_path, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "not a finished segcli run" in result.output

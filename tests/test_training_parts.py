@@ -1,0 +1,131 @@
+"""Losses, metrics, schedules, recipes, precision and strategy choice: the pieces `train` is built from."""
+
+import numpy as np
+import pytest
+
+from segcli import recipe as recipes
+from segcli.errors import SegcliError
+from segcli.training.losses import SegmentationLoss, make_loss, median_frequency_weights
+from segcli.training.metrics import scores_from_confusion, segmentation_metrics
+
+
+def _logits(pred, k):
+    """One-hot logits (scale 10) for a (B,H,W) array of predicted classes."""
+    return np.eye(k, dtype="float32")[pred] * 10.0
+
+
+def test_metrics_leave_the_ignore_label_out():
+    truth = np.array([[[0, 0, 1, 255]]])
+    pred = np.array([[[0, 1, 1, 2]]])  # the ignored pixel is predicted wrong: it must not count
+    acc, miou = segmentation_metrics(3, 255)
+    for m in (acc, miou):
+        m.update_state(truth, _logits(pred, 3))
+    assert float(acc.result()) == pytest.approx(2 / 3)
+    # IoU class 0: 1/2, class 1: 1/2, class 2: never in truth or prediction -> not averaged
+    assert float(miou.result()) == pytest.approx(0.5)
+    scores = scores_from_confusion(np.asarray(miou.total_cm))
+    assert scores["iou"][:2] == pytest.approx([0.5, 0.5]) and scores["iou"][2] is None
+    assert scores["pixel_accuracy"] == pytest.approx(2 / 3) and scores["pixels"] == 3
+
+
+def test_void_trained_as_a_class_is_scored_as_an_error_not_a_class():
+    # classes 0, 1 and void as class 2; truth void pixels are skipped, predicted void is wrong
+    truth = np.array([[[0, 1, 2, 2]]])
+    pred = np.array([[[0, 2, 2, 0]]])
+    acc, miou = segmentation_metrics(3, 2, scored_classes=2)
+    for m in (acc, miou):
+        m.update_state(truth, _logits(pred, 3))
+    assert float(acc.result()) == pytest.approx(1 / 2)
+    assert float(miou.result()) == pytest.approx((1.0 + 0.0) / 2)  # mean over classes 0 and 1 only
+
+
+@pytest.mark.parametrize("kind", ["ce", "focal", "dice", "ce+dice"])
+def test_losses_ignore_void_pixels(kind):
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, (2, 4, 4)).astype("int32")
+    truth[:, 0] = 255
+    logits = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    other = logits.copy()
+    other[:, 0] = rng.normal(size=other[:, 0].shape) * 5  # change only the ignored rows
+    loss = make_loss(kind, 3, 255, class_weights=None if kind == "ce" else [1.0, 2.0, 1.0])
+    a, b = float(loss(truth, logits)), float(loss(truth, other))
+    assert np.isfinite(a) and a > 0
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_class_weights_shift_the_loss_towards_the_weighted_class():
+    truth = np.array([[[0, 1]]], dtype="int32")
+    logits = np.array([[[[2.0, 0.0], [2.0, 0.0]]]], dtype="float32")  # class 0 right, class 1 wrong
+    plain = float(SegmentationLoss(2, 255)(truth, logits))
+    weighted = float(SegmentationLoss(2, 255, class_weights=[1.0, 3.0])(truth, logits))
+    assert weighted > plain  # the wrong pixel's class weighs more
+
+
+def test_median_frequency_weights():
+    assert median_frequency_weights([50, 25, 25, 0]) == pytest.approx([0.5, 1.0, 1.0, 0.0])
+
+
+def test_recipe_flags_override_file_and_unknown_keys_list_valid_ones(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[model]\nname = "fcn"\n[model.options]\nvariant = "fcn16s"\n'
+                    '[data]\nclasses = "cls.json"\n[train]\nepochs = 5\nlr = 0.01\n')
+    r = recipes.resolve(path, {"train": {"epochs": 7, "lr": None}})
+    assert r["train"]["epochs"] == 7 and r["train"]["lr"] == 0.01  # None = flag not given
+    assert r["model"]["options"] == {"variant": "fcn16s"} and r["train"]["batch_size"] == 8
+    assert r["data"]["classes"] == str((tmp_path / "cls.json").resolve())  # relative to the recipe
+    recipes.save(r, tmp_path / "resolved.toml")
+    assert recipes.load_resolved(tmp_path / "resolved.toml") == r
+    path.write_text("[train]\nschedule = 'linear'\n")
+    with pytest.raises(SegcliError, match="choose one of constant, step, cosine, onecycle"):
+        recipes.resolve(path)
+    path.write_text("[train]\nepochs = 'ten'\n")
+    with pytest.raises(SegcliError, match="expected a int"):
+        recipes.resolve(path)
+
+
+def test_shipped_recipes_resolve_and_build():
+    from segcli.models import build_model, output_stride
+
+    for name in ("lambda-fcn", "lambda-unet", "camvid-fcn", "camvid-unet", "sample-unet"):
+        r = recipes.resolve(recipes.find_recipe(name))
+        model = build_model(r["model"]["name"], 12, **r["model"]["options"])
+        assert all(s % output_stride(model) == 0 for s in r["data"]["size"]), name
+    with pytest.raises(SegcliError, match="shipped recipes: .*camvid-unet"):
+        recipes.find_recipe("no-such-recipe")
+
+
+def test_schedules():
+    from segcli.training.optim import make_schedule
+
+    train = dict(recipes.DEFAULTS["train"], lr=1.0, epochs=10)
+    step = make_schedule({**train, "schedule": "step", "step_epochs": [5], "step_gamma": 0.1}, 10)
+    assert float(step(49)) == pytest.approx(1.0) and float(step(51)) == pytest.approx(0.1)
+    one = make_schedule({**train, "schedule": "onecycle"}, 10)
+    assert float(one(0)) == pytest.approx(1 / 25) and float(one(30)) == pytest.approx(1.0, rel=1e-3)
+    assert float(one(100)) < 0.01
+    assert make_schedule({**train, "schedule": "constant"}, 10) == 1.0
+
+
+def test_precision_auto(monkeypatch):
+    import tensorflow as tf
+
+    from segcli.training import precision
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else [])
+    assert precision.resolve_precision("auto")[0] == "mixed_float16"
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto")[0] == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto")[0] == "float32"
+    assert precision.resolve_precision("mixed_float16") == ("mixed_float16", "chosen")
+
+
+def test_strategy_choice(monkeypatch):
+    from segcli.training.distribute import resolve_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy, desc = resolve_strategy("auto")
+    assert strategy.num_replicas_in_sync == 1 and "single device" in desc
+    with pytest.raises(SegcliError, match="TF_CONFIG"):
+        resolve_strategy("multiworker")

@@ -127,19 +127,10 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 
-def _models_parse_size(text: str) -> tuple:
-    import re
-
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise SegcliError(f"bad --size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 360x480")
-    return int(match[1]), int(match[2])
-
-
 def _models_table(size: str, classes: int) -> None:
     from segcli.models import build_model, count_params, gflops, list_models, model_entry, output_stride
 
-    height, width = _models_parse_size(size)
+    height, width = _parse_size(size)
     table = Table(title=f"Models ({classes} classes, GFLOPs per {height}x{width} image)")
     table.add_column("name", style="bold")
     table.add_column("description")
@@ -179,7 +170,7 @@ def models_show(
     from segcli.models import (build_model, count_params, gflops, list_models, model_entry, model_spec_from_toml,
                                output_stride)
 
-    height, width = _models_parse_size(size)
+    height, width = _parse_size(size)
     recipe = None
     if model.lower().endswith(".toml") or (model not in list_models() and Path(model).is_file()):
         recipe = Path(model)

@@ -485,6 +485,8 @@ def bench_cmd(
                                            help="Also write the figures as JSON to PATH; '-' prints only JSON."),
     skip: str = typer.Option("", "--skip", help="Sections to leave out, a comma list of: matmul, train, fit, "
                              "pipeline, predict, tiled."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as a fenced text "
+                                            "block to this file (for README.md)."),
 ):
     """Measure training images/s (segcli's train path vs a bare model.fit), the input pipeline, predict
     images/s, the peak memory of a tiled predict and the matmul peak of this machine."""
@@ -502,6 +504,16 @@ def bench_cmd(
         return
     for part in bench_tables(result):
         console.print(part, highlight=False, soft_wrap=True)
+    if markdown:
+        import io
+
+        from segcli.files import write_text
+
+        buffer = io.StringIO()
+        plain = Console(file=buffer, width=110, color_system=None)
+        for part in bench_tables(result):
+            plain.print(part, highlight=False, soft_wrap=True)
+        write_text(markdown, "```text\n" + buffer.getvalue().rstrip() + "\n```\n")
     if json_out:
         write_json(Path(json_out), result)
         console.print(f"figures written to {json_out}", highlight=False, markup=False)

@@ -99,39 +99,104 @@ def _class_weights(setting: str, report, num_classes: int):
     return weights
 
 
+def _resolve_recipe(model_name, recipe_file, overrides, console) -> dict:
+    """Defaults < recipe file < flags; MODEL replaces the recipe's model (and drops its options) if they differ."""
+    file_recipe = recipes.read_recipe_file(recipe_file) if recipe_file else {}
+    file_model = file_recipe.get("model", {}).get("name")
+    if model_name and file_model not in (None, model_name):
+        console.print(f"[yellow]note:[/] the recipe's model '{file_model}' is replaced by '{model_name}'"
+                      " (its model options are not used)")
+        file_recipe["model"] = {"options": {}}
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if model_name:
+        overrides.setdefault("model", {})["name"] = model_name
+    return recipes.resolve(file_recipe, overrides)
+
+
+def _load_run(run_dir: Path) -> tuple[dict, Path, ClassMap]:
+    """(resolved recipe, data folder, the dataset's classes) of a run folder to resume."""
+    if not (run_dir / "recipe.toml").is_file() or not (run_dir / "run.json").is_file():
+        raise SegcliError("not a segcli run folder (no recipe.toml / run.json)", run_dir)
+    run_info = json.loads((run_dir / "run.json").read_text())
+    return (recipes.load_resolved(run_dir / "recipe.toml"), Path(run_info["data_dir"]),
+            ClassMap.from_dict(run_info["dataset_classes"]))
+
+
+def _pipelines(dataset, recipe: dict, stride: int, replicas: int):
+    """(train, val or None) tf.data pipelines; val images whole, padded to the output stride."""
+    data_cfg, train_cfg = recipe["data"], recipe["train"]
+    batch, seed = int(train_cfg["batch_size"]), int(train_cfg["seed"])
+    crop = _size(data_cfg["size"])
+    if any(c % stride for c in crop):
+        raise SegcliError(f"training size {crop[0]}x{crop[1]} must divide by the model's output stride {stride}")
+    cache = data_cfg["cache"]
+    cache = cache if cache == "auto" else str(cache).lower() in ("true", "1", "yes")
+    void_as_class = bool(data_cfg["void_as_class"])
+    aug = Augment(scale=tuple(data_cfg["scale"]), short_side=tuple(data_cfg["short_side"]) or None,
+                  crop=tuple(crop), center_crop=bool(data_cfg["center_crop"]), flip=bool(data_cfg["flip"]))
+    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
+                             training=True, augment=aug, seed=seed, cache=cache, void_as_class=void_as_class)
+    if int(train_ds.cardinality()) <= 0:
+        raise SegcliError(f"batch size {batch} is larger than the {len(dataset.splits['train'])} training pairs")
+    val_pairs = dataset.splits.get("val") or []
+    if not val_pairs:
+        return train_ds, None
+    eval_crop = _size(data_cfg["eval_crop"])
+    val_batch = replicas * (batch // replicas if eval_crop else 1) or replicas
+    if replicas > 1:  # every replica needs a non-empty batch: repeat the first few pairs to fill the last one
+        val_pairs = val_pairs + val_pairs[:(-len(val_pairs)) % val_batch]
+    val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=val_batch, training=False,
+                           crop=tuple(eval_crop) or None, pad_to_multiple=stride,
+                           eval_short_side=int(data_cfg["eval_short_side"]) or None, cache=cache,
+                           void_as_class=void_as_class)
+    return train_ds, val_ds
+
+
+def _summary(model, recipe, run_dir: Path, run_info: dict, best: SaveBest, budget: TimeBudget, dataset,
+             classes: ClassMap, console) -> dict:
+    """metrics.json: figures of the last epoch, speed (epochs after the first), best epoch, final evaluation."""
+    history = read_history(run_dir / "history.csv")
+    last = history[-1] if history else {}
+    rates = [_float(row.get("images_per_sec")) for row in history[1:] or history]
+    rates = [r for r in rates if math.isfinite(r)]
+    crop = _size(recipe["data"]["size"])
+    return {
+        "model": recipe["model"]["name"], "params": count_params(model), "gflops_per_image": gflops(model, *crop),
+        "gflops_size": crop, "epochs": len(history), "epochs_planned": int(recipe["train"]["epochs"]),
+        "stopped_by_time_budget": budget.stopped_early,
+        "train_images_per_sec": sum(rates) / len(rates) if rates else math.nan,
+        "train_seconds": sum(_float(row.get("train_seconds")) for row in history),
+        "val": {
+            "pixel_accuracy": _float(last.get("val_pixel_accuracy")), "miou": _float(last.get("val_miou")),
+            "iou": {name: _float(last.get(f"val_iou_{name}")) for name in dataset.classes.names},
+        },
+        "evaluation": (_final_evaluation(run_dir, run_info["data_dir"], dataset, console)
+                       if dataset.splits.get("val") else None),
+        "best_epoch": best.best_epoch, "best_val_miou": None if best.best_epoch is None else best.best,
+        "precision": run_info["precision"], "strategy": run_info["strategy"], "hardware": run_info["hardware"],
+        "peak_rss_mb": peak_rss_mb(), "classes": list(classes.names),
+    }
+
+
 def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=None, overrides: dict | None = None,
           out=None, resume=None, force: bool = False, classes_file=None, console=None) -> TrainResult:
     """Train one model; returns the run folder and its final metrics. Raises TrainingInterrupted on Ctrl-C."""
     from rich.console import Console
 
     console = console or Console(quiet=True)
+    run_dir = None
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "recipe.toml").is_file() or not (run_dir / "run.json").is_file():
-            raise SegcliError("not a segcli run folder (no recipe.toml / run.json)", run_dir)
-        recipe = recipes.load_resolved(run_dir / "recipe.toml")
-        run_info = json.loads((run_dir / "run.json").read_text())
-        data_dir = Path(run_info["data_dir"])
-        classes_file = ClassMap.from_dict(run_info["dataset_classes"])
+        recipe, data_dir, classes_file = _load_run(run_dir)
+    elif data_dir is None:
+        raise SegcliError("DATA_DIR is required (or --resume RUN_DIR)")
     else:
-        if data_dir is None:
-            raise SegcliError("DATA_DIR is required (or --resume RUN_DIR)")
-        file_recipe = recipes.read_recipe_file(recipe_file) if recipe_file else {}
-        file_model = file_recipe.get("model", {}).get("name")
-        if model_name and file_model not in (None, model_name):
-            console.print(f"[yellow]note:[/] the recipe's model '{file_model}' is replaced by '{model_name}'"
-                          " (its model options are not used)")
-            file_recipe["model"] = {"options": {}}
-        overrides = {k: dict(v) for k, v in (overrides or {}).items()}
-        if model_name:
-            overrides.setdefault("model", {})["name"] = model_name
-        recipe = recipes.resolve(file_recipe, overrides)
-        run_dir = None
+        recipe = _resolve_recipe(model_name, recipe_file, overrides, console)
     data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
 
-    dataset = open_dataset(data_dir, classes=classes_file or data_cfg["classes"] or None, val_fraction=float(data_cfg["val_fraction"]),
-                           seed=int(train_cfg["seed"]))
+    dataset = open_dataset(data_dir, classes=classes_file or data_cfg["classes"] or None,
+                           val_fraction=float(data_cfg["val_fraction"]), seed=int(train_cfg["seed"]))
     report = check_dataset(dataset)
     if not report.ok:
         first = report.problems[0]
@@ -143,52 +208,22 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     # The loss skips only the ignore label (padding, and void unless void is trained as class K). Scores
     # always leave void out: with void_as_class the model may predict it, which counts as an error.
     scored_classes = dataset.classes.num_classes
-    loss_ignore = classes.ignore_index
     score_ignore = scored_classes if data_cfg["void_as_class"] else classes.ignore_index
 
     precision, why = resolve_precision(train_cfg["precision"])
     strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    jit = train_cfg["jit"]
-    jit = gpu if jit in ("auto", None) else str(jit).lower() in ("true", "1", "yes")
+    jit = gpu if train_cfg["jit"] in ("auto", None) else str(train_cfg["jit"]).lower() in ("true", "1", "yes")
     spe = int(train_cfg["steps_per_execution"]) or (8 if gpu else 1)
-
     with strategy.scope(), policy(precision):
         model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
-    stride = output_stride(model)
-    crop = _size(data_cfg["size"])
-    if any(c % stride for c in crop):
-        raise SegcliError(f"training size {crop[0]}x{crop[1]} must divide by the model's output stride {stride}")
-
-    batch = int(train_cfg["batch_size"])
-    aug = Augment(scale=tuple(data_cfg["scale"]), short_side=tuple(data_cfg["short_side"]) or None,
-                  crop=tuple(crop), center_crop=bool(data_cfg["center_crop"]), flip=bool(data_cfg["flip"]))
-    cache = data_cfg["cache"]
-    cache = cache if cache == "auto" else str(cache).lower() in ("true", "1", "yes")
-    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
-                             training=True, augment=aug, seed=int(train_cfg["seed"]), cache=cache,
-                             void_as_class=bool(data_cfg["void_as_class"]))
-    val_pairs = dataset.splits.get("val") or []
-    val_ds = None
-    if val_pairs:
-        eval_crop = _size(data_cfg["eval_crop"])
-        replicas = strategy.num_replicas_in_sync
-        val_batch = replicas * (batch // replicas if eval_crop else 1) or replicas
-        # every replica needs a non-empty batch: repeat the first few pairs to fill the last one
-        val_pairs = val_pairs + val_pairs[:(-len(val_pairs)) % val_batch] if replicas > 1 else val_pairs
-        val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=val_batch,
-                               training=False, crop=tuple(eval_crop) or None, pad_to_multiple=stride,
-                               eval_short_side=int(data_cfg["eval_short_side"]) or None, cache=cache,
-                               void_as_class=bool(data_cfg["void_as_class"]))
+    train_ds, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)
     steps = int(train_ds.cardinality())
-    if steps <= 0:
-        raise SegcliError(f"batch size {batch} is larger than the {len(dataset.splits['train'])} training pairs")
-
     weights = _class_weights(train_cfg["class_weights"], report, classes.num_classes)
     with strategy.scope():
         metrics = segmentation_metrics(classes.num_classes, score_ignore, scored_classes)
         model.compile(optimizer=make_optimizer(train_cfg, steps),
-                      loss=make_loss(train_cfg["loss"], classes.num_classes, loss_ignore, weights,
+                      loss=make_loss(train_cfg["loss"], classes.num_classes, classes.ignore_index, weights,
                                      float(train_cfg["label_smoothing"])),
                       metrics=metrics, jit_compile=jit, steps_per_execution=spe)
 
@@ -200,27 +235,27 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         "data_dir": str(Path(data_dir).resolve()), "model": model_cfg["name"], "precision": precision,
         "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
         "jit": jit, "steps_per_execution": spe, "hardware": hardware_summary(), "layout": dataset.layout,
-        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(), "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
+        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(),
+        "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
         "started": dt.datetime.now().isoformat(timespec="seconds"),
     }
     write_json(run_dir / "run.json", run_info)
     meta = {"recipe": recipe, "precision": precision, "model_name": model_cfg["name"]}
 
-    throughput = Throughput(batch)
-    per_class = PerClassIoU(metrics[1], dataset.classes.names)
     budget = TimeBudget(float(train_cfg["max_minutes"]))
     best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
     for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):  # resuming: keep the best so far
         if _float(row.get("val_miou")) > best.best:
             best.best, best.best_epoch = _float(row["val_miou"]), epoch
-    callbacks = [throughput, per_class, budget, best,
-                 keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    callbacks = [Throughput(int(train_cfg["batch_size"])), PerClassIoU(metrics[1], dataset.classes.names), budget,
+                 best, keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
                  RichProgress(console)]
     console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
-                  f"precision {precision} ({why}), {strategy_desc}, {len(dataset.splits['train'])} train / "
-                  f"{run_info['val_pairs']} val pairs, batch {batch}, {steps} steps/epoch", highlight=False)
+                  f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
+                  f"{run_info['val_pairs']} val pairs, batch {train_cfg['batch_size']}, {steps} steps/epoch",
+                  highlight=False)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks,
                   shuffle=False)  # the pipeline shuffles
@@ -230,26 +265,9 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     save_model(model, run_dir / "model.keras", classes, meta)
     if best.best_epoch is None:  # no validation data: the last model is the best we know
         save_model(model, run_dir / "best.keras", classes, meta)
-    history = read_history(run_dir / "history.csv")
-    last = history[-1] if history else {}
-    rates = [_float(row.get("images_per_sec")) for row in history[1:] or history]
-    rates = [r for r in rates if math.isfinite(r)]
-    metrics_out = {
-        "model": model_cfg["name"], "params": count_params(model), "gflops_per_image": gflops(model, *crop),
-        "gflops_size": crop, "epochs": len(history), "epochs_planned": int(train_cfg["epochs"]),
-        "stopped_by_time_budget": budget.stopped_early,
-        "train_images_per_sec": sum(rates) / len(rates) if rates else math.nan,
-        "train_seconds": sum(_float(row.get("train_seconds")) for row in history),
-        "val": {
-            "pixel_accuracy": _float(last.get("val_pixel_accuracy")), "miou": _float(last.get("val_miou")),
-            "iou": {name: _float(last.get(f"val_iou_{name}")) for name in dataset.classes.names},
-        },
-        "evaluation": _final_evaluation(run_dir, data_dir, dataset, console) if val_pairs else None,
-        "best_epoch": best.best_epoch, "best_val_miou": None if best.best_epoch is None else best.best,
-        "precision": precision, "strategy": strategy_desc, "hardware": run_info["hardware"],
-        "peak_rss_mb": peak_rss_mb(), "ignore_index": score_ignore, "classes": list(classes.names),
-    }
+    metrics_out = _summary(model, recipe, run_dir, run_info, best, budget, dataset, classes, console)
     write_json(run_dir / "metrics.json", metrics_out)
+    history = read_history(run_dir / "history.csv")
     if history:
         plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
     return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)

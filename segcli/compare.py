@@ -97,7 +97,7 @@ def hardware_line(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
-    lines = [f"## {title}", "", "| | " + " | ".join(r["name"] for r in rows) + " |",
+    lines = [f"### {title}", "", "| | " + " | ".join(r["name"] for r in rows) + " |",
              "|---|" + "---:|" * len(rows)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
     lines += ["", hardware_line(rows) + ". Training images/s excludes the first epoch; val pixel accuracy and mIoU "

@@ -301,8 +301,7 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
     rate = float(result.metrics["train_images_per_sec"])
     shutil.rmtree(out, ignore_errors=True)
     _free_memory()
-    return {"images_per_sec": rate, "classes": len(result.metrics["classes"]),
-            "ignore_index": result.metrics["ignore_index"], "epochs": int(result.metrics["epochs"])}
+    return {"images_per_sec": rate, "classes": len(result.metrics["classes"]), "epochs": int(result.metrics["epochs"])}
 
 
 def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12,

@@ -4,9 +4,10 @@ Sections (each can be skipped by name):
 
 - ``matmul``: peak matmul GFLOP/s per compute dtype (float32, bfloat16; float16 with mixed_float16);
 - ``train``: training images/s through the real ``segcli.training.train`` path (PNG files, augmentation,
-  metrics, callbacks), read from the run's history (epochs after the first);
+  metrics, callbacks), the median of the run's epochs after the first;
 - ``fit``: a bare ``model.fit`` of the same model, compiled the same way, on one cached in-memory batch
-  (with the loss + metrics train uses, and with the loss only); ``train`` / ``fit`` is segcli's overhead;
+  (with the loss + metrics train uses, and with the loss only), the median of ``repeats`` timed fits;
+  ``train`` / ``fit`` is segcli's overhead;
 - ``pipeline``: the input pipeline's images/s alone (``pipeline_throughput``);
 - ``predict``: ``model.predict_on_batch`` images/s at 360x480 (padded to the output stride);
 - ``tiled``: the peak resident memory of ``predict_files`` on one 8000x8000 image, in a child process.
@@ -26,6 +27,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +61,8 @@ class BenchSettings:
     short_side: tuple[int, int] = (400, 600)   # random short-side resize before the centre crop
     batch_size: int = 16
     steps: int = 10                            # timed steps: one train-path epoch, one timed fit
-    epochs: int = 3                            # train path: the first epoch (tracing, cache fill) is not counted
+    epochs: int = 5                            # train path: the first epoch (tracing, cache fill) is not counted
+    repeats: int = 4                           # timed fits per figure (medians: shared CPUs have slow spells)
     synthetic_size: tuple[int, int] = (360, 480)  # image size of the synthetic dataset (CamVid's)
     pipeline_batches: int = 40
     predict_size: tuple[int, int] = (360, 480)
@@ -78,7 +81,7 @@ class BenchSettings:
 
     @classmethod
     def quick_settings(cls) -> BenchSettings:
-        return cls(train_size=(64, 64), short_side=(64, 80), batch_size=4, steps=3, epochs=2,
+        return cls(train_size=(64, 64), short_side=(64, 80), batch_size=4, steps=3, epochs=2, repeats=1,
                    synthetic_size=(72, 96), pipeline_batches=5, predict_size=(60, 80), predict_batch=4,
                    min_seconds=0.2, tiled_size=1024, tile=256, overlap=32, tiled_batch=4, matmul_n=512,
                    quick=True)
@@ -291,14 +294,15 @@ def resolved_recipe(model_name: str, precision: str, settings: BenchSettings, ji
 
 def train_path_rate(model_name: str, precision: str, data: BenchData, settings: BenchSettings, jit: bool,
                     workdir: str | Path) -> dict:
-    """Images/s of `segcli.training.train` (mean over the epochs after the first) and what it trained."""
+    """Images/s of `segcli.training.train` (median over the epochs after the first) and what it trained."""
     from segcli.training import train
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
     out = Path(workdir) / f"run-{model_name}-{precision}"
     result = train(model_name, data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True,
                    classes_file=data.root / "classes.json")  # the classes fit_rates uses, whatever the recipe says
-    rate = float(result.metrics["train_images_per_sec"])
+    rates = [float(row["images_per_sec"]) for row in result.history[1:] or result.history]
+    rate = statistics.median(rates)
     shutil.rmtree(out, ignore_errors=True)
     _free_memory()
     return {"images_per_sec": rate, "classes": len(result.metrics["classes"]), "epochs": int(result.metrics["epochs"])}
@@ -306,8 +310,8 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
 
 def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12,
               ignore_index: int | None = 255) -> dict:
-    """Images/s of a bare model.fit on one cached batch: compiled as train compiles (optimizer, loss,
-    metrics, jit, steps per execution) -> "fit"; the same with the loss only -> "fit_plain"."""
+    """Images/s of a bare model.fit on one cached batch, the median of `settings.repeats` timed fits: compiled
+    as train compiles (optimizer, loss, metrics, jit, steps per execution) -> "fit"; the loss only -> "fit_plain"."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -343,9 +347,9 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
                           metrics=segmentation_metrics(num_classes, ignore_index) if with_metrics else None,
                           jit_compile=jit, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=max(2, spe), epochs=1, verbose=0, shuffle=False)  # tracing, first steps
-        history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+        history = model.fit(ds, steps_per_epoch=steps, epochs=settings.repeats, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
-        rates[variant] = float(history.history["images_per_sec"][-1])
+        rates[variant] = statistics.median(float(r) for r in history.history["images_per_sec"])
     del model, ds, images, labels
     _free_memory()
     return rates
@@ -629,8 +633,9 @@ def bench_tables(result: dict) -> list:
     if result.get("training"):
         rows = result["training"]
         t = Table(title=f"training images/s ({s['train_size'][0]}x{s['train_size'][1]}, batch {s['batch_size']}, "
-                        f"{s['steps']} timed steps)", caption="train: segcli's train path; fit: bare model.fit on "
-                        "one cached batch (loss + metrics / loss only)")
+                        f"medians of {s['steps']}-step epochs)", caption=f"train: segcli's train path, "
+                        f"{s['epochs'] - 1} epochs after the first; fit: bare model.fit on one cached batch (loss + "
+                        f"metrics / loss only), {s['repeats']} timed epochs")
         for col in ("model", "precision", "train", "fit", "fit (loss)", "train/fit"):
             t.add_column(col, justify="left" if col in ("model", "precision") else "right")
         for r in rows:

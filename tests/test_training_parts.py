@@ -53,6 +53,63 @@ def test_losses_ignore_void_pixels(kind):
     assert a == pytest.approx(b, rel=1e-5)
 
 
+def test_fused_cross_entropy_equals_keras_own():
+    import keras
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 4, (2, 6, 5)).astype("int32")
+    truth[0, :2] = 255
+    logits = (rng.normal(size=(2, 6, 5, 4)) * 3).astype("float32")
+    import tensorflow as tf
+
+    def value_and_gradient(loss):
+        x = tf.Variable(logits)
+        with tf.GradientTape() as tape:
+            value = loss(truth, x)
+        return float(value), tape.gradient(value, x).numpy()
+
+    ours, our_grad = value_and_gradient(make_loss("ce", 4, 255))
+    keras_ce, keras_grad = value_and_gradient(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    assert ours == pytest.approx(keras_ce, rel=1e-5)
+    np.testing.assert_allclose(our_grad, keras_grad, atol=1e-7)
+    assert not our_grad[0, :2].any()  # ignored pixels get no gradient
+    # label smoothing: the mean over valid pixels of -sum(target * log_softmax), target = (1 - e) onehot + e / K
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    valid = truth != 255
+    target = np.eye(4)[np.where(valid, truth, 0)] * 0.9 + 0.1 / 4
+    expected = float((-(target * log_probs).sum(-1))[valid].mean())
+    assert float(make_loss("ce", 4, 255, label_smoothing=0.1)(truth, logits)) == pytest.approx(expected, rel=1e-5)
+    # the hand-written gradient (class weights, smoothing) against autodiff of the focal path with gamma 0
+    weights = [1.0, 2.0, 0.5, 1.5]
+    fused = value_and_gradient(make_loss("ce", 4, 255, class_weights=weights, label_smoothing=0.1))
+    autodiff = value_and_gradient(SegmentationLoss(4, 255, kind="focal", gamma=0.0, class_weights=weights,
+                                                   label_smoothing=0.1))
+    assert fused[0] == pytest.approx(autodiff[0], rel=1e-5)
+    np.testing.assert_allclose(fused[1], autodiff[1], atol=1e-6)
+
+
+def test_fused_confusion_update_matches_keras_mean_iou():
+    import keras
+
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 6, (3, 7, 9)).astype("int32")
+    truth[truth == 5] = 255  # ignored
+    logits = rng.normal(size=(3, 7, 9, 5)).astype("float32")
+    reference = keras.metrics.MeanIoU(5, ignore_class=255, sparse_y_pred=False)
+    reference.update_state(truth, logits)
+    acc, miou = segmentation_metrics(5, 255)
+    for m in (acc, miou):
+        m.update_state(truth, logits)
+    np.testing.assert_array_equal(np.asarray(miou.total_cm), np.asarray(reference.total_cm))
+    assert float(miou.result()) == pytest.approx(float(reference.result()))
+    valid = truth != 255
+    assert float(acc.result()) == pytest.approx(float((logits.argmax(-1) == truth)[valid].mean()))
+    miou.reset_state()
+    assert float(np.asarray(miou.total_cm).sum()) == 0 and float(acc.result()) == 0.0
+
+
 def test_class_weights_shift_the_loss_towards_the_weighted_class():
     truth = np.array([[[0, 1]]], dtype="int32")
     logits = np.array([[[[2.0, 0.0], [2.0, 0.0]]]], dtype="float32")  # class 0 right, class 1 wrong

@@ -1,22 +1,68 @@
-"""Pixel accuracy and IoU from one confusion matrix, built on Keras' MeanIoU (ignore_class)."""
+"""Pixel accuracy and IoU from one confusion matrix, built on Keras' IoU / MeanIoU (ignore_class).
+
+Keras' own update (masks, casts and a scatter, per metric) cost a tenth of a training step of the
+tutorial's nets on a 2-core CPU. Here the argmax and the pixel -> cell index are one XLA-fused pass and
+the matrix is a bincount; pixel accuracy reads the same matrix instead of building its own.
+"""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="segcli")
-class PixelAccuracy(keras.metrics.MeanIoU):
-    """Share of non-ignored pixels classified right: trace / sum of MeanIoU's confusion matrix."""
+@tf.function(jit_compile=True, autograph=False)
+def _cell_index(y_true, y_pred, num_classes, ignore_index):
+    """Per pixel: true * K + predicted, or K * K (a spare bin) for an ignored or out-of-range truth."""
+    pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+    true = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(pred))
+    valid = (true >= 0) & (true < num_classes) & (true != ignore_index)
+    return tf.reshape(tf.where(valid, true * num_classes + pred, num_classes * num_classes), [-1])
 
-    def __init__(self, num_classes, name="pixel_accuracy", **kwargs):
-        kwargs.setdefault("sparse_y_pred", False)
-        super().__init__(num_classes=num_classes, name=name, **kwargs)
+
+class _FastConfusionUpdate:
+    """update_state for Keras' IoU metrics (y_pred: logits or scores, argmax taken); sample weights unsupported."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise ValueError("segmentation metrics take no sample_weight")
+        k = self.num_classes
+        ignore = -1 if self.ignore_class is None else self.ignore_class
+        index = _cell_index(y_true, y_pred, tf.constant(k, tf.int32), tf.constant(ignore, tf.int32))
+        counts = tf.raw_ops.DenseBincount(input=index, size=k * k + 1, weights=tf.zeros([0], self.dtype))
+        return self.total_cm.assign_add(tf.reshape(counts[:k * k], (k, k)))
+
+
+@keras.saving.register_keras_serializable(package="segcli")
+class ConfusionMeanIoU(_FastConfusionUpdate, keras.metrics.MeanIoU):
+    """keras.metrics.MeanIoU on logits, with the fused update."""
+
+
+@keras.saving.register_keras_serializable(package="segcli")
+class ConfusionIoU(_FastConfusionUpdate, keras.metrics.IoU):
+    """keras.metrics.IoU (a subset of classes averaged) on logits, with the fused update."""
+
+
+class PixelAccuracy(keras.metrics.Metric):
+    """Share of non-ignored pixels classified right: trace / sum of an IoU metric's confusion matrix.
+
+    It keeps no state of its own: compile the IoU metric too (segmentation_metrics returns both).
+    """
+
+    def __init__(self, confusion: keras.metrics.MeanIoU, name="pixel_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._source = [confusion]  # a list, so Keras does not track (and reset) the other metric's state twice
+
+    def update_state(self, *args, **kwargs):
+        return None
+
+    def reset_state(self):
+        return None
 
     def result(self):
-        cm = ops.cast(self.total_cm, "float32")
+        cm = ops.cast(self._source[0].total_cm, "float32")
         return ops.sum(ops.diagonal(cm)) / ops.maximum(ops.sum(cm), 1.0)
 
 
@@ -26,11 +72,11 @@ def segmentation_metrics(num_classes: int, ignore_index: int | None, scored_clas
     scored_classes < num_classes: the mean IoU runs over the first scored_classes only (a void class the
     model is trained on, as class K, is predicted but not scored; predicting it on a real class is an error).
     """
-    miou = (keras.metrics.IoU(num_classes, list(range(scored_classes)), ignore_class=ignore_index,
-                              sparse_y_pred=False, name="miou")
-            if scored_classes and scored_classes < num_classes else
-            keras.metrics.MeanIoU(num_classes, ignore_class=ignore_index, sparse_y_pred=False, name="miou"))
-    return [PixelAccuracy(num_classes, ignore_class=ignore_index, name="pixel_accuracy"), miou]
+    if scored_classes and scored_classes < num_classes:
+        miou = ConfusionIoU(num_classes, list(range(scored_classes)), ignore_class=ignore_index, name="miou")
+    else:
+        miou = ConfusionMeanIoU(num_classes, ignore_class=ignore_index, name="miou")
+    return [PixelAccuracy(miou), miou]
 
 
 def scores_from_confusion(cm) -> dict:

@@ -305,7 +305,8 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
     rate = statistics.median(rates)
     shutil.rmtree(out, ignore_errors=True)
     _free_memory()
-    return {"images_per_sec": rate, "classes": len(result.metrics["classes"]), "epochs": int(result.metrics["epochs"])}
+    return {"images_per_sec": rate, "epochs_images_per_sec": rates, "classes": len(result.metrics["classes"]),
+            "epochs": int(result.metrics["epochs"])}
 
 
 def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12,
@@ -350,6 +351,7 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
         history = model.fit(ds, steps_per_epoch=steps, epochs=settings.repeats, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
         rates[variant] = statistics.median(float(r) for r in history.history["images_per_sec"])
+        rates[f"{variant}_epochs"] = [float(r) for r in history.history["images_per_sec"]]
     del model, ds, images, labels
     _free_memory()
     return rates
@@ -561,13 +563,15 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
                     peak = peaks.get(COMPUTE_DTYPE[precision])
                     if "train" not in skip:
                         say(f"train path: {name} {precision}")
-                        row["train_images_per_sec"] = train_path_rate(name, precision, bench_data, settings, jit,
-                                                                      workdir)["images_per_sec"]
+                        path = train_path_rate(name, precision, bench_data, settings, jit, workdir)
+                        row["train_images_per_sec"] = path["images_per_sec"]
+                        row["train_epochs_images_per_sec"] = path["epochs_images_per_sec"]
                     if "fit" not in skip:
                         say(f"bare fit: {name} {precision}")
                         fits = fit_rates(name, precision, settings, jit, num_classes, ignore_index)
                         row["fit_images_per_sec"] = fits["fit"]
                         row["fit_plain_images_per_sec"] = fits["fit_plain"]
+                        row["fit_epochs_images_per_sec"] = fits["fit_epochs"]
                     if "train_images_per_sec" in row and "fit_images_per_sec" in row:
                         row["train_over_fit"] = row["train_images_per_sec"] / row["fit_images_per_sec"]
                     for key in ("train", "fit", "fit_plain"):

@@ -176,3 +176,43 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(sample_data, tmp_path)
     # (measured: train loss 5e-4 relative, val loss after the 3 updates 7e-3).
     assert res["none"]["loss"] == pytest.approx(res["mirrored"]["loss"], rel=2e-3)
     assert res["none"]["val_loss"] == pytest.approx(res["mirrored"]["val_loss"], rel=2e-2)
+
+
+METRICS_SCRIPT = """
+import json
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from segcli.models import build_model
+from segcli.training.losses import make_loss
+from segcli.training.metrics import segmentation_metrics
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+y = rng.integers(0, 4, (8, 32, 32)).astype("int32")
+y[:, :4] = 255
+keras.utils.set_random_seed(0)
+weights = build_model("unet", 4, depth=2, base_filters=4).get_weights()
+out = {}
+for name, strategy in (("none", tf.distribute.get_strategy()),
+                       ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    with strategy.scope():
+        model = build_model("unet", 4, depth=2, base_filters=4)
+        model.set_weights(weights)
+        model.compile(loss=make_loss("ce", 4, 255), metrics=segmentation_metrics(4, 255))
+    out[name] = model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), verbose=0, return_dict=True)
+out["numpy"] = float((model.predict(x, verbose=0).argmax(-1) == y)[y != 255].mean())
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_loss_and_metrics_under_mirrored_strategy_equal_one_device():
+    """Same weights, same batches: the loss (scaled per replica, summed) and the confusion matrix (summed
+    over replicas) must give the single-device figures."""
+    proc = subprocess.run([sys.executable, "-c", METRICS_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("loss", "pixel_accuracy", "miou"):
+        assert res["mirrored"][key] == pytest.approx(res["none"][key], rel=1e-5), key
+    assert res["none"]["pixel_accuracy"] == pytest.approx(res["numpy"], rel=1e-6)

@@ -109,7 +109,9 @@ class SegmentationLoss(keras.losses.Loss):
                                   autograph=False)
 
     def call(self, y_true, y_pred):
-        return self._fused(y_true, y_pred)
+        # Keras divides the losses it reduces itself by the replica count (gradients are summed over
+        # replicas) but passes a scalar through untouched: do the same division here.
+        return self._fused(y_true, y_pred) / tf.distribute.get_strategy().num_replicas_in_sync
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "ignore_index": self.ignore_index,

@@ -123,7 +123,10 @@ def _load_run(run_dir: Path) -> tuple[dict, Path, ClassMap]:
 
 
 def _pipelines(dataset, recipe: dict, stride: int, replicas: int):
-    """(train, val or None) tf.data pipelines; val images whole, padded to the output stride."""
+    """(train, steps per epoch, val or None): tf.data pipelines; val images whole, padded to the output stride.
+
+    The training pipeline repeats: one iterator lives through all epochs, so its prefetching carries on
+    across epoch ends and validation instead of starting cold each epoch."""
     data_cfg, train_cfg = recipe["data"], recipe["train"]
     batch, seed = int(train_cfg["batch_size"]), int(train_cfg["seed"])
     crop = _size(data_cfg["size"])
@@ -134,13 +137,15 @@ def _pipelines(dataset, recipe: dict, stride: int, replicas: int):
     void_as_class = bool(data_cfg["void_as_class"])
     aug = Augment(scale=tuple(data_cfg["scale"]), short_side=tuple(data_cfg["short_side"]) or None,
                   crop=tuple(crop), center_crop=bool(data_cfg["center_crop"]), flip=bool(data_cfg["flip"]))
-    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
-                             training=True, augment=aug, seed=seed, cache=cache, void_as_class=void_as_class)
-    if int(train_ds.cardinality()) <= 0:
+    steps = len(dataset.splits["train"]) // batch
+    if steps == 0:
         raise SegcliError(f"batch size {batch} is larger than the {len(dataset.splits['train'])} training pairs")
+    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
+                             training=True, augment=aug, seed=seed, cache=cache, void_as_class=void_as_class,
+                             repeat=True)
     val_pairs = dataset.splits.get("val") or []
     if not val_pairs:
-        return train_ds, None
+        return train_ds, steps, None
     eval_crop = _size(data_cfg["eval_crop"])
     val_batch = replicas * (batch // replicas if eval_crop else 1) or replicas
     if replicas > 1:  # every replica needs a non-empty batch: repeat the first few pairs to fill the last one
@@ -149,7 +154,7 @@ def _pipelines(dataset, recipe: dict, stride: int, replicas: int):
                            crop=tuple(eval_crop) or None, pad_to_multiple=stride,
                            eval_short_side=int(data_cfg["eval_short_side"]) or None, cache=cache,
                            void_as_class=void_as_class)
-    return train_ds, val_ds
+    return train_ds, steps, val_ds
 
 
 def _summary(model, recipe, run_dir: Path, run_info: dict, best: SaveBest, budget: TimeBudget, dataset,
@@ -217,8 +222,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     spe = int(train_cfg["steps_per_execution"]) or (8 if gpu else 1)
     with strategy.scope(), policy(precision):
         model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
-    train_ds, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)
-    steps = int(train_ds.cardinality())
+    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)
     weights = _class_weights(train_cfg["class_weights"], report, classes.num_classes)
     with strategy.scope():
         metrics = segmentation_metrics(classes.num_classes, score_ignore, scored_classes)
@@ -257,8 +261,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                   f"{run_info['val_pairs']} val pairs, batch {train_cfg['batch_size']}, {steps} steps/epoch",
                   highlight=False)
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0, callbacks=callbacks,
-                  shuffle=False)  # the pipeline shuffles
+        model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0,
+                  callbacks=callbacks, shuffle=False)  # the pipeline shuffles
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir) from None
 

@@ -381,7 +381,8 @@ def evaluate_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    args: Optional[List[str]] = typer.Argument(None, help="MODEL... [DATA_DIR] (default data: sample_data/)."),
+    args: Optional[List[str]] = typer.Argument(None, help="MODEL... [DATA_DIR] (default data: sample_data/); "
+                                               "with --from, more run folders."),
     recipe: Optional[List[str]] = typer.Option(None, "--recipe", help="One recipe for all, or one per model."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -390,7 +391,8 @@ def compare_cmd(
     precision: Optional[str] = typer.Option(None, "--precision"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json for DATA_DIR."),
-    from_runs: Optional[List[Path]] = typer.Option(None, "--from", help="Compare finished run folders instead."),
+    from_runs: Optional[List[Path]] = typer.Option(None, "--from", help="Compare finished run folders instead: "
+                                                   "--from RUN_DIR RUN_DIR ... (or --from repeated)."),
     out: Path = typer.Option(Path("compare-out"), "--out", help="Folder for runs and compare.md/.json/.png."),
 ):
     """Train each MODEL under one recipe and seed (or read --from runs) and print them side by side."""
@@ -398,6 +400,8 @@ def compare_cmd(
 
     args = list(args or [])
     data_dir = None
+    if from_runs:  # `--from A B`: the option takes A, B arrives as an argument; nothing is trained
+        from_runs, args = list(from_runs) + [Path(a) for a in args], []
     if args and Path(args[-1]).is_dir() and not from_runs:
         data_dir = Path(args.pop())
     if not from_runs:

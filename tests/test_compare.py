@@ -36,11 +36,12 @@ def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "lambda-fcn" in result.output and "val mIoU" in result.output
 
-    again = cli("compare", "--from", out / "run-1-lambda-fcn", "--from", out / "run-2-lambda-unet",
-                "--out", tmp_path / "again")
-    assert again.exit_code == 0, again.output
-    rows = json.loads((tmp_path / "again" / "compare.json").read_text())["rows"]
-    assert [r["val_miou"] for r in rows] == [r["val_miou"] for r in data["rows"]]  # read, not retrained
+    runs = [out / "run-1-lambda-fcn", out / "run-2-lambda-unet"]
+    for i, how in enumerate((["--from", runs[0], "--from", runs[1]], ["--from", *runs])):  # both spellings
+        again = cli("compare", *how, "--out", tmp_path / f"again{i}")
+        assert again.exit_code == 0, again.output
+        rows = json.loads((tmp_path / f"again{i}" / "compare.json").read_text())["rows"]
+        assert [r["val_miou"] for r in rows] == [r["val_miou"] for r in data["rows"]]  # read, not retrained
 
 
 def test_compare_from_a_folder_that_is_not_a_run(cli, tmp_path):

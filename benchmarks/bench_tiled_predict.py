@@ -5,7 +5,7 @@
 
 Builds a small U-Net (depth 4, base width 8, random weights), writes a random-ish SIZE x SIZE PNG (in a
 child process, so the writer's memory does not count; cached under the temp folder), then predicts it
-in this process and prints the peak resident memory (resource.getrusage ru_maxrss, which includes
+in this process and prints the peak resident memory (segcli.system.peak_rss_mb, which includes
 TensorFlow's own ~0.5-1 GiB) before and after, and the seconds predict_files took.
 A measurement, not a test: nothing is asserted.
 """
@@ -15,17 +15,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def current_rss_mib() -> float:
@@ -84,13 +79,14 @@ def main(argv=None) -> None:
     from segcli.inference import predict_files
     from segcli.modelfile import LoadedModel
     from segcli.models import build_model, count_params, output_stride
+    from segcli.system import peak_rss_mb
 
     keras.utils.set_random_seed(0)
     model = build_model("unet", args.classes, depth=4, base_filters=8)
     loaded = LoadedModel(model, default_classes(args.classes), output_stride(model))
     print(f"model: unet depth 4, base 8, {args.classes} classes, {count_params(model):,} params, "
           f"stride {loaded.output_stride}")
-    before = peak_rss_mib()
+    before = peak_rss_mb()
     print(f"before predict: peak RSS {before:.0f} MiB, current {current_rss_mib():.0f} MiB (TensorFlow + model)")
 
     started = time.perf_counter()
@@ -102,7 +98,7 @@ def main(argv=None) -> None:
           f"batch {args.batch_size}{', probabilities' if args.probabilities else ''}"
           f"{', overlay' if args.overlay else ''})")
     print(f"seconds: {seconds:.1f}  ({rec.height * rec.width / seconds / 1e6:.2f} Mpx/s)")
-    print(f"peak RSS: {peak_rss_mib():.0f} MiB (before predict {before:.0f} MiB)")
+    print(f"peak RSS: {peak_rss_mb():.0f} MiB (before predict {before:.0f} MiB)")
     sys.stdout.flush()
 
 

@@ -36,5 +36,17 @@ def hardware_summary() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux: VmHWM of /proc/self/status, this address space's own high-water mark. getrusage's ru_maxrss
+    survives exec, so in a child process started by a big parent (compare, bench) it would report the
+    parent's peak instead; it is the fallback elsewhere (KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if platform.system() == "Darwin" else peak / 1024.0

@@ -57,6 +57,41 @@ def test_crop_padding_uses_ignore_index(tmp_path):
     assert set(np.unique(labels[:, :16, :24])) <= LABELS
 
 
+def test_scale_then_crop_interpolates_only_the_window():
+    """The training crop of a rescaled image is computed directly (only the window's pixels): the geometry
+    is the resize's with corners aligned, labels are nearest, and a resized image smaller than the crop is
+    padded at the bottom/right."""
+    import tensorflow as tf
+
+    from segcli.data.pipeline import _crop, _resized_crop
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (6, 8, 3)).astype(np.uint8)
+    label = rng.integers(0, 4, (6, 8)).astype(np.int32)
+    # resized to its own size, centre window: exactly the plain crop
+    same = _resized_crop(image, label, tf.constant([6, 8]), (4, 6), 255)
+    plain = _crop(tf.constant(image), tf.constant(label), (4, 6), 255)
+    np.testing.assert_allclose(same[0].numpy(), plain[0].numpy(), atol=1e-2)  # 0..255
+    np.testing.assert_array_equal(same[1].numpy(), plain[1].numpy())
+    # resized to 16x22, so resized pixel (r, c) sits at source (r / 3, c / 3); centre window 5x7 from (5, 7)
+    up_image, up_label = (t.numpy() for t in _resized_crop(image, label, tf.constant([16, 22]), (5, 7), 255))
+    ys, xs = np.arange(5, 10) / 3, np.arange(7, 14) / 3
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, 5), np.minimum(x0 + 1, 7)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    src = image.astype(np.float64)
+    bilinear = ((1 - fy) * ((1 - fx) * src[y0][:, x0] + fx * src[y0][:, x1])
+                + fy * ((1 - fx) * src[y1][:, x0] + fx * src[y1][:, x1]))
+    np.testing.assert_allclose(up_image, bilinear, atol=1e-2)
+    nearest = label[np.floor(ys + 0.5).astype(int)][:, np.floor(xs + 0.5).astype(int)]  # no ties at thirds
+    np.testing.assert_array_equal(up_label, nearest)
+    # resized to 3x4, smaller than the 5x6 crop: the rest is padding
+    small_image, small_label = (t.numpy() for t in _resized_crop(image, label, tf.constant([3, 4]), (5, 6), 255))
+    assert (small_label[3:] == 255).all() and (small_label[:, 4:] == 255).all()
+    assert (small_image[3:] == 0).all() and (small_image[:, 4:] == 0).all()
+    assert set(np.unique(small_label[:3, :4])) <= {0, 1, 2, 3}
+
+
 def test_flip_moves_image_and_mask_together(tmp_path):
     out = batches(write_pairs(tmp_path, n=8), augment=Augment(flip=True), seed=0)
     flipped = 0

@@ -2,6 +2,7 @@
 
     python scripts/update_readme.py results docs/camvid-compare.md   # segcli compare's compare.md
     python scripts/update_readme.py figures docs/bench.md            # a markdown file of bench tables
+    python scripts/update_readme.py gpu GPU_MARKDOWN                 # benchmarks/bench_keras_backend.py --markdown
 """
 
 import re

@@ -124,3 +124,29 @@ def test_bad_options_fail_in_one_line(cli, args, message):
     result = cli("bench", "--quick", "--skip", ALL_SECTIONS, *args)  # a second --skip replaces the first
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_path):
+    """benchmarks/bench_keras_backend.py, as run on a GPU machine without TensorFlow, here on the TF backend."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_keras_backend.py"
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    done = subprocess.run([sys.executable, str(script), "--models", "lambda-fcn", "camvid-unet",
+                           "--precisions", "float32", "mixed_bfloat16", "--size", "32", "64", "--batch", "2",
+                           "--steps", "2", "--epochs", "2", "--matmul-size", "64", "--json", str(out_json),
+                           "--markdown", str(out_md)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out_json.read_text())
+    assert [(r["model"], r["precision"]) for r in result["rows"]] == [
+        ("lambda-fcn", "float32"), ("lambda-fcn", "mixed_bfloat16"),
+        ("camvid-unet", "float32"), ("camvid-unet", "mixed_bfloat16")]
+    for row in result["rows"]:
+        assert "error" not in row, row
+        assert len(row["train_epochs_images_per_sec"]) == 2
+        for key in ("train_images_per_sec", "predict_images_per_sec", "peak_fraction", "gflops"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    assert result["rows"][2]["params"] > result["rows"][0]["params"]  # the recipe's [model] section was read
+    assert "| camvid-unet | mixed_bfloat16 |" in out_md.read_text()

@@ -1,0 +1,190 @@
+"""Training and predict images/s of segcli's nets through bare Keras, on whichever Keras backend is set.
+
+Why this exists beside `segcli bench`: the GPU machines this project is sometimes lent carry JAX and
+PyTorch but no TensorFlow, and only small wheels can be brought to them (TensorFlow's is ~600 MB).
+segcli's models are plain Keras functional models, so they run there unchanged with
+KERAS_BACKEND=jax (XLA-compiled, like `--jit`) or torch. This measures the part of `segcli bench`
+that needs no TensorFlow: bare `model.fit` on cached device tensors (Adam, sparse cross-entropy from
+logits, mixed_float16 with Keras' automatic loss scaling), `predict_on_batch`, and matmul GFLOP/s so
+each rate is also a fraction of peak. It reads no data files and imports only `segcli.models`.
+
+    KERAS_BACKEND=jax python benchmarks/bench_keras_backend.py --json gpu.json --markdown gpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from segcli.models import build_model, count_params, gflops  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def device_name() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip().splitlines()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(x) -> None:
+    keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(x, "float32")))
+
+
+def matmul_gflops(dtype: str, n: int = 8192, seconds: float = 2.0) -> float:
+    a = keras.random.normal((n, n), dtype=dtype, seed=1)
+    b = keras.random.normal((n, n), dtype=dtype, seed=2)
+    _sync(keras.ops.matmul(a, b))
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        c = keras.ops.matmul(a, b)
+        calls += 1
+        if calls % 10 == 0:
+            _sync(c)
+    _sync(c)
+    return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def model_spec(name: str) -> tuple[str, dict]:
+    """A registered model name, or a recipe name whose [model] section is used."""
+    path = RECIPES / f"{name}.toml"
+    if path.exists():
+        model = tomllib.loads(path.read_text())["model"]
+        return model["name"], dict(model.get("options", {}))
+    return name, {}
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):  # logs are pulled to the host here, so the device has finished
+        self.seconds.append(time.perf_counter() - self.start)
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+
+def fit_rate(model, batch: int, size: tuple[int, int], classes: int, steps: int, epochs: int, spe: int,
+             jit) -> list[float]:
+    rng = np.random.default_rng(0)
+    x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32))
+    y = keras.ops.convert_to_tensor(rng.integers(0, classes, (batch, *size)).astype(np.int32))
+
+    def batches():
+        while True:
+            yield x, y
+
+    model.compile(optimizer=keras.optimizers.Adam(1.29e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit, steps_per_execution=spe)
+    model.fit(batches(), steps_per_epoch=2 * spe, epochs=1, verbose=0)  # compile and first steps
+    timer = EpochTimes()
+    model.fit(batches(), steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[timer])
+    return [steps * batch / s for s in timer.seconds]
+
+
+def predict_rate(model, batch: int, size: tuple[int, int], seconds: float = 3.0) -> float:
+    x = np.random.default_rng(1).uniform(0, 255, (batch, *size, 3)).astype(np.float32)
+    for _ in range(2):
+        model.predict_on_batch(x)  # returns host arrays: the timing includes the copy back
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        model.predict_on_batch(x)
+        calls += 1
+    return calls * batch / (time.perf_counter() - start)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Keras {result['keras']} on {result['backend']}, {result['device']}; batch {result['batch']}, "
+             f"{result['size'][0]}x{result['size'][1]}, {result['classes']} classes, synthetic tensors on the device.",
+             "", f"matmul GFLOP/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in result["matmul_gflops"].items()), "",
+             "| model | precision | GFLOPs/img | train img/s | % of peak | predict img/s |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in result["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['precision']} | | error: {row['error'][:60]} | | |")
+            continue
+        lines.append(f"| {row['model']} | {row['precision']} | {row['gflops']:.1f} | {row['train_images_per_sec']:,.0f} "
+                     f"| {100 * row['peak_fraction']:.1f}% | {row['predict_images_per_sec']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["lambda-fcn", "lambda-unet"])
+    ap.add_argument("--precisions", nargs="+", default=["float32", "mixed_float16", "mixed_bfloat16"])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, nargs=2, default=[368, 480])
+    ap.add_argument("--classes", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs; the median is reported")
+    ap.add_argument("--steps-per-execution", type=int, default=1)
+    ap.add_argument("--matmul-size", type=int, default=8192)
+    ap.add_argument("--deadline", type=float, default=0, help="seconds; later configurations are skipped")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args(argv)
+    begin = time.perf_counter()
+    backend = keras.backend.backend()
+    jit = True if backend == "jax" else "auto"
+    result = {"backend": backend, "keras": keras.__version__, "device": device_name(), "batch": args.batch,
+              "size": args.size, "classes": args.classes, "steps_per_execution": args.steps_per_execution,
+              "matmul_gflops": {d: matmul_gflops(d, args.matmul_size) for d in ("float32", "float16", "bfloat16")},
+              "rows": []}
+    print(json.dumps({k: result[k] for k in ("backend", "device", "matmul_gflops")}), flush=True)
+    peak = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+    for name in args.models:
+        for precision in args.precisions:
+            if args.deadline and time.perf_counter() - begin > args.deadline:
+                print(f"deadline: skipped {name} {precision}", flush=True)
+                continue
+            row = {"model": name, "precision": precision}
+            try:
+                keras.mixed_precision.set_dtype_policy(precision)
+                arch, options = model_spec(name)
+                model = build_model(arch, args.classes, **options)
+                row["params"] = count_params(model)
+                row["gflops"] = gflops(model, *args.size)
+                rates = fit_rate(model, args.batch, tuple(args.size), args.classes, args.steps, args.epochs,
+                                 args.steps_per_execution, jit)
+                row["train_epochs_images_per_sec"] = rates
+                row["train_images_per_sec"] = statistics.median(rates)
+                row["peak_fraction"] = (row["gflops"] * 3 * row["train_images_per_sec"]
+                                        / result["matmul_gflops"][peak[precision]])
+                row["predict_images_per_sec"] = predict_rate(model, args.batch, tuple(args.size))
+            except Exception as exc:  # one configuration failing must not lose the others' figures
+                row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            finally:
+                keras.mixed_precision.set_dtype_policy("float32")
+                keras.backend.clear_session()
+            row["elapsed_s"] = round(time.perf_counter() - begin, 1)
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    if args.markdown:
+        args.markdown.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

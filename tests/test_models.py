@@ -187,6 +187,28 @@ def test_mixed_precision_logits_are_float32():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+def test_bn_momentum_reaches_every_batchnorm_layer_and_its_saved_config(tmp_path):
+    for builder, options in ((build_unet, dict(depth=2, base_filters=4)), (build_fcn, TINY["fcn"])):
+        default = builder(NUM_CLASSES, **options)
+        model = builder(NUM_CLASSES, bn_momentum=0.9, **options)
+        bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        assert bns and all(l.momentum == 0.9 for l in bns)
+        assert {l.momentum for l in default.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.99}
+        model.save(tmp_path / "m.keras")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+        assert {l.momentum for l in loaded.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}
+        # one training step moves the moving mean by (1 - momentum) of the way to the batch mean
+        x = _rgb(4, 32, 32, seed=5)
+        bn = bns[0]
+        before = np.asarray(bn.moving_mean).copy()
+        model(x, training=True)
+        batch_mean = np.asarray(keras.Model(model.inputs, bn.input)(x)).mean(axis=(0, 1, 2))
+        np.testing.assert_allclose(np.asarray(bn.moving_mean), 0.9 * before + 0.1 * batch_mean, rtol=1e-4, atol=1e-5)
+    for bad in (0.0, 1.0, 1.5, True, "0.9"):
+        with pytest.raises(ModelError, match="bn_momentum"):
+            build_unet(NUM_CLASSES, depth=2, base_filters=4, bn_momentum=bad)
+
+
 def test_save_load_without_segcli(tmp_path):
     x = _rgb(2, 32, 32, seed=3)
     names = []

@@ -39,6 +39,21 @@ def _check_filters(what: str, value, *, min_len: int = 1) -> tuple:
     return value
 
 
+def _model(inputs, outputs, name: str, bn_momentum: float) -> keras.Model:
+    """The model, its BatchNormalization layers set to ``bn_momentum`` (saved in their config).
+
+    Keras' 0.99 suits thousands of steps; a run of a few hundred (a small dataset, a few epochs) ends
+    with moving statistics that have not caught up with the weights, and val scores far below train.
+    """
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 < bn_momentum < 1.0:
+        raise ModelError(f"bn_momentum must be in (0, 1), got {bn_momentum!r}")
+    model = keras.Model(inputs, outputs, name=name)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+    return model
+
+
 def _input(normalize: bool = True, downsample: int = 1):
     """``(None, None, 3)`` float RGB 0..255 input; optionally rescaled to -1..1 inside the model.
 

@@ -13,7 +13,7 @@ from keras import layers
 
 from segcli.errors import ModelError
 from segcli.models.blocks import (_check_choice, _check_filters, _check_positive_int, _check_upsample, _conv,
-                                  _encoder, _input, _logits, _upsample)
+                                  _encoder, _input, _logits, _model, _upsample)
 
 VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # variant -> number of fused encoder depths
 DECODERS = ("skips", "mirror")
@@ -21,7 +21,7 @@ DECODERS = ("skips", "mirror")
 
 def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
               filters=(32, 64, 128, 256, 256), convs_per_block: int = 2, batch_norm: bool = True,
-              decoder: str = "skips", head_filters: int = 0, dropout: float = 0.0,
+              bn_momentum: float = 0.99, decoder: str = "skips", head_filters: int = 0, dropout: float = 0.0,
               upsample: str = "transpose", up_kernel: int | None = None, allow_checkerboard: bool = False,
               normalize: bool = True, downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build an FCN returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
@@ -31,6 +31,7 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
         stride-2 conv per level). ``filters`` gives one width per level; the output stride is 2**len(filters).
     decoder: ``skips`` (score maps fused, FCN-style) or ``mirror`` (transposed convs back through
         ``reversed(filters[:-1])``, then one to num_classes; no skips).
+    bn_momentum: BatchNormalization's moving-average momentum; 0.9 for runs of a few hundred steps.
     head_filters: if > 0, two convs (3x3 then 1x1) of that width after the encoder, as fc6/fc7 were.
     downsample_input: run the net on the image averaged down by this factor and upsample the class
         scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
@@ -68,7 +69,7 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
         for i, f in enumerate(reversed(filters[:-1]), start=1):
             x = _upsample(x, f, 2, kernel_size=up_kernel, batch_norm=batch_norm, name=f"dec{i}", **up)
         x = _upsample(x, num_classes, 2, kernel_size=up_kernel, activation=None, name="up_final", **up)
-        return keras.Model(inputs, _logits(x, downsample_input), name=name or f"fcn_mirror_{encoder}")
+        return _model(inputs, _logits(x, downsample_input), name or f"fcn_mirror_{encoder}", bn_momentum)
 
     depth = len(filters)
     # the class-score head: a 1x1 conv where a classifier has a Dense layer
@@ -82,4 +83,4 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
     stride = 2 ** (depth - fused + 1)
     x = _upsample(score, num_classes, stride, kernel_size=up_kernel if stride == 2 else None, activation=None,
                   name="up_final", **up)
-    return keras.Model(inputs, _logits(x, downsample_input), name=name or f"{variant}_{encoder}")
+    return _model(inputs, _logits(x, downsample_input), name or f"{variant}_{encoder}", bn_momentum)

@@ -7,12 +7,12 @@ from keras import layers
 
 from segcli.errors import ModelError
 from segcli.models.blocks import (_check_choice, _check_positive_int, _check_upsample, _conv, _encoder, _input,
-                                  _logits, _upsample)
+                                  _logits, _model, _upsample)
 
 
 def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, encoder: str = "vgg",
                convs_per_block: int = 2, decoder_convs: int | None = None, batch_norm: bool = True,
-               dropout: float = 0.0, upsample: str = "transpose", up_kernel: int | None = None,
+               bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose", up_kernel: int | None = None,
                allow_checkerboard: bool = False, normalize: bool = True, downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build a U-Net returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
 
@@ -23,6 +23,7 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     encoder ``strided``: per level one 4x4 stride-2 conv (the deepest is the bottleneck); per decoder
         level upsample, concatenate [encoder, decoder], ``decoder_convs`` (default 0) 3x3 convs; a final
         upsampling straight to num_classes (the tutorial's net with depth 4, base 32, no BN).
+    bn_momentum: BatchNormalization's moving-average momentum; 0.9 for runs of a few hundred steps.
     downsample_input: run the net on the image averaged down by this factor and upsample the class
         scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
     upsample: ``transpose`` (Conv2DTranspose, kernel ``up_kernel``, default 4, stride 2) or
@@ -74,4 +75,4 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
         x = layers.Conv2D(num_classes, 1, name="score")(x)
     else:
         x = _upsample(x, num_classes, 2, activation=None, name="up_final", **up)
-    return keras.Model(inputs, _logits(x, downsample_input), name=name or f"unet_{encoder}")
+    return _model(inputs, _logits(x, downsample_input), name or f"unet_{encoder}", bn_momentum)

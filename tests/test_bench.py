@@ -3,6 +3,9 @@ GPU defaults (precisions, XLA), the benchmark's datasets and bad options."""
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,10 +131,6 @@ def test_bad_options_fail_in_one_line(cli, args, message):
 
 def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_path):
     """benchmarks/bench_keras_backend.py, as run on a GPU machine without TensorFlow, here on the TF backend."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_keras_backend.py"
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     done = subprocess.run([sys.executable, str(script), "--models", "lambda-fcn", "camvid-unet",

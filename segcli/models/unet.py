@@ -12,8 +12,9 @@ from segcli.models.blocks import (_check_choice, _check_positive_int, _check_ups
 
 def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, encoder: str = "vgg",
                convs_per_block: int = 2, decoder_convs: int | None = None, batch_norm: bool = True,
-               bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose", up_kernel: int | None = None,
-               allow_checkerboard: bool = False, normalize: bool = True, downsample_input: int = 1, name: str | None = None) -> keras.Model:
+               bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose",
+               up_kernel: int | None = None, allow_checkerboard: bool = False, normalize: bool = True,
+               downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build a U-Net returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
 
     Level i (0-based) has ``base_filters * 2**i`` filters; the output stride is ``2**depth``.

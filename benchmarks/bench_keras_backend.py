@@ -20,14 +20,13 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segcli.models import build_model, count_params, gflops  # noqa: E402
+from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -64,13 +63,12 @@ def matmul_gflops(dtype: str, n: int = 8192, seconds: float = 2.0) -> float:
 def model_spec(name: str) -> tuple[str, dict]:
     """A registered model name, or a recipe name whose [model] section is used."""
     path = RECIPES / f"{name}.toml"
-    if path.exists():
-        model = tomllib.loads(path.read_text())["model"]
-        return model["name"], dict(model.get("options", {}))
-    return name, {}
+    return model_spec_from_toml(path) if path.exists() else (name, {})
 
 
 class EpochTimes(keras.callbacks.Callback):
+    """Seconds per epoch. segcli.training.callbacks.Throughput does this too, but its package needs TensorFlow."""
+
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
@@ -114,7 +112,7 @@ def predict_rate(model, batch: int, size: tuple[int, int], seconds: float = 3.0)
 def markdown(result: dict) -> str:
     lines = [f"Keras {result['keras']} on {result['backend']}, {result['device']}; batch {result['batch']}, "
              f"{result['size'][0]}x{result['size'][1]}, {result['classes']} classes, synthetic tensors on the device.",
-             "", f"matmul GFLOP/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in result["matmul_gflops"].items()), "",
+             "", "matmul GFLOP/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in result["matmul_gflops"].items()), "",
              "| model | precision | GFLOPs/img | train img/s | % of peak | predict img/s |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for row in result["rows"]:

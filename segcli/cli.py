@@ -402,7 +402,7 @@ def compare_cmd(
     data_dir = None
     if from_runs:  # `--from A B`: the option takes A, B arrives as an argument; nothing is trained
         from_runs, args = list(from_runs) + [Path(a) for a in args], []
-    if args and Path(args[-1]).is_dir() and not from_runs:
+    elif args and Path(args[-1]).is_dir():
         data_dir = Path(args.pop())
     if not from_runs:
         if not args:

@@ -157,7 +157,7 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
             image, label = _resized_crop(image, label, size, crop, pad_label, crop_seed)
         elif size is not None:
             image, label = _resize(image, label, size)
-        if crop and size is None:
+        elif crop:
             image, label = _crop(image, label, crop, pad_label, crop_seed)
         if aug and aug.flip:
             flip = tf.random.stateless_uniform([], seeds[2]) < 0.5

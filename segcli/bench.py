@@ -323,7 +323,7 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     from segcli.training.losses import make_loss
     from segcli.training.metrics import segmentation_metrics
     from segcli.training.optim import make_optimizer
-    from segcli.training.precision import policy
+    from segcli.precision import policy
 
     recipe = resolved_recipe(model_name, precision, settings, jit)
     train_cfg = recipe["train"]
@@ -377,7 +377,7 @@ def predict_rate(model_name: str, precision: str, settings: BenchSettings, jit: 
     import numpy as np
 
     from segcli.models import build_model, output_stride
-    from segcli.training.precision import policy
+    from segcli.precision import policy
 
     with policy(precision):
         model = build_model(model_name, num_classes)

@@ -262,6 +262,9 @@ def train_cmd(
 def _pct(value) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
+RUN_PRECISION_HELP = ("auto|float32|mixed_float16|mixed_bfloat16 to run the model under (auto: mixed_float16 "
+                      "with a GPU, mixed_bfloat16 on a CPU with native bf16, else float32).")
+
 # --- predict: masks for images of any size; overlay: a mask over its image -----------------------------
 
 @app.command("predict")
@@ -277,6 +280,7 @@ def predict_cmd(
                                        help="Also write <name>_probs.npy: float16 (H, W, classes) softmax."),
     tile: int = typer.Option(1024, "--tile", min=1, help="Images with a side past this run in overlapping tiles."),
     overlap: int = typer.Option(128, "--overlap", min=0, help="Overlap of neighbouring tiles in pixels."),
+    precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
 ):
     """Predict a palette PNG mask (the input's size, the model's class colours) for every input image."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -285,7 +289,7 @@ def predict_cmd(
     from segcli.modelfile import load_model
 
     files = resolve_inputs(inputs)  # a missing input fails before the model loads
-    loaded = load_model(model)
+    loaded = load_model(model, precision)
     with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=err_console, transient=True) as bar:
         task = bar.add_task("", total=len(files))
@@ -328,6 +332,7 @@ def evaluate_cmd(
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images per model call."),
     json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
+    precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
@@ -341,7 +346,7 @@ def evaluate_cmd(
         raise SegcliError(f"--split {split!r}: expected val, test or train")
     if not data_dir.exists():
         raise SegcliError("no such file or directory", data_dir)
-    loaded = load_model(model)
+    loaded = load_model(model, precision)
     with Progress(TextColumn("evaluate {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=json_out) as bar:
         task = bar.add_task(split, total=None)

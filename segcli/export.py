@@ -1,7 +1,7 @@
 """Export a trained model to TensorFlow SavedModel, ONNX or TFLite, checked against Keras.
 
-``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if it
-was trained under a mixed precision policy, writes the export beside a temporary name, runs it on
+``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if the
+file stores a mixed precision policy (files from older segcli versions), writes the export beside a temporary name, runs it on
 random images and compares the logits with Keras', and only then moves it into place. A
 ``classes.json`` (the class map) is written beside the export.
 
@@ -32,6 +32,7 @@ from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError
 from segcli.files import atomic_path
 from segcli.modelfile import load_model
+from segcli.precision import reduced_policy, with_policy
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
@@ -41,7 +42,6 @@ DEFAULT_OPSET = 17
 DEFAULT_TFLITE_SIZE = (360, 480)  # the fallback fixed size, rounded up to the output stride
 CHECK_SIZES = ((64, 96), (96, 64))  # verification inputs (rounded up to the output stride)
 RTOL = 1e-3  # allowed max abs difference, relative to max(1, largest |logit|)
-REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
 
 
 class ExportError(SegcliError):
@@ -63,72 +63,6 @@ class ExportResult:
     @property
     def max_abs_diff(self) -> float:
         return max(d for _, d in self.checks)
-
-
-# --- float32 copies of mixed-precision models -----------------------------------------------------
-
-def _policy_name(layer) -> str:
-    return getattr(getattr(layer, "dtype_policy", None), "name", "float32")
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):  # a nested model
-            yield from _all_layers(layer)
-
-
-def reduced_policy(model: keras.Model) -> str | None:
-    """The first mixed/half dtype policy among the model's layers (None: all float32)."""
-    for layer in _all_layers(model):
-        name = _policy_name(layer)
-        if name in REDUCED_POLICIES:
-            return name
-    return None
-
-
-def _float32_config(obj):
-    """The config with every plain (not quantized) reduced dtype policy replaced by "float32"."""
-    if isinstance(obj, list):
-        return [_float32_config(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    out = {}
-    for key, value in obj.items():
-        if key == "dtype" and _is_reduced_dtype(value):
-            out[key] = "float32"
-        else:
-            out[key] = _float32_config(value)
-    return out
-
-
-def _is_reduced_dtype(value) -> bool:
-    if isinstance(value, str):
-        return value in REDUCED_POLICIES
-    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
-        return (value.get("config") or {}).get("name") in REDUCED_POLICIES
-    return False
-
-
-def float32_copy(model: keras.Model) -> keras.Model:
-    """The model itself if all its layers compute in float32, else a float32 rebuild with the same weights.
-
-    get_config -> each layer's dtype policy set to "float32" -> from_config -> set_weights. The variables
-    of a mixed policy are float32 already, so the weights carry over exactly.
-    """
-    if reduced_policy(model) is None:
-        return model
-    config = _float32_config(model.get_config())
-    try:
-        copy = type(model).from_config(config)
-        copy.set_weights(model.get_weights())
-    except Exception as exc:  # a layer that does not round-trip through its config
-        raise ExportError(f"cannot rebuild the model in float32: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    left = reduced_policy(copy)
-    if left is not None:
-        raise ExportError(f"cannot rebuild the model in float32: a layer keeps the {left} policy")
-    return copy
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -452,10 +386,13 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         raise ExportError("already exists; use --force to replace it", out)
     classes_path = out.parent / "classes.json"
 
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, precision=None)  # as stored: a mixed-precision file is rebuilt below
     write_classes = _check_classes_file(classes_path, loaded.classes, force)
     converted_from = reduced_policy(loaded.model)
-    model = float32_copy(loaded.model)
+    try:
+        model = with_policy(loaded.model, "float32")
+    except SegcliError as exc:
+        raise ExportError(exc.problem, model_path) from None
     stride = loaded.output_stride
     sizes = [_round_up(s, stride) for s in CHECK_SIZES]
     notes: list[str] = []

@@ -14,9 +14,10 @@ from pathlib import Path
 import keras
 
 from segcli.data import ClassMap, default_classes, load_classes
-from segcli.errors import ModelError
+from segcli.errors import ModelError, SegcliError
 from segcli.files import atomic_path
 from segcli.models import output_stride
+from segcli.precision import reduced_policy, resolve_precision, with_policy
 
 META_NAME = "segcli.json"
 
@@ -28,11 +29,13 @@ class LoadedModel:
     output_stride: int
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    precision: str = "float32"  # the policy the model computes under here
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
-    """The same layers without optimizer and compile state: small, loads without segcli's losses."""
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    """The same layers in float32, without optimizer and compile state: small, loads without segcli's
+    losses, and runs at full speed on any device (see segcli.precision)."""
+    return with_policy(keras.Model(model.inputs, model.outputs, name=model.name), "float32")
 
 
 def save_model(model: keras.Model, path: str | Path, classes: ClassMap, meta: dict | None = None) -> None:
@@ -50,9 +53,15 @@ def read_meta(path: str | Path) -> dict:
     return {}
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load a .keras file; classes come from its metadata, else classes.json beside it, else defaults."""
+def load_model(path: str | Path, precision: str | None = "auto") -> LoadedModel:
+    """Load a .keras file; classes come from its metadata, else classes.json beside it, else defaults.
+
+    precision: the policy to run under (``auto``: mixed_float16 with a GPU, mixed_bfloat16 on a CPU with
+    native bf16, else float32; None: as the file stores it).
+    """
     path = Path(path)
+    if precision is not None:
+        precision = resolve_precision(precision)[0]
     if not path.is_file():
         raise ModelError("no such model file", path)
     if not zipfile.is_zipfile(path):
@@ -74,4 +83,10 @@ def load_model(path: str | Path) -> LoadedModel:
     if classes.num_classes != num_classes:
         raise ModelError(f"model has {num_classes} outputs but its classes list {classes.num_classes}", path)
     stride = int(meta.get("output_stride") or output_stride(model))
-    return LoadedModel(model=model, classes=classes, output_stride=stride, meta=meta, path=path)
+    if precision is not None:
+        try:
+            model = with_policy(model, precision)
+        except SegcliError as exc:
+            raise ModelError(exc.problem, path) from None
+    return LoadedModel(model=model, classes=classes, output_stride=stride, meta=meta, path=path,
+                       precision=precision or (reduced_policy(model) or "float32"))

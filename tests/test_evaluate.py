@@ -121,6 +121,9 @@ def test_cli_evaluate_json(cli, dataset, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["miou"] == pytest.approx(1 / 3) and data["split"] == "val"
+    result = cli("evaluate", path, dataset, "--json", "--precision", "float32")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["confusion"] == data["confusion"]
     result = cli("evaluate", path, dataset, "--out", tmp_path / "rep")
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.stdout and "tutorial" in result.stdout and (tmp_path / "rep" / "confusion.png").is_file()

@@ -11,10 +11,10 @@ tf = pytest.importorskip("tensorflow")
 
 import segcli.export as export  # noqa: E402
 from segcli.data import default_classes  # noqa: E402
-from segcli.export import ExportError, export_model, float32_copy, missing_onnx_packages, reduced_policy  # noqa: E402
+from segcli.export import ExportError, export_model, missing_onnx_packages  # noqa: E402
 from segcli.modelfile import load_model, save_model  # noqa: E402
 from segcli.models import build_model  # noqa: E402
-from segcli.training.precision import policy  # noqa: E402
+from segcli.precision import policy, reduced_policy  # noqa: E402
 
 TINY = dict(depth=2, base_filters=4, convs_per_block=1)  # output stride 4, ~6k parameters
 SIZES = [(32, 48), (40, 24)]  # two input sizes for the dynamic formats (multiples of the stride)
@@ -42,7 +42,7 @@ def model_files(tmp_path_factory):
     save_model(build_model("unet", 3, **TINY), root / "float32.keras", default_classes(3))
     with policy("mixed_bfloat16"):
         mixed = build_model("unet", 3, **TINY)
-    save_model(mixed, root / "mixed.keras", default_classes(3))
+    mixed.save(root / "mixed.keras")  # plain Keras keeps the policy (segcli's save_model writes float32)
     return root
 
 
@@ -69,32 +69,6 @@ def _assert_exported(result, path):
     assert saved == default_classes(3).to_dict()
 
 
-# --- float32_copy ---------------------------------------------------------------------------------
-
-def test_float32_copy_rebuilds_a_mixed_model_with_the_same_weights():
-    keras.utils.set_random_seed(1)
-    with policy("mixed_bfloat16"):
-        mixed = build_model("unet", 3, **TINY)
-    assert reduced_policy(mixed) == "mixed_bfloat16"
-    copy = float32_copy(mixed)
-    assert copy is not mixed
-    assert reduced_policy(copy) is None
-    assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
-    assert [w.shape for w in copy.get_weights()] == [w.shape for w in mixed.get_weights()]
-    for a, b in zip(copy.get_weights(), mixed.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    x = _image(32, 32)
-    ref, got = _keras(mixed, x), _keras(copy, x)
-    assert got.dtype == np.float32
-    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())  # only bf16 rounding apart
-
-
-def test_float32_copy_returns_a_float32_model_itself():
-    model = build_model("unet", 3, **TINY)
-    assert reduced_policy(model) is None
-    assert float32_copy(model) is model
-
-
 # --- round trips ----------------------------------------------------------------------------------
 
 def test_savedmodel_round_trip(cli, model_file):
@@ -104,7 +78,7 @@ def test_savedmodel_round_trip(cli, model_file):
     assert (out / "saved_model.pb").is_file()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
-    model = load_model(model_file).model
+    model = load_model(model_file, precision="float32").model
     for i, (h, w) in enumerate(SIZES):
         x = _image(h, w, seed=i)
         got = next(iter(serve(image=tf.constant(x)).values())).numpy()
@@ -126,7 +100,7 @@ def test_onnx_round_trip(cli, model_file):
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "height", "width", 3]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    model = load_model(model_file).model
+    model = load_model(model_file, precision="float32").model
     for i, (h, w) in enumerate(SIZES):
         x = _image(h, w, seed=i)
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -152,7 +126,7 @@ def test_tflite_round_trip_with_dynamic_height_and_width(cli, model_file):
     result = cli("export", model_file, "--format", "tflite", "--out", out)
     _assert_exported(result, out)
     assert "any batch, height and width" in result.output
-    model = load_model(model_file).model
+    model = load_model(model_file, precision="float32").model
     for i, (h, w) in enumerate(SIZES):
         x = _image(h, w, seed=i)
         got, ref = _tflite_run(out, x), _keras(model, x)
@@ -169,13 +143,13 @@ def test_tflite_fixed_size_is_rounded_up_to_the_stride(model_file):
     interpreter = tf.lite.Interpreter(model_path=str(out))
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, 32, 48, 3]
     x = _image(32, 48)
-    ref = _keras(load_model(model_file).model, x)
+    ref = _keras(load_model(model_file, precision="float32").model, x)
     assert np.abs(_tflite_run(out, x) - ref).max() < _tolerance(ref)
     assert result.max_abs_diff < result.tolerance
 
 
 def test_a_mixed_bfloat16_model_exports_as_float32(cli, mixed_file):
-    assert reduced_policy(load_model(mixed_file).model) == "mixed_bfloat16"
+    assert reduced_policy(load_model(mixed_file, precision=None).model) == "mixed_bfloat16"
     out = mixed_file.parent / "mixed_savedmodel"
     result = cli("export", mixed_file, "-f", "savedmodel")
     _assert_exported(result, out)
@@ -184,7 +158,7 @@ def test_a_mixed_bfloat16_model_exports_as_float32(cli, mixed_file):
     assert "DT_BFLOAT16" not in str(serve.graph.as_graph_def())  # no bf16 op anywhere in the graph
     x = _image(32, 48)
     got = next(iter(serve(image=tf.constant(x)).values())).numpy()
-    ref = _keras(float32_copy(load_model(mixed_file).model), x)
+    ref = _keras(load_model(mixed_file, precision="float32").model, x)
     assert got.dtype == np.float32
     assert np.abs(got - ref).max() < _tolerance(ref)
 

@@ -155,6 +155,21 @@ def test_cli_predict(cli, model_file, tmp_path):
     assert str(tmp_path / "preds") in result.stdout
 
 
+def test_cli_predict_precision(cli, model_file, tmp_path):
+    """float32 and bf16 runs of one model give (nearly) the same mask; an unknown precision is one line."""
+    write_image(tmp_path / "x.png", make_image(40, 56))
+    masks = {}
+    for name in ("float32", "mixed_bfloat16"):
+        result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / name, "--precision", name)
+        assert result.exit_code == 0, result.output
+        masks[name] = read_label_png(tmp_path / name / "x.png")
+    assert (masks["float32"] == masks["mixed_bfloat16"]).mean() > 0.95
+    result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "bad", "--precision", "fp8")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "valid: auto, float32" in result.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_predict_missing_file(cli, model_file, tmp_path):
     result = cli("predict", model_file, tmp_path / "missing.png", "--out", tmp_path / "preds")
     assert result.exit_code == 2

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +132,26 @@ def test_ctrl_c_then_resume_continues(sample_data, tmp_path):
     epochs = [int(r["epoch"]) for r in rows(history)]
     assert epochs == [0, 1, 2, 3], epochs  # nothing lost, nothing repeated
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+
+
+@pytest.mark.slow
+def test_gpu_defaults_train_on_cpu_and_save_a_float32_model(cli, sample_data, tmp_path):
+    """What `auto` picks with a GPU (mixed_float16 with loss scaling, XLA, 8 steps per execution), run on the
+    CPU: the run finishes, the loss falls, and model.keras holds float32 so it predicts at full speed on a CPU."""
+    import keras
+
+    out = tmp_path / "run"
+    extra = 'jit = "true"\nsteps_per_execution = 8'
+    recipe = tiny_recipe(tmp_path, epochs=3, extra=extra)
+    recipe.write_text(recipe.read_text().replace('precision = "float32"', 'precision = "mixed_float16"'))
+    result = cli("train", "unet", sample_data, "--recipe", recipe, "--out", out)
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert (run["precision"], run["jit"], run["steps_per_execution"]) == ("mixed_float16", True, 8)
+    losses = [float(row["loss"]) for row in rows(out / "history.csv")]
+    assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
 MIRRORED_SCRIPT = """

@@ -166,7 +166,7 @@ def test_schedules():
 def test_precision_auto(monkeypatch):
     import tensorflow as tf
 
-    from segcli.training import precision
+    from segcli import precision
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else [])
     assert precision.resolve_precision("auto")[0] == "mixed_float16"

@@ -30,7 +30,7 @@ from segcli.training.losses import make_loss, median_frequency_weights
 from segcli.training.metrics import segmentation_metrics
 from segcli.training.optim import make_optimizer
 from segcli.training.plots import plot_curves
-from segcli.training.precision import policy, resolve_precision
+from segcli.precision import policy, resolve_precision
 
 
 class TrainingInterrupted(SegcliError):

@@ -1,0 +1,130 @@
+"""segcli.precision: the machine's precision, models rebuilt under another policy, and model files that are
+saved in float32 and loaded under the precision of the machine that runs them."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from segcli import precision
+from segcli.data import default_classes
+from segcli.errors import SegcliError
+from segcli.modelfile import load_model, save_model
+from segcli.models import build_model
+from segcli.precision import policy, reduced_policy, with_policy
+
+TINY = dict(depth=2, base_filters=4, convs_per_block=1)
+
+
+def _image(h=32, w=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+
+
+def _policies(model):
+    return {layer.name: layer.dtype_policy.name for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer)}
+
+
+def _assert_same_weights(a, b):
+    assert len(a.get_weights()) == len(b.get_weights())
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_float32_copy_rebuilds_a_mixed_model_with_the_same_weights():
+    keras.utils.set_random_seed(1)
+    with policy("mixed_bfloat16"):
+        mixed = build_model("unet", 3, **TINY)
+    assert reduced_policy(mixed) == "mixed_bfloat16"
+    copy = with_policy(mixed, "float32")
+    assert copy is not mixed and reduced_policy(copy) is None
+    assert set(_policies(copy).values()) == {"float32"}
+    _assert_same_weights(copy, mixed)
+    x = _image()
+    ref, got = mixed.predict(x, verbose=0), copy.predict(x, verbose=0)
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())  # only bf16 rounding apart
+
+
+def test_a_model_already_under_the_policy_is_returned_itself():
+    model = build_model("unet", 3, **TINY)
+    assert with_policy(model, "float32") is model
+    mixed = with_policy(model, "mixed_bfloat16")
+    assert with_policy(mixed, "mixed_bfloat16") is mixed
+
+
+def test_mixed_copy_keeps_the_output_layer_in_float32():
+    """From a float32 model (what files hold) to a mixed policy: every layer computes in bf16 except the
+    output, so logits leave in float32 as the builders make them."""
+    keras.utils.set_random_seed(2)
+    model = build_model("unet", 3, **TINY)
+    mixed = with_policy(model, "mixed_bfloat16")
+    policies = _policies(mixed)
+    assert policies.pop("logits") == "float32"
+    assert set(policies.values()) == {"mixed_bfloat16"}
+    _assert_same_weights(mixed, model)
+    x = _image()
+    ref, got = model.predict(x, verbose=0), mixed.predict(x, verbose=0)
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+
+
+def test_unknown_precision_lists_the_valid_ones():
+    with pytest.raises(SegcliError, match="valid: float32, mixed_float16, mixed_bfloat16"):
+        with_policy(build_model("unet", 3, **TINY), "float8")
+    with pytest.raises(SegcliError, match="valid: auto, float32"):
+        precision.resolve_precision("fp16")
+
+
+def test_model_files_are_float32_and_load_under_the_machine_precision(tmp_path, monkeypatch):
+    """A model trained with mixed_float16 on a GPU must not run float16 convolutions on a CPU (6x slower
+    than float32 here): the file holds float32, and load_model applies the precision of this machine."""
+    keras.utils.set_random_seed(3)
+    with policy("mixed_float16"):
+        trained = build_model("unet", 3, **TINY)
+    path = tmp_path / "model.keras"
+    save_model(trained, path, default_classes(3))
+
+    with zipfile.ZipFile(path) as zf:
+        config = zf.read("config.json").decode()
+    assert "float16" not in config  # neither mixed_float16 nor float16 anywhere in the file
+    plain = keras.saving.load_model(path, compile=False)  # what a user without segcli gets
+    assert set(_policies(plain).values()) == {"float32"}
+    _assert_same_weights(plain, trained)
+
+    loaded = load_model(path, precision="mixed_bfloat16")
+    assert loaded.precision == "mixed_bfloat16" and _policies(loaded.model)["logits"] == "float32"
+    assert load_model(path, precision=None).precision == "float32"  # as stored
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    auto = load_model(path)
+    assert auto.precision == "float32" and reduced_policy(auto.model) is None
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    auto = load_model(path)
+    assert auto.precision == "mixed_bfloat16" and reduced_policy(auto.model) == "mixed_bfloat16"
+
+
+def test_meta_is_kept_and_the_file_loads_with_its_classes(tmp_path):
+    with policy("mixed_bfloat16"):
+        trained = build_model("unet", 3, **TINY)
+    path = tmp_path / "model.keras"
+    save_model(trained, path, default_classes(3), {"precision": "mixed_bfloat16"})
+    loaded = load_model(path, precision="float32")
+    assert loaded.meta["precision"] == "mixed_bfloat16"  # what it was trained with, for the record
+    assert loaded.classes.names == default_classes(3).names and loaded.output_stride == 4
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("segcli.json"))["output_stride"] == 4
+
+
+def test_mixed_float16_compiles_with_loss_scaling():
+    """The GPU default: build_model under the policy, compile afterwards, and Keras wraps the optimizer."""
+    from segcli import recipe as recipes
+    from segcli.training.optim import make_optimizer
+
+    with policy("mixed_float16"):
+        model = build_model("unet", 3, **TINY)
+    model.compile(optimizer=make_optimizer(recipes.resolve()["train"], 10), loss="mse")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -279,7 +279,8 @@ def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit:
                  "val_fraction": VAL_FRACTION, "eval_short_side": int(settings.short_side[0]),
                  "eval_crop": list(settings.train_size)},
         "train": {"epochs": int(settings.epochs), "batch_size": int(settings.batch_size), "precision": precision,
-                  "jit": "true" if jit else "false", "max_minutes": 0.0},
+                  "jit": "true" if jit else "false", "max_minutes": 0.0,
+                  "distribute": "none"},  # one device: the figures compare with the tutorial's one GPU
     }
     return recipe_file, overrides
 
@@ -318,19 +319,19 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     import tensorflow as tf
 
     from segcli.models import build_model
+    from segcli.precision import policy
     from segcli.training.callbacks import Throughput
-    from segcli.training.distribute import resolve_strategy
+    from segcli.training.distribute import execution_settings, is_distributed, resolve_strategy
     from segcli.training.losses import make_loss
     from segcli.training.metrics import segmentation_metrics
     from segcli.training.optim import make_optimizer
-    from segcli.precision import policy
 
     recipe = resolved_recipe(model_name, precision, settings, jit)
     train_cfg = recipe["train"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
     strategy, _ = resolve_strategy(train_cfg["distribute"])
-    gpu = gpu_available()
-    spe = int(train_cfg["steps_per_execution"]) or (8 if gpu else 1)
+    jit, spe = execution_settings(train_cfg["jit"], train_cfg["steps_per_execution"], gpu=gpu_available(),
+                                  distributed=is_distributed(strategy))
     batch, steps = int(settings.batch_size), int(settings.steps)
     h, w = settings.train_size
     rng = np.random.default_rng(0)

@@ -199,6 +199,51 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(sample_data, tmp_path)
     assert res["none"]["val_loss"] == pytest.approx(res["mirrored"]["val_loss"], rel=2e-2)
 
 
+MULTI_GPU_DEFAULTS_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+# what segcli's automatic choices see on a machine with GPUs; the replicas are the two logical CPUs
+physical = tf.config.list_physical_devices
+tf.config.list_physical_devices = lambda kind=None: ["GPU:0", "GPU:1"] if kind == "GPU" else physical(kind)
+import segcli.system
+segcli.system.gpu_names = lambda: ["pretend GPU"] * 2
+from segcli.training import train
+out, data, recipe = sys.argv[1:4]
+result = train("unet", data, recipe_file=recipe, out=out, overrides={"train": {"distribute": "mirrored"}})
+print(json.dumps({"loss": [float(r["loss"]) for r in result.history], "strategy": result.metrics["strategy"]}))
+"""
+
+
+@pytest.mark.slow
+def test_multi_gpu_defaults_train_under_mirrored_strategy(sample_data, tmp_path):
+    """With GPUs, `auto` picks mixed_float16 (loss scaling) and, on one GPU, XLA and 8 steps per call; under
+    MirroredStrategy those two stay off (Keras 3 fails on both there). Run on two logical CPUs, with segcli's
+    device checks told there are GPUs."""
+    recipe = tiny_recipe(tmp_path, epochs=2)
+    recipe.write_text(recipe.read_text().replace('precision = "float32"', 'precision = "auto"'))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", MULTI_GPU_DEFAULTS_SCRIPT, str(out), str(sample_data), str(recipe)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "2 devices" in res["strategy"]
+    assert len(res["loss"]) == 2 and all(np.isfinite(res["loss"])) and res["loss"][1] < res["loss"][0]
+    run = json.loads((out / "run.json").read_text())
+    assert (run["precision"], run["jit"], run["steps_per_execution"]) == ("mixed_float16", False, 1)
+
+
+def test_xla_with_a_distribution_strategy_is_refused_in_one_line(cli, sample_data, tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path), "--distribute", "mirrored",
+                 "--jit", "true", "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "--jit true does not work" in result.stderr
+    assert not out.exists()
+
+
 METRICS_SCRIPT = """
 import json
 import numpy as np, tensorflow as tf, keras

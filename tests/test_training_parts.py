@@ -179,10 +179,27 @@ def test_precision_auto(monkeypatch):
 
 
 def test_strategy_choice(monkeypatch):
-    from segcli.training.distribute import resolve_strategy
+    from segcli.training.distribute import is_distributed, resolve_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy, desc = resolve_strategy("auto")
     assert strategy.num_replicas_in_sync == 1 and "single device" in desc
     with pytest.raises(SegcliError, match="TF_CONFIG"):
         resolve_strategy("multiworker")
+    assert not is_distributed(strategy)
+
+
+def test_execution_settings_turn_xla_and_multi_step_calls_off_across_replicas():
+    """A GPU gets XLA and 8 steps per call; a CPU neither; several replicas neither, and asking for them
+    there is one line (Keras 3 fails on both under tf.distribute, reproduced on two logical CPUs)."""
+    from segcli.training.distribute import execution_settings
+
+    assert execution_settings("auto", 0, gpu=True, distributed=False) == (True, 8)
+    assert execution_settings("auto", 0, gpu=False, distributed=False) == (False, 1)
+    assert execution_settings("auto", 0, gpu=True, distributed=True) == (False, 1)
+    assert execution_settings("false", 4, gpu=True, distributed=False) == (False, 4)
+    assert execution_settings("true", 1, gpu=False, distributed=False) == (True, 1)
+    with pytest.raises(SegcliError, match="--jit true does not work with a tf.distribute strategy"):
+        execution_settings("true", 0, gpu=True, distributed=True)
+    with pytest.raises(SegcliError, match="keras-team/keras#19246"):
+        execution_settings("auto", 8, gpu=True, distributed=True)

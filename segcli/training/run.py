@@ -25,7 +25,7 @@ from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.callbacks import PerClassIoU, RichProgress, SaveBest, Throughput, TimeBudget
-from segcli.training.distribute import resolve_strategy
+from segcli.training.distribute import execution_settings, is_distributed, resolve_strategy
 from segcli.training.losses import make_loss, median_frequency_weights
 from segcli.training.metrics import segmentation_metrics
 from segcli.training.optim import make_optimizer
@@ -217,9 +217,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
     precision, why = resolve_precision(train_cfg["precision"])
     strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    jit = gpu if train_cfg["jit"] in ("auto", None) else str(train_cfg["jit"]).lower() in ("true", "1", "yes")
-    spe = int(train_cfg["steps_per_execution"]) or (8 if gpu else 1)
+    jit, spe = execution_settings(train_cfg["jit"], train_cfg["steps_per_execution"],
+                                  gpu=bool(tf.config.list_physical_devices("GPU")), distributed=is_distributed(strategy))
     with strategy.scope(), policy(precision):
         model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
     train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)

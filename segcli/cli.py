@@ -217,7 +217,7 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW, e.g. 368x480."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto|float32|mixed_float16|mixed_bfloat16"),
-    distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored|multiworker"),
+    distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored"),
     jit: Optional[str] = typer.Option(None, "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much training time."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),

@@ -52,7 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "class_weights": "none",     # none | median-frequency | path to a JSON list
         "label_smoothing": 0.0,
         "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
-        "distribute": "auto",        # auto | none | mirrored | multiworker
+        "distribute": "auto",        # auto | none | mirrored
         "jit": "auto",               # auto | true | false (XLA)
         "steps_per_execution": 0,    # 0: automatic
         "max_minutes": 0.0,          # stop after this much training time (0: no limit)
@@ -65,7 +65,7 @@ CHOICES = {
     ("train", "schedule"): ("constant", "step", "cosine", "onecycle"),
     ("train", "loss"): ("ce", "dice", "focal", "ce+dice"),
     ("train", "precision"): ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-    ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
+    ("train", "distribute"): ("auto", "none", "mirrored"),
 }
 
 

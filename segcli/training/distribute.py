@@ -13,18 +13,18 @@ from segcli.errors import SegcliError
 def resolve_strategy(choice: str = "auto") -> tuple[tf.distribute.Strategy, str]:
     """Return (strategy, description).
 
-    auto: MultiWorkerMirrored when TF_CONFIG names several workers, Mirrored over all GPUs when
-    there are two or more, else the default (single-device) strategy.
+    auto: MirroredStrategy over all GPUs when there are two or more, else the default (single-device)
+    strategy. Several machines are refused: Keras 3's model.fit fails under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585; reproduced with two workers on localhost, Keras 3.15).
     """
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
+    if choice == "multiworker" or (choice == "auto" and len(cluster.get("worker", [])) > 1):
+        raise SegcliError("training on several machines is not supported: Keras 3's model.fit fails under "
+                          "MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine "
+                          "(several GPUs there: --distribute mirrored)")
     gpus = tf.config.list_logical_devices("GPU")
     if choice == "auto":
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
-        if len(cluster.get("worker", [])) > 1:
-            choice = "multiworker"
-        elif len(gpus) > 1:
-            choice = "mirrored"
-        else:
-            choice = "none"
+        choice = "mirrored" if len(gpus) > 1 else "none"
     if choice == "none":
         device = gpus[0].name if gpus else "CPU"
         return tf.distribute.get_strategy(), f"single device ({device})"
@@ -32,12 +32,7 @@ def resolve_strategy(choice: str = "auto") -> tuple[tf.distribute.Strategy, str]
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         return strategy, f"MirroredStrategy over {strategy.num_replicas_in_sync} devices"
-    if choice == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise SegcliError("--distribute multiworker needs the TF_CONFIG environment variable (see README)")
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return strategy, f"MultiWorkerMirroredStrategy, {strategy.num_replicas_in_sync} replicas"
-    raise SegcliError(f"unknown --distribute {choice!r}; choose auto, none, mirrored or multiworker")
+    raise SegcliError(f"unknown --distribute {choice!r}; choose auto, none or mirrored")
 
 
 def is_distributed(strategy: tf.distribute.Strategy) -> bool:

@@ -156,14 +156,19 @@ def test_cli_predict(cli, model_file, tmp_path):
 
 
 def test_cli_predict_precision(cli, model_file, tmp_path):
-    """float32 and bf16 runs of one model give (nearly) the same mask; an unknown precision is one line."""
+    """float32, bf16 and fp16 (a GPU's default) runs of one model give (nearly) the same mask; an unknown
+    precision is one line."""
     write_image(tmp_path / "x.png", make_image(40, 56))
-    masks = {}
-    for name in ("float32", "mixed_bfloat16"):
-        result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / name, "--precision", name)
+    masks, probs = {}, {}
+    for name in ("float32", "mixed_bfloat16", "mixed_float16"):
+        result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / name, "--precision", name,
+                     "--probabilities")
         assert result.exit_code == 0, result.output
         masks[name] = read_label_png(tmp_path / name / "x.png")
-    assert (masks["float32"] == masks["mixed_bfloat16"]).mean() > 0.95
+        probs[name] = np.load(tmp_path / name / "x_probs.npy").astype(np.float32)
+    for name in ("mixed_bfloat16", "mixed_float16"):
+        assert (masks["float32"] == masks[name]).mean() > 0.95, name
+        assert 0 < np.abs(probs[name] - probs["float32"]).max() < 0.1, name  # it ran in that precision
     result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "bad", "--precision", "fp8")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "valid: auto, float32" in result.stderr

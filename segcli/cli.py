@@ -478,8 +478,8 @@ def _bench_list(text: Optional[str]) -> list[str]:
 
 @app.command("bench")
 def bench_cmd(
-    quick: bool = typer.Option(False, "--quick", help="Tiny sizes (64x64, batch 4, 3 steps): a smoke test in "
-                               "under a minute."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes (64x64, batch 4, 3 steps): a smoke test of "
+                               "about a minute (30 s with one of --models)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the train path and the pipeline "
                                         "(default: ../shared/data/camvid, else synthetic PNGs)."),
     models: str = typer.Option("lambda-fcn,lambda-unet", "--models", help="Comma list of registered models."),

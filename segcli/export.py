@@ -1,9 +1,9 @@
 """Export a trained model to TensorFlow SavedModel, ONNX or TFLite, checked against Keras.
 
 ``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if the
-file stores a mixed precision policy (files from older segcli versions), writes the export beside a temporary name, runs it on
-random images and compares the logits with Keras', and only then moves it into place. A
-``classes.json`` (the class map) is written beside the export.
+file stores a mixed precision policy (saved by plain Keras; segcli saves float32), writes the export beside
+a temporary name, runs it on random images and compares the logits with Keras', and only then moves it
+into place. A ``classes.json`` (the class map) is written beside the export.
 
 SavedModel and ONNX take any batch, height and width; TFLite takes dynamic height and width where the
 converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed

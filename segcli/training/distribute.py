@@ -1,4 +1,7 @@
-"""Pick a tf.distribute strategy, and how steps run on it. The batch size in a recipe is always the global batch."""
+"""Pick a tf.distribute strategy, and how training steps run on it (XLA, steps per call).
+
+The batch size in a recipe is always the global batch.
+"""
 
 from __future__ import annotations
 

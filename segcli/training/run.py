@@ -23,6 +23,7 @@ from segcli.errors import SegcliError
 from segcli.files import write_json
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
+from segcli.precision import policy, resolve_precision
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.callbacks import PerClassIoU, RichProgress, SaveBest, Throughput, TimeBudget
 from segcli.training.distribute import execution_settings, is_distributed, resolve_strategy
@@ -30,7 +31,6 @@ from segcli.training.losses import make_loss, median_frequency_weights
 from segcli.training.metrics import segmentation_metrics
 from segcli.training.optim import make_optimizer
 from segcli.training.plots import plot_curves
-from segcli.precision import policy, resolve_precision
 
 
 class TrainingInterrupted(SegcliError):
@@ -217,8 +217,9 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
     precision, why = resolve_precision(train_cfg["precision"])
     strategy, strategy_desc = resolve_strategy(train_cfg["distribute"])
-    jit, spe = execution_settings(train_cfg["jit"], train_cfg["steps_per_execution"],
-                                  gpu=bool(tf.config.list_physical_devices("GPU")), distributed=is_distributed(strategy))
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    jit, spe = execution_settings(train_cfg["jit"], train_cfg["steps_per_execution"], gpu=gpu,
+                                  distributed=is_distributed(strategy))
     with strategy.scope(), policy(precision):
         model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
     train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)

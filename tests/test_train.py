@@ -107,8 +107,9 @@ def test_missing_data_dir_is_one_line(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_then_resume_continues(sample_data, tmp_path):
-    """SIGINT during epoch 3 of 4: exit 130 with the resume command; --resume finishes epochs 3-4 only."""
+def test_ctrl_c_then_resume_continues(cli, sample_data, tmp_path):
+    """SIGINT during epoch 3 of 4: exit 130 with the resume command; --resume finishes epochs 3-4 only.
+    Meanwhile the folder is locked: `--resume` or `--force` on it from elsewhere is refused."""
     out = tmp_path / "run"
     recipe = tiny_recipe(tmp_path, epochs=4)
     cmd = [sys.executable, "-m", "segcli", "train", "unet", str(sample_data), "--recipe", str(recipe),
@@ -119,12 +120,18 @@ def test_ctrl_c_then_resume_continues(sample_data, tmp_path):
     while time.time() < deadline and (not history.is_file() or len(rows(history)) < 2):
         time.sleep(0.2)
     assert history.is_file() and len(rows(history)) >= 2, proc.communicate()[0]
+    # while it trains, a second writer of the folder is refused and the folder is left alone
+    for args in (["--resume", out], ["unet", sample_data, "--recipe", recipe, "--out", out, "--force"]):
+        result = cli("train", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "in use by process" in result.stderr
+    assert (out / "recipe.toml").is_file() and (out / ".segcli.lock").is_file()
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
     assert f"segcli train --resume {out}" in output and "Traceback" not in output
     done = len(rows(history))
-    assert done < 4 and (out / "backup").is_dir()
+    assert done < 4 and (out / "backup").is_dir() and not (out / ".segcli.lock").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "segcli", "train", "--resume", str(out)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from segcli import recipe as recipes
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError
-from segcli.files import write_json
+from segcli.files import folder_lock, lock_holder, write_json
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
 from segcli.precision import policy, resolve_precision
@@ -71,6 +71,10 @@ def prepare_run_dir(out: str | Path | None, model_name: str, force: bool) -> Pat
             if not force:
                 raise SegcliError("run folder exists and is not empty; pass --force to replace it, "
                                   "or --resume to continue it", run_dir)
+            holder = lock_holder(run_dir)
+            if holder:
+                raise SegcliError(f"in use by {holder} (a training writing it); --force will not replace it",
+                                  run_dir)
             shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -231,50 +235,54 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                                      float(train_cfg["label_smoothing"])),
                       metrics=metrics, jit_compile=jit, steps_per_execution=spe)
 
-    if run_dir is None:
+    new_run = run_dir is None
+    if new_run:
         run_dir = prepare_run_dir(out, model_cfg["name"], force)
-        recipes.save(recipe, run_dir / "recipe.toml")
-        classes.save(run_dir / "classes.json")
-    run_info = {
-        "data_dir": str(Path(data_dir).resolve()), "model": model_cfg["name"], "precision": precision,
-        "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
-        "jit": jit, "steps_per_execution": spe, "hardware": hardware_summary(), "layout": dataset.layout,
-        "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(),
-        "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
-        "started": dt.datetime.now().isoformat(timespec="seconds"),
-    }
-    write_json(run_dir / "run.json", run_info)
-    meta = {"recipe": recipe, "precision": precision, "model_name": model_cfg["name"]}
+    with folder_lock(run_dir):  # a second `train --resume` or `--force` on this folder is refused meanwhile
+        if new_run:
+            recipes.save(recipe, run_dir / "recipe.toml")
+            classes.save(run_dir / "classes.json")
+        run_info = {
+            "data_dir": str(Path(data_dir).resolve()), "model": model_cfg["name"], "precision": precision,
+            "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
+            "jit": jit, "steps_per_execution": spe, "hardware": hardware_summary(), "layout": dataset.layout,
+            "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(),
+            "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
+            "started": dt.datetime.now().isoformat(timespec="seconds"),
+        }
+        write_json(run_dir / "run.json", run_info)
+        meta = {"recipe": recipe, "precision": precision, "model_name": model_cfg["name"]}
 
-    budget = TimeBudget(float(train_cfg["max_minutes"]))
-    best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
-    for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):  # resuming: keep the best so far
-        if _float(row.get("val_miou")) > best.best:
-            best.best, best.best_epoch = _float(row["val_miou"]), epoch
-    callbacks = [Throughput(int(train_cfg["batch_size"])), PerClassIoU(metrics[1], dataset.classes.names), budget,
-                 best, keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-                 RichProgress(console)]
-    console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
-                  f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
-                  f"{run_info['val_pairs']} val pairs, batch {train_cfg['batch_size']}, {steps} steps/epoch",
-                  highlight=False)
-    try:
-        model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=int(train_cfg["epochs"]), verbose=0,
-                  callbacks=callbacks, shuffle=False)  # the pipeline shuffles
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(run_dir) from None
+        budget = TimeBudget(float(train_cfg["max_minutes"]))
+        best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
+        # resuming: keep the best so far
+        for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):
+            if _float(row.get("val_miou")) > best.best:
+                best.best, best.best_epoch = _float(row["val_miou"]), epoch
+        callbacks = [Throughput(int(train_cfg["batch_size"])), PerClassIoU(metrics[1], dataset.classes.names),
+                     budget, best, keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+                     keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+                     keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+                     RichProgress(console)]
+        console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
+                      f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
+                      f"{run_info['val_pairs']} val pairs, batch {train_cfg['batch_size']}, {steps} steps/epoch",
+                      highlight=False)
+        try:
+            model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=int(train_cfg["epochs"]),
+                      verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(run_dir) from None
 
-    save_model(model, run_dir / "model.keras", classes, meta)
-    if best.best_epoch is None:  # no validation data: the last model is the best we know
-        save_model(model, run_dir / "best.keras", classes, meta)
-    metrics_out = _summary(model, recipe, run_dir, run_info, best, budget, dataset, classes, console)
-    write_json(run_dir / "metrics.json", metrics_out)
-    history = read_history(run_dir / "history.csv")
-    if history:
-        plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
-    return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
+        save_model(model, run_dir / "model.keras", classes, meta)
+        if best.best_epoch is None:  # no validation data: the last model is the best we know
+            save_model(model, run_dir / "best.keras", classes, meta)
+        metrics_out = _summary(model, recipe, run_dir, run_info, best, budget, dataset, classes, console)
+        write_json(run_dir / "metrics.json", metrics_out)
+        history = read_history(run_dir / "history.csv")
+        if history:
+            plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
+        return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
 
 
 def _final_evaluation(run_dir: Path, data_dir, dataset, console) -> dict:

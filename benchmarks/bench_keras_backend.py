@@ -6,7 +6,8 @@ segcli's models are plain Keras functional models, so they run there unchanged w
 KERAS_BACKEND=jax (XLA-compiled, like `--jit`) or torch. This measures the part of `segcli bench`
 that needs no TensorFlow: bare `model.fit` on cached device tensors (Adam, sparse cross-entropy from
 logits, mixed_float16 with Keras' automatic loss scaling), `predict_on_batch`, and matmul GFLOP/s so
-each rate is also a fraction of peak. It reads no data files and imports only `segcli.models`.
+each rate is also a fraction of peak. It reads no data files and imports only `segcli.models` and
+`segcli.bench`'s precision table (neither imports TensorFlow).
 
     KERAS_BACKEND=jax python benchmarks/bench_keras_backend.py --json gpu.json --markdown gpu.md
 """
@@ -26,6 +27,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from segcli.bench import COMPUTE_DTYPE  # noqa: E402  (segcli.bench imports no TensorFlow at module level)
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -147,7 +149,6 @@ def main(argv=None) -> int:
               "matmul_gflops": {d: matmul_gflops(d, args.matmul_size) for d in ("float32", "float16", "bfloat16")},
               "rows": []}
     print(json.dumps({k: result[k] for k in ("backend", "device", "matmul_gflops")}), flush=True)
-    peak = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
     for name in args.models:
         for precision in args.precisions:
             if args.deadline and time.perf_counter() - begin > args.deadline:
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
                 row["train_epochs_images_per_sec"] = rates
                 row["train_images_per_sec"] = statistics.median(rates)
                 row["peak_fraction"] = (row["gflops"] * 3 * row["train_images_per_sec"]
-                                        / result["matmul_gflops"][peak[precision]])
+                                        / result["matmul_gflops"][COMPUTE_DTYPE[precision]])
                 row["predict_images_per_sec"] = predict_rate(model, args.batch, tuple(args.size))
             except Exception as exc:  # one configuration failing must not lose the others' figures
                 row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]

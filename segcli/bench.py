@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_MODELS = ("lambda-fcn", "lambda-unet")
 SECTIONS = ("matmul", "train", "fit", "pipeline", "predict", "tiled")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COMPUTE_DTYPE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 _CHILD_FLAG = "--tiled-child"
 _CHILD_MARK = "SEGCLI_BENCH_RESULT "
@@ -119,6 +118,7 @@ def _parse_jit(value) -> bool | None:
 
 def _check_choices(models, precisions, skip) -> None:
     from segcli.models import model_entry
+    from segcli.precision import PRECISIONS
 
     for name in models:
         model_entry(name)  # ModelError naming the valid ones

@@ -262,6 +262,7 @@ def train_cmd(
 def _pct(value) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
+
 RUN_PRECISION_HELP = ("auto|float32|mixed_float16|mixed_bfloat16 to run the model under (auto: mixed_float16 "
                       "with a GPU, mixed_bfloat16 on a CPU with native bf16, else float32).")
 

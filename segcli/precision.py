@@ -18,6 +18,7 @@ from segcli.errors import SegcliError
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+FLOAT_POLICIES = ("float32", *REDUCED_POLICIES)  # the plain ones with_policy rewrites (quantized ones stay)
 
 
 def cpu_has_bf16() -> bool:
@@ -102,7 +103,7 @@ def _mixed_config(config: dict, name: str) -> dict:
     outputs = {outputs[0]} if outputs and isinstance(outputs[0], str) else {out[0] for out in outputs}
     for layer in config["layers"]:
         inner = layer["config"]
-        if layer["class_name"] != "InputLayer" and _is_float_dtype(inner.get("dtype"), ("float32", *REDUCED_POLICIES)):
+        if layer["class_name"] != "InputLayer" and _is_float_dtype(inner.get("dtype"), FLOAT_POLICIES):
             inner["dtype"] = "float32" if inner["name"] in outputs else name
     return config
 
@@ -113,7 +114,7 @@ def _needs_copy(model: keras.Model, name: str) -> bool:
     outputs = {id(tensor._keras_history[0]) for tensor in model.outputs}
     return any(_policy_name(layer) != ("float32" if id(layer) in outputs else name)
                for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
-               and _policy_name(layer) in ("float32", *REDUCED_POLICIES))
+               and _policy_name(layer) in FLOAT_POLICIES)
 
 
 def with_policy(model: keras.Model, name: str) -> keras.Model:

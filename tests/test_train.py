@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "64x64", "--batch-size", "8", "--precision", "float32"]
 
 
-def tiny_recipe(tmp_path, epochs=2, extra=""):
+def tiny_recipe(tmp_path, epochs=2, extra="", precision="float32"):
     path = tmp_path / "tiny.toml"
     path.write_text(textwrap.dedent(f"""
         [model]
@@ -32,7 +32,7 @@ def tiny_recipe(tmp_path, epochs=2, extra=""):
         epochs = {epochs}
         batch_size = 8
         lr = 0.003
-        precision = "float32"
+        precision = "{precision}"
         {extra}
     """))
     return path
@@ -149,8 +149,7 @@ def test_gpu_defaults_train_on_cpu_and_save_a_float32_model(cli, sample_data, tm
 
     out = tmp_path / "run"
     extra = 'jit = "true"\nsteps_per_execution = 8'
-    recipe = tiny_recipe(tmp_path, epochs=3, extra=extra)
-    recipe.write_text(recipe.read_text().replace('precision = "float32"', 'precision = "mixed_float16"'))
+    recipe = tiny_recipe(tmp_path, epochs=3, extra=extra, precision="mixed_float16")
     result = cli("train", "unet", sample_data, "--recipe", recipe, "--out", out)
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
@@ -228,8 +227,7 @@ def test_multi_gpu_defaults_train_under_mirrored_strategy(sample_data, tmp_path)
     """With GPUs, `auto` picks mixed_float16 (loss scaling) and, on one GPU, XLA and 8 steps per call; under
     MirroredStrategy those two stay off (Keras 3 fails on both there). Run on two logical CPUs, with segcli's
     device checks told there are GPUs."""
-    recipe = tiny_recipe(tmp_path, epochs=2)
-    recipe.write_text(recipe.read_text().replace('precision = "float32"', 'precision = "auto"'))
+    recipe = tiny_recipe(tmp_path, epochs=2, precision="auto")
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", MULTI_GPU_DEFAULTS_SCRIPT, str(out), str(sample_data), str(recipe)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,

@@ -20,7 +20,7 @@ import tensorflow as tf
 from segcli import recipe as recipes
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError
-from segcli.files import folder_lock, lock_holder, write_json
+from segcli.files import folder_lock, write_json
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
 from segcli.precision import policy, resolve_precision
@@ -71,11 +71,8 @@ def prepare_run_dir(out: str | Path | None, model_name: str, force: bool) -> Pat
             if not force:
                 raise SegcliError("run folder exists and is not empty; pass --force to replace it, "
                                   "or --resume to continue it", run_dir)
-            holder = lock_holder(run_dir)
-            if holder:
-                raise SegcliError(f"in use by {holder} (a training writing it); --force will not replace it",
-                                  run_dir)
-            shutil.rmtree(run_dir)
+            with folder_lock(run_dir):  # a folder another training is writing is refused, not emptied
+                shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -14,14 +15,20 @@ from typing import Iterator
 from segcli.errors import SegcliError
 
 LOCK_NAME = ".segcli.lock"
+MARKER_NAME = ".segcli"  # in every folder segcli makes (run, export, compare): only those may be replaced by --force
+TMP_TAG = ".segcli-tmp-"  # in the name of every temporary file; a killed writer's leftovers are found by it
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", suffix=suffix or path.suffix, dir=path.parent)
+    except OSError as exc:
+        ensure_writable_dir(path.parent)  # names the folder and the reason in one line
+        raise SegcliError(f"cannot write {path.name} ({exc.strerror or exc})", path.parent) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -33,6 +40,77 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` (with its parents) if needed; a one-line error naming it when it cannot hold files
+    (a file in the way, no permission, a read-only disk). Call it before the work whose output goes there."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise SegcliError("is a file, not a folder", parent)
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SegcliError(f"cannot write here ({exc.strerror or exc})", folder) from None
+    return folder
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (and folders) a killed segcli writer left in ``folder`` and below."""
+    removed = []
+    for path in sorted(Path(folder).rglob(f"*{TMP_TAG}*"), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def mark_segcli_folder(folder: str | Path, kind: str) -> None:
+    """Label ``folder`` as made by segcli (``kind``: run, export, compare), so --force may replace it later."""
+    write_json(Path(folder) / MARKER_NAME, {"made_by": "segcli", "kind": kind})
+
+
+def segcli_folder_kind(folder: str | Path) -> str | None:
+    """The kind of segcli folder ``folder`` is, or None when segcli did not make it. Run folders of older
+    segcli versions, which had no marker, are known by their run.json and recipe.toml."""
+    folder = Path(folder)
+    try:
+        return str(json.loads((folder / MARKER_NAME).read_text())["kind"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if (folder / "run.json").is_file() and (folder / "recipe.toml").is_file():
+        return "run"
+    return None
+
+
+def check_replaceable(folder: str | Path, force: bool, what: str = "output folder", also: str = "") -> bool:
+    """Whether ``folder`` holds anything to replace (False: missing or empty). An existing folder is replaced
+    only with ``force`` and only when segcli made it; anything else is a one-line error naming it. ``also``
+    ends the message that asks for --force (e.g. ", or --resume to continue it")."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return False
+    if not folder.is_dir() or folder.is_symlink():
+        raise SegcliError("exists and is not a folder; segcli will not replace it", folder)
+    if not any(folder.iterdir()):
+        return False
+    if segcli_folder_kind(folder) is None:
+        raise SegcliError(f"exists, is not empty and was not made by segcli; choose another --out (--force "
+                          "replaces only segcli's own run, export and compare folders)", folder)
+    if not force:
+        raise SegcliError(f"{what} exists and is not empty; pass --force to replace it{also}", folder)
+    return True
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -84,3 +162,22 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def check_writable_dir(folder: str | Path) -> Path:
+    """Like ``ensure_writable_dir`` but creates nothing: ``folder``, or its nearest existing parent when it
+    does not exist yet, must be a folder that takes new files; else a one-line error naming it. For checks
+    before the work, so that a failure later (a bad model, a bad flag) leaves no empty folder behind."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise SegcliError("is a file, not a folder", parent)
+            try:
+                fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=parent)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise SegcliError(f"cannot write here ({exc.strerror or exc})", parent) from None
+            break
+    return folder

@@ -9,6 +9,7 @@ the valid ones, so a typo never silently trains something else.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -60,34 +61,232 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-CHOICES = {
+CHOICES = {  # lists owned here; the loss kinds and precisions come from their modules (see _choices)
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
     ("train", "schedule"): ("constant", "step", "cosine", "onecycle"),
-    ("train", "loss"): ("ce", "dice", "focal", "ce+dice"),
-    ("train", "precision"): ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     ("train", "distribute"): ("auto", "none", "mirrored"),
+}
+SWITCHES = ("auto", "true", "false")  # cache and jit: auto, or a bool (true/false also as strings)
+FLAGS = "command line"  # the source of overrides: a key train.batch_size comes from the flag --batch-size
+
+
+def _choices(table: str, key: str) -> tuple | None:
+    if (table, key) == ("train", "loss"):
+        from segcli.training.losses import KINDS
+
+        return KINDS
+    if (table, key) == ("train", "precision"):
+        from segcli.precision import PRECISIONS
+
+        return ("auto", *PRECISIONS)
+    return CHOICES.get((table, key))
+
+
+# --- values: each rule returns the value (8.0 -> 8 where an integer goes) or raises _Invalid ----------------
+
+class _Invalid(Exception):
+    """A value's problem, worded to follow its key or flag: 'must be an integer >= 1, got 2.5'."""
+
+
+def _integer(value, low: int | None = 0, high: int | None = None) -> int:
+    """An integer (8.0 counts as 8) in [low, high]; low None: any integer."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
+            high is not None and value > high):
+        rule = f" from {low} to {high}" if high is not None else "" if low is None else f" >= {low}"
+        raise _Invalid(f"must be an integer{rule}, got {_shown(value)}")
+    return value
+
+
+def _number(value, low: float | None = 0.0, *, above: bool = False, below: float | None = None) -> float:
+    """A finite number >= low (> low when `above`; low None: any) and < below when given."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
+        low is None or (value > low if above else value >= low)) and (below is None or value < below)
+    if not ok:
+        rule = ("" if low is None else f" in [{low:g}, {below:g})" if below is not None
+                else f" > {low:g}" if above else f" >= {low:g}")
+        raise _Invalid(f"must be a number{rule}, got {_shown(value)}")
+    return float(value)
+
+
+def _pair(value, item, what: str, *, empty: bool = False, ordered: bool = False) -> list:
+    """[a, b] of `item` values (min <= max when `ordered`); [] too when `empty`."""
+    if empty and value == []:
+        return []
+    try:
+        if not isinstance(value, list) or len(value) != 2:
+            raise _Invalid("")
+        pair = [item(v) for v in value]
+    except _Invalid:
+        raise _Invalid(f"must be {'[] or ' if empty else ''}{what}, got {_shown(value)}") from None
+    if ordered and pair[0] > pair[1]:
+        raise _Invalid(f"must be {what} with min <= max, got {_shown(value)}")
+    return pair
+
+
+def _bool(value) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {_shown(value)}")
+    return value
+
+
+def _switch(value):
+    """auto | true | false: a TOML bool, or one of the words (any case; flags give text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in SWITCHES:
+        return value.lower()
+    raise _Invalid(f"must be {', '.join(SWITCHES[:-1])} or {SWITCHES[-1]}, got {_shown(value)}")
+
+
+def _string(value) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_shown(value)}")
+    return value
+
+
+def _epoch_list(value) -> list[int]:
+    try:
+        epochs = [_integer(v, 1) for v in value] if isinstance(value, list) else None
+    except _Invalid:
+        epochs = None
+    if epochs is None or any(a >= b for a, b in zip(epochs, epochs[1:])):
+        raise _Invalid(f"must be a list of increasing integers >= 1, got {_shown(value)}")
+    return epochs
+
+
+def _size(value, *, empty: bool = False) -> list[int]:
+    return _pair(value, lambda v: _integer(v, 1), "[height, width] in pixels, two integers >= 1", empty=empty)
+
+
+RULES = {
+    ("data", "size"): _size,
+    ("data", "scale"): lambda v: _pair(v, lambda x: _number(x, above=True), "[min, max], two numbers > 0",
+                                       ordered=True),
+    ("data", "short_side"): lambda v: _pair(v, lambda x: _integer(x, 1), "[min, max] in pixels, two integers >= 1",
+                                            empty=True, ordered=True),
+    ("data", "center_crop"): _bool,
+    ("data", "flip"): _bool,
+    ("data", "void_as_class"): _bool,
+    ("data", "val_fraction"): lambda v: _number(v, 0.0, below=1.0),
+    ("data", "eval_short_side"): lambda v: _integer(v, 0),
+    ("data", "eval_crop"): lambda v: _size(v, empty=True),
+    ("data", "cache"): _switch,
+    ("data", "classes"): _string,
+    ("train", "epochs"): lambda v: _integer(v, 1),
+    ("train", "batch_size"): lambda v: _integer(v, 1),
+    ("train", "lr"): lambda v: _number(v, above=True),
+    ("train", "weight_decay"): _number,
+    ("train", "step_epochs"): _epoch_list,
+    ("train", "step_gamma"): lambda v: _number(v, above=True),
+    ("train", "warmup_epochs"): _number,
+    ("train", "class_weights"): _string,
+    ("train", "label_smoothing"): lambda v: _number(v, 0.0, below=1.0),
+    ("train", "jit"): _switch,
+    ("train", "steps_per_execution"): lambda v: _integer(v, 0),  # 0: automatic
+    ("train", "max_minutes"): _number,  # 0: no limit
+    ("train", "seed"): lambda v: _integer(v, 0, 2 ** 32 - 1),  # what NumPy's seeding takes
 }
 
 
-def _check(recipe: dict, source: str) -> dict:
+def _shown(value) -> str:
+    return repr(value)
+
+
+def _from_text(text: str):
+    """A flag's text as the number it spells ('8' -> 8, '1e-3' -> 0.001, 'nan' -> nan), else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _flag(table: str, key: str) -> str:
+    return "MODEL" if (table, key) == ("model", "name") else "--" + key.replace("_", "-")
+
+
+def _error(source, where: str, problem: str) -> SegcliError:
+    """'--epochs: must be ...' for a flag; 'FILE: [train] epochs must be ...' for a file; no path for a dict."""
+    if source == FLAGS:
+        return SegcliError(f"{where}: {problem}")
+    return SegcliError(f"{where} {problem}", source)
+
+
+def _model_name(value) -> str:
+    from segcli.models import list_models
+
+    if not isinstance(value, str) or value not in list_models():
+        raise _Invalid(f"must be one of {', '.join(list_models())}, got {_shown(value)}")
+    return value
+
+
+def _model_options(name: str, options: dict, source) -> dict:
+    """Option names from the builder's signature; each value of the type of its default (8.0 -> 8 for an int).
+    The ranges (depth >= 1, dropout in [0, 1), ...) are the builder's to check."""
+    import inspect
+
+    from segcli.models import builder_options, model_entry
+
+    builder = model_entry(name).builder
+    valid, params = builder_options(builder), inspect.signature(builder).parameters
+    out = {}
+    for key, value in options.items():
+        try:
+            if key not in valid:
+                raise _Invalid(f"is not an option of model {name!r}; valid options: {', '.join(valid)}")
+            default = params[key].default
+            if isinstance(default, bool):
+                value = _bool(value)
+            elif isinstance(default, int):
+                value = _integer(value, None)
+            elif isinstance(default, float):
+                value = _number(value, None)
+            elif isinstance(default, str):
+                value = _string(value)
+        except _Invalid as exc:
+            raise _error(source, f"[model.options] {key}", str(exc)) from None
+        out[key] = value
+    return out
+
+
+def _check(recipe: dict, source) -> dict:
+    """The recipe with every key and value checked (8.0 becomes 8 where an integer goes). source: the recipe
+    file, FLAGS (overrides: the message names the flag), or None (a dict from code)."""
+    out = {}
     for table, values in recipe.items():
         if table not in DEFAULTS:
             raise SegcliError(f"unknown table [{table}]; valid tables: {', '.join(DEFAULTS)}", source)
+        if not isinstance(values, dict):
+            raise _error(None if source == FLAGS else source, f"[{table}]", f"must be a table, got {_shown(values)}")
+        out[table] = {}
         for key, value in values.items():
             if key not in DEFAULTS[table]:
                 raise SegcliError(
                     f"unknown key '{key}' in [{table}]; valid keys: {', '.join(DEFAULTS[table])}", source)
             default = DEFAULTS[table][key]
-            if key == "options" or key in ("cache", "jit"):
-                continue
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
-                    isinstance(default, (str, list)) and not isinstance(value, type(default))):
-                raise SegcliError(f"[{table}] {key} = {value!r}: expected a {type(default).__name__}", source)
-            choices = CHOICES.get((table, key))
-            if choices and value not in choices:
-                raise SegcliError(f"[{table}] {key} = {value!r}: choose one of {', '.join(choices)}", source)
-    return recipe
+            if source == FLAGS and isinstance(value, str) and isinstance(default, (int, float)) \
+                    and not isinstance(default, bool):
+                value = _from_text(value)
+            try:
+                choices = _choices(table, key)
+                if choices and value not in choices:
+                    raise _Invalid(f"must be one of {', '.join(choices)}, got {_shown(value)}")
+                if (table, key) == ("model", "name"):
+                    value = _model_name(value)
+                elif (table, key) == ("model", "options") and not isinstance(value, dict):
+                    raise _Invalid(f"must be a table of the builder's options, got {_shown(value)}")
+                elif (table, key) in RULES:
+                    value = RULES[table, key](value)
+            except _Invalid as exc:
+                raise _error(source, _flag(table, key) if source == FLAGS else f"[{table}] {key}", str(exc)) from None
+            out[table][key] = value
+    model = out.get("model", {})
+    if model.get("name") and model.get("options"):
+        model["options"] = _model_options(model["name"], model["options"], source)
+    return out
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -116,27 +315,36 @@ def find_recipe(name_or_path: str | Path) -> Path:
 
 
 def read_recipe_file(path: str | Path) -> dict:
+    """A recipe file, every key and value checked (errors name the file); `classes` made relative to it."""
     path = find_recipe(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SegcliError(f"not valid TOML: {exc}", path) from None
-    classes = raw.get("data", {}).get("classes")
-    if isinstance(classes, str) and classes and not Path(classes).is_absolute():
-        raw["data"]["classes"] = str((path.parent / classes).resolve())
-    return _check(raw, str(path))
+    except OSError as exc:
+        raise SegcliError(f"cannot read: {exc.strerror or exc}", path) from None
+    recipe = _check(raw, path)
+    classes = recipe.get("data", {}).get("classes")
+    if classes and not Path(classes).is_absolute():
+        recipe["data"]["classes"] = str((path.parent / classes).resolve())
+    return recipe
 
 
 def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, then the recipe (a file or an already-read dict), then command-line overrides (flags win)."""
+    """Defaults, then the recipe (a file or an already-read dict), then command-line overrides (flags win).
+
+    Every value is checked here, before anything is built or written: a bad one is a SegcliError naming the
+    file and key, or for an override the flag it came from (train.batch_size: --batch-size, model.name: MODEL).
+    Overrides may be the flags' text ("8", "1e-3"); None means "flag not given"."""
     recipe = copy.deepcopy(DEFAULTS)
     if isinstance(recipe_file, dict):
-        recipe = merge(recipe, recipe_file)
+        recipe = merge(recipe, _check(recipe_file, None))
     elif recipe_file is not None:
         recipe = merge(recipe, read_recipe_file(recipe_file))
     if overrides:
         recipe = merge(recipe, _check({t: {k: v for k, v in kv.items() if v is not None}
-                                       for t, kv in overrides.items()}, "command line"))
+                                       for t, kv in overrides.items()}, FLAGS))
+    recipe["model"]["options"] = _model_options(recipe["model"]["name"], recipe["model"]["options"], None)
     return recipe
 
 

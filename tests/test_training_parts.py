@@ -133,10 +133,10 @@ def test_recipe_flags_override_file_and_unknown_keys_list_valid_ones(tmp_path):
     recipes.save(r, tmp_path / "resolved.toml")
     assert recipes.load_resolved(tmp_path / "resolved.toml") == r
     path.write_text("[train]\nschedule = 'linear'\n")
-    with pytest.raises(SegcliError, match="choose one of constant, step, cosine, onecycle"):
+    with pytest.raises(SegcliError, match="must be one of constant, step, cosine, onecycle"):
         recipes.resolve(path)
     path.write_text("[train]\nepochs = 'ten'\n")
-    with pytest.raises(SegcliError, match="expected a int"):
+    with pytest.raises(SegcliError, match="must be an integer"):
         recipes.resolve(path)
 
 

@@ -14,6 +14,7 @@ from segcli.files import atomic_path
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CORRUPT = "cannot read image: corrupt, truncated or not an image"
+_BITS = (8, 10, 12, 14, 16)  # value ranges a 16-bit image may hold (camera data is often 10, 12 or 14 bit)
 
 
 def _exists(path: Path) -> None:
@@ -22,13 +23,107 @@ def _exists(path: Path) -> None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+    """(H, W, 3) uint8 RGB, pixels as stored (see read_image_noted)."""
+    return read_image_noted(path)[0]
+
+
+def read_image_noted(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """(H, W, 3) uint8 RGB and how it was converted (None for 8-bit images).
+
+    Pixels are used as stored: an EXIF orientation is ignored, as for masks (read_label_png) and as
+    annotation tools label them. 16-bit images are scaled by their value range (12-bit data in a 16-bit
+    file is read as 0..4095, not 0..65535); float images must hold 0..1 and are scaled to 0..255.
+    """
     path = Path(path)
     _exists(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: native depth, EXIF orientation ignored
+    if raw is None:
         raise DataError(_CORRUPT, path)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if raw.ndim == 3 and raw.shape[2] < 3:  # grey (+ alpha)
+        raw = raw[..., 0]
+    if raw.ndim == 2:
+        rgb = np.repeat(raw[..., None], 3, axis=2)
+    elif raw.dtype == np.uint8:
+        return cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB), None  # alpha dropped
+    else:
+        rgb = np.ascontiguousarray(raw[..., 2::-1])
+    if rgb.dtype == np.uint8:
+        return rgb, None
+    if rgb.dtype == np.uint16:
+        top = int(rgb.max())
+        bits = next(b for b in _BITS if top < 1 << b)
+        if bits == 8:
+            return rgb.astype(np.uint8), "16-bit, values within 0..255: read as 8-bit"
+        scaled = np.rint(rgb.astype(np.float32) * (255.0 / ((1 << bits) - 1)))
+        return scaled.astype(np.uint8), f"16-bit, values within 0..{(1 << bits) - 1}: read as {bits}-bit"
+    if rgb.dtype in (np.float32, np.float64):
+        if not np.isfinite(rgb).all():
+            raise DataError("float image with NaN or infinite values: unsupported; save it as 8- or 16-bit", path)
+        lo, hi = float(rgb.min()), float(rgb.max())
+        if lo < 0.0 or hi > 1.0 + 1e-6:
+            raise DataError(f"float image with values {lo:g}..{hi:g}: only floats in 0..1 are supported; "
+                            "save it as 8- or 16-bit", path)
+        return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8), "float, values 0..1 scaled to 0..255"
+    raise DataError(f"unsupported pixel type ({rgb.dtype}): save it as 8- or 16-bit unsigned", path)
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of a TIFF structure's first IFD (an EXIF block or a TIFF file); 1 if none."""
+    if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return 1
+    for i in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == 0x0112 and kind == 3:  # SHORT
+            value = struct.unpack(order + "H", entry[8:10])[0]
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation (1..8, 1 = as stored) of a JPEG, PNG or TIFF file; 1 when there is none.
+
+    segcli ignores it (see read_image_noted); `data check` names the files that carry one.
+    """
+    with open(path, "rb") as f:
+        head = f.read(1 << 18)
+    if head[:2] == b"\xff\xd8":  # JPEG: walk the marker segments up to the scan, looking for APP1 "Exif"
+        pos = 2
+        while pos + 4 <= len(head) and head[pos] == 0xFF:
+            marker, length = head[pos + 1], struct.unpack(">H", head[pos + 2:pos + 4])[0]
+            if marker in (0xD9, 0xDA):
+                break
+            if marker == 0xE1 and head[pos + 4:pos + 10] == b"Exif\x00\x00":
+                return _tiff_orientation(head[pos + 10:pos + 2 + length])
+            pos += 2 + length
+        return 1
+    if head[:8] == _PNG_SIGNATURE:  # PNG: an eXIf chunk before the image data
+        pos = 8
+        while pos + 8 <= len(head):
+            length, ctype = struct.unpack(">I4s", head[pos:pos + 8])
+            if ctype == b"eXIf":
+                return _tiff_orientation(head[pos + 8:pos + 8 + length])
+            if ctype in (b"IDAT", b"IEND"):
+                break
+            pos += 12 + length
+        return 1
+    return _tiff_orientation(head)
+
+
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "transposed",
+                6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° counter-clockwise"}
+
+
+def is_jpeg(path: str | Path) -> bool:
+    """Whether the file is a JPEG (by its first bytes, whatever its extension)."""
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -173,7 +173,7 @@ def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
         classmap, source = None, "inferred"
 
     masks = [p.mask for pairs in splits.values() for p in pairs]
-    encoding = detect_encoding(masks, classmap)
+    encoding = detect_encoding(masks, classmap, notices=notices)
     if classmap is None:
         classmap, notice = infer_classes(masks, encoding)
         notices.append(notice)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data.classes import ClassMap, default_classes
-from segcli.data.imageio import lookup_colors, png_color_type, read_label_png, read_png_palette
+from segcli.data.imageio import is_jpeg, lookup_colors, png_color_type, read_label_png, read_png_palette
 from segcli.errors import DataError
 
 ENCODINGS = ("index", "palette", "rgb", "binary")
@@ -30,35 +30,66 @@ def _is_grey(raw: np.ndarray) -> bool:
     return raw.ndim == 2 or bool((raw[..., 0] == raw[..., 1]).all() and (raw[..., 1] == raw[..., 2]).all())
 
 
-def _kind(path: Path, classes: ClassMap | None) -> tuple[str, set[int]]:
-    """("palette" | "rgb" | "grey", grey values) for one mask file."""
+def _kind(path: Path, classes: ClassMap | None) -> tuple[str, np.ndarray | None]:
+    """("palette" | "rgb" | "grey", pixel count per grey value, None unless grey) for one mask file."""
     if png_color_type(path) == 3:
-        return "palette", set()
+        return "palette", None
     raw = read_label_png(path)
     if raw.ndim == 3:
         colors = np.unique(raw.reshape(-1, 3), axis=0)
         known = classes.colors + (classes.ignore_color,) if classes is not None else None
         listed = known is not None and bool((lookup_colors(colors[None], known) >= 0).all())
         if listed or not _is_grey(raw):
-            return "rgb", set()
+            return "rgb", None
         raw = raw[..., 0]
-    return "grey", set(np.flatnonzero(np.bincount(raw.ravel())).tolist())
+    return "grey", np.bincount(raw.ravel())
 
 
-def detect_encoding(mask_paths, classes: ClassMap | None = None, sample: int = 8) -> str:
-    """The encoding of a set of masks, judged from up to `sample` evenly spread files."""
+def noisy_binary(counts: np.ndarray, classes: ClassMap | None = None, lossy: bool = False) -> str | None:
+    """A notice when grey masks look like 0/255 binary masks with in-between values (lossy JPEG saving,
+    resizing with interpolation), judged from the pixel count per value; None when they do not.
+
+    Mostly 0 and 255 (half the pixels or more; edges hold the rest), plus values the classes cannot explain: values outside the
+    classes file, or without one, values from 128 to 254 (index masks with void 255 rarely have 128 classes),
+    or any value when the masks are `lossy` (JPEG files).
+    """
+    if len(counts) <= 255 or not counts[0] or not counts[255]:
+        return None
+    others = np.flatnonzero(counts)
+    others = others[(others != 0) & (others != 255)]
+    if classes is not None:
+        others = others[(others >= classes.num_classes) & (others != classes.ignore_index)]
+    elif not lossy and not ((others >= 128) & (others < 255)).any():
+        return None
+    share = (counts[0] + counts[255]) / counts.sum()
+    if not others.size or share < 0.5:
+        return None
+    return (f"masks look like 0/255 binary masks with in-between values, not class indices ({100 * share:.1f}% "
+            f"of pixels are 0 or 255; other values: {_listing(others, 4)}): saving masks as JPEG or resizing them "
+            "with interpolation does this; save masks as PNG, resized with nearest neighbour")
+
+
+def detect_encoding(mask_paths, classes: ClassMap | None = None, sample: int = 8,
+                    notices: list[str] | None = None) -> str:
+    """The encoding of a set of masks, judged from up to `sample` evenly spread files.
+
+    0/255 masks with in-between values (see noisy_binary) are taken as binary, when the classes allow,
+    so each file with other values is named; the notice saying so is appended to `notices`.
+    """
     paths = [Path(p) for p in mask_paths]
     if not paths:
         raise DataError("no masks to detect the encoding from")
     picks = [paths[i] for i in sorted({round(i * (len(paths) - 1) / max(sample - 1, 1)) for i in range(sample)})]
-    kinds, values = set(), set()
+    kinds, counts = set(), np.zeros(0, np.int64)
     for path in picks:
         try:
-            kind, vals = _kind(path, classes)
+            kind, found = _kind(path, classes)
         except DataError:
             continue  # unreadable: `data check` reports it
         kinds.add(kind)
-        values |= vals
+        if found is not None:
+            counts = np.pad(counts, (0, max(len(found) - len(counts), 0)))
+            counts[:len(found)] += found
     if not kinds:
         raise DataError("none of the sampled masks could be read", picks[0].parent)
     if len(kinds) > 1:
@@ -68,7 +99,11 @@ def detect_encoding(mask_paths, classes: ClassMap | None = None, sample: int = 8
     if kind != "grey":
         return kind
     binary_ok = classes is None or (classes.num_classes == 2 and classes.ignore_index != 255)
-    return "binary" if binary_ok and values == {0, 255} else "index"
+    noisy = noisy_binary(counts, classes, lossy=any(is_jpeg(p) for p in picks if p.is_file()))
+    if noisy and notices is not None:
+        notices.append(noisy)
+    values = set(np.flatnonzero(counts).tolist())
+    return "binary" if binary_ok and (values == {0, 255} or noisy) else "index"
 
 
 def _label_dtype(classes: ClassMap):
@@ -98,7 +133,8 @@ def decode_mask(raw: np.ndarray, encoding: str, classes: ClassMap, path: str | P
     if encoding == "binary":
         bad = present[(present != 0) & (present != 255)]
         if bad.size:
-            raise DataError(f"binary mask has values other than 0/255: {_listing(bad)}", path)
+            raise DataError(f"binary mask has values other than 0/255: {_listing(bad)} (saved as JPEG, or "
+                            "resized with interpolation?)", path)
         return (raw // 255).astype(np.uint8)
     bad = present[(present >= k) & (present != ignore)]
     if bad.size:

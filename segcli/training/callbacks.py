@@ -1,14 +1,21 @@
 """Callbacks for what Keras does not log itself: images/s, per-class IoU, a time budget,
-the best model by val mIoU (saved atomically with its classes) and a rich progress display."""
+the best model by val mIoU (saved atomically with its classes), a crash-safe backup of each finished
+epoch with the history, and a rich progress display."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from segcli.errors import SegcliError
+from segcli.files import atomic_path, write_json, write_text
 from segcli.training.metrics import scores_from_confusion
 
 
@@ -93,6 +100,99 @@ class SaveBest(keras.callbacks.Callback):
         if value is not None and math.isfinite(float(value)) and float(value) > self.best:
             self.best, self.best_epoch, self.best_logs = float(value), epoch + 1, dict(logs)
             self.save(self.model)
+
+
+STATE_NAME = "state.json"
+
+
+def history_csv(rows: list[dict]) -> str:
+    """history.csv's text: `epoch` first, then the other keys sorted (as Keras' CSVLogger writes it)."""
+    keys = sorted({k for row in rows for k in row} - {"epoch"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["epoch", *keys], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_backup_state(backup_dir: str | Path) -> dict | None:
+    """The last finished epoch recorded in ``backup_dir`` ({"epoch", "weights", "history", "best", ...}),
+    or None when there is none. Only a state file whose weights file exists counts."""
+    backup_dir = Path(backup_dir)
+    path = backup_dir / STATE_NAME
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        weights = backup_dir / str(state["weights"])
+        int(state["epoch"]), list(state["history"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SegcliError(f"damaged training backup ({exc}); start the run again with --force", path) from None
+    if not weights.is_file():
+        raise SegcliError(f"training backup names {weights.name}, which is missing; start the run again with "
+                          "--force", path)
+    return state
+
+
+class RunBackup(keras.callbacks.Callback):
+    """After each epoch: weights and optimizer state, the history and the best-so-far, written so that a kill
+    at any moment leaves the last finished epoch whole (Keras' BackupAndRestore overwrites its files in place
+    and deletes them when fit returns, before the run's final files exist).
+
+    Each epoch's weights go to a new file (temp name, then rename); then ``state.json`` (also renamed into
+    place) points to it; only then is the previous weights file deleted. history.csv is rewritten from the
+    state, so it always lists exactly the epochs the backup holds. On resume, ``on_train_begin`` restores the
+    weights, the optimizer and the epoch to start from. The caller deletes the folder once the run's final
+    files are written."""
+
+    def __init__(self, backup_dir: str | Path, history_path: str | Path, best=None):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.history_path = Path(history_path)
+        self.best = best  # a SaveBest, whose best-so-far is saved and restored with the epoch
+        self.history: list[dict] = []
+        self.state = read_backup_state(self.backup_dir)
+        if self.state is not None:
+            self.history = [dict(row) for row in self.state["history"]]
+            if best is not None and self.state.get("best_epoch") is not None:
+                best.best, best.best_epoch = float(self.state["best"]), int(self.state["best_epoch"])
+
+    @property
+    def epochs_done(self) -> int:
+        return 0 if self.state is None else int(self.state["epoch"])
+
+    def on_train_begin(self, logs=None):
+        if self.state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        weights = self.backup_dir / self.state["weights"]
+        try:
+            self.model.load_weights(weights)
+        except Exception as exc:  # h5py / Keras raise many types for a damaged file
+            raise SegcliError(f"cannot restore the training backup ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "start the run again with --force", weights) from None
+        self.model._initial_epoch = self.epochs_done  # how Keras' BackupAndRestore tells fit where to start
+        write_text(self.history_path, history_csv(self.history))  # drops rows of an epoch that was lost
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch}
+        for key, value in (logs or {}).items():
+            row[key] = float(value) if np.ndim(value) == 0 else value
+        self.history.append(row)
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        with atomic_path(self.backup_dir / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        best = self.best
+        state = {"epoch": epoch + 1, "weights": name, "history": self.history,
+                 "best": None if best is None or best.best_epoch is None else best.best,
+                 "best_epoch": None if best is None else best.best_epoch}
+        write_json(self.backup_dir / STATE_NAME, state)
+        for old in self.backup_dir.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        self.state = state
+        write_text(self.history_path, history_csv(self.history))
 
 
 class RichProgress(keras.callbacks.Callback):

@@ -1,7 +1,11 @@
 """`train`: recipe + data folder -> a run folder with models, metrics, history and plots.
 
 Run folder: model.keras (last), best.keras (best val mIoU), recipe.toml (resolved), classes.json,
-history.csv, logs/ (TensorBoard), metrics.json, curves.png, run.json, backup/ (while unfinished).
+history.csv, logs/ (TensorBoard), metrics.json, curves.png, run.json, backup/ (while unfinished), .segcli.
+
+What a kill leaves: every file is written under a temporary name and renamed, and backup/ holds the last
+finished epoch (weights, optimizer, history, best so far) until the final files exist, so `--resume` loses
+at most the unfinished epoch, whatever moment the kill came at; it also removes a killed writer's leftovers.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import csv
 import datetime as dt
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +25,14 @@ import tensorflow as tf
 from segcli import recipe as recipes
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError
-from segcli.files import folder_lock, write_json
+from segcli.files import (check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder, remove_leftovers,
+                          write_json)
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
 from segcli.precision import policy, resolve_precision
 from segcli.system import hardware_summary, peak_rss_mb
-from segcli.training.callbacks import PerClassIoU, RichProgress, SaveBest, Throughput, TimeBudget
+from segcli.training.callbacks import (PerClassIoU, RichProgress, RunBackup, SaveBest, Throughput, TimeBudget,
+                                      read_backup_state)
 from segcli.training.distribute import execution_settings, is_distributed, resolve_strategy
 from segcli.training.losses import make_loss, median_frequency_weights
 from segcli.training.metrics import segmentation_metrics
@@ -54,8 +61,27 @@ def _size(value) -> list[int]:
     return [int(v) for v in value] if value else []
 
 
-def prepare_run_dir(out: str | Path | None, model_name: str, force: bool) -> Path:
-    """A new folder; an existing non-empty one only with force (then it is emptied first)."""
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def check_run_dir(out: str | Path | None, force: bool, data_dir: str | Path | None = None) -> bool:
+    """Before any work: may ``out`` become the run folder? True when it holds a run to replace (--force).
+    A folder segcli did not make is never replaced, nor one that holds the data."""
+    if out is None:
+        return False
+    out = Path(out)
+    if data_dir is not None and _inside(data_dir, out):
+        raise SegcliError(f"is the data folder or holds it ({data_dir}); choose another --out", out)
+    replace = check_replaceable(out, force, "run folder", also=", or --resume to continue it")
+    ensure_writable_dir(out.parent if replace or not out.exists() else out)
+    return replace
+
+
+def prepare_run_dir(out: str | Path | None, model_name: str, force: bool, data_dir=None) -> Path:
+    """A new folder, marked as segcli's; an existing non-empty one only with force and only if it is a segcli
+    run folder (then it is emptied first)."""
     if out is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{model_name}-{stamp}"
@@ -65,15 +91,14 @@ def prepare_run_dir(out: str | Path | None, model_name: str, force: bool) -> Pat
             run_dir = Path("runs") / f"{model_name}-{stamp}-{n}"
     else:
         run_dir = Path(out)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SegcliError("exists and is not a folder", run_dir)
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            if not force:
-                raise SegcliError("run folder exists and is not empty; pass --force to replace it, "
-                                  "or --resume to continue it", run_dir)
+        if check_run_dir(run_dir, force, data_dir):
             with folder_lock(run_dir):  # a folder another training is writing is refused, not emptied
-                shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+                for child in run_dir.iterdir():
+                    if child.name == ".segcli.lock":
+                        continue
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    ensure_writable_dir(run_dir)
+    mark_segcli_folder(run_dir, "run")
     return run_dir
 
 
@@ -114,13 +139,43 @@ def _resolve_recipe(model_name, recipe_file, overrides, console) -> dict:
     return recipes.resolve(file_recipe, overrides)
 
 
+RESUME_CONFLICTS = {"model_name": "MODEL", "data_dir": "DATA_DIR", "recipe_file": "--recipe", "out": "--out",
+                    "force": "--force", "classes_file": "--classes"}
+
+
+def _check_resume_args(given: dict, overrides: dict | None) -> None:
+    """--resume continues a run exactly as its recipe.toml says: anything that would change it is refused."""
+    names = [flag for key, flag in RESUME_CONFLICTS.items() if given.get(key)]
+    names += [f"--{key.replace('_', '-')}" for section in (overrides or {}).values() if isinstance(section, dict)
+              for key, value in section.items() if value is not None]
+    if names:
+        raise SegcliError(f"--resume continues a run with its own recipe.toml and cannot take {', '.join(names)}; "
+                          "to train with other settings, start a new run (--out)")
+
+
 def _load_run(run_dir: Path) -> tuple[dict, Path, ClassMap]:
-    """(resolved recipe, data folder, the dataset's classes) of a run folder to resume."""
+    """(resolved recipe, data folder, the dataset's classes) of a run folder to resume; a finished run, or one
+    with nothing to resume from, is a one-line error (never a fresh start over its models)."""
+    if not run_dir.is_dir():
+        raise SegcliError("no such run folder", run_dir)
     if not (run_dir / "recipe.toml").is_file() or not (run_dir / "run.json").is_file():
         raise SegcliError("not a segcli run folder (no recipe.toml / run.json)", run_dir)
-    run_info = json.loads((run_dir / "run.json").read_text())
-    return (recipes.load_resolved(run_dir / "recipe.toml"), Path(run_info["data_dir"]),
-            ClassMap.from_dict(run_info["dataset_classes"]))
+    try:
+        run_info = json.loads((run_dir / "run.json").read_text())
+        data_dir, dataset_classes = Path(run_info["data_dir"]), run_info["dataset_classes"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SegcliError(f"run.json is damaged ({exc})", run_dir / "run.json") from None
+    recipe = recipes.load_resolved(run_dir / "recipe.toml")
+    state = read_backup_state(run_dir / "backup")
+    history = read_history(run_dir / "history.csv")
+    if state is None and (run_info.get("finished") or (run_dir / "metrics.json").is_file()):
+        done = len(history)
+        raise SegcliError(f"this run is finished ({done}/{recipe['train']['epochs']} epochs); nothing to resume. "
+                          "To train longer, start a new run with more --epochs", run_dir)
+    if state is None and (history or (run_dir / "backup").exists()):
+        raise SegcliError("no usable training backup (backup/state.json) to resume from; start the run again "
+                          "with --force", run_dir)
+    return recipe, data_dir, ClassMap.from_dict(dataset_classes)
 
 
 def _pipelines(dataset, recipe: dict, stride: int, replicas: int):
@@ -192,18 +247,23 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     console = console or Console(quiet=True)
     run_dir = None
     if resume is not None:
+        _check_resume_args({"model_name": model_name, "data_dir": data_dir, "recipe_file": recipe_file, "out": out,
+                            "force": force, "classes_file": classes_file}, overrides)
         run_dir = Path(resume)
         recipe, data_dir, classes_file = _load_run(run_dir)
     elif data_dir is None:
         raise SegcliError("DATA_DIR is required (or --resume RUN_DIR)")
     else:
         recipe = _resolve_recipe(model_name, recipe_file, overrides, console)
+        check_run_dir(out, force, data_dir)  # before any work: a folder that may not be replaced is refused now
     data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
 
     dataset = open_dataset(data_dir, classes=classes_file or data_cfg["classes"] or None,
                            val_fraction=float(data_cfg["val_fraction"]), seed=int(train_cfg["seed"]))
     report = check_dataset(dataset)
+    for notice in report.notices:
+        console.print(f"note: {notice}", markup=False, highlight=False)
     if not report.ok:
         first = report.problems[0]
         raise SegcliError(f"{len(report.problems)} problem(s) in the dataset, first: {first.path}: {first.problem} "
@@ -234,8 +294,9 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
     new_run = run_dir is None
     if new_run:
-        run_dir = prepare_run_dir(out, model_cfg["name"], force)
+        run_dir = prepare_run_dir(out, model_cfg["name"], force, data_dir)
     with folder_lock(run_dir):  # a second `train --resume` or `--force` on this folder is refused meanwhile
+        remove_leftovers(run_dir)  # temporaries of a writer that was killed
         if new_run:
             recipes.save(recipe, run_dir / "recipe.toml")
             classes.save(run_dir / "classes.json")
@@ -252,13 +313,10 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
         budget = TimeBudget(float(train_cfg["max_minutes"]))
         best = SaveBest(lambda m: save_model(m, run_dir / "best.keras", classes, meta), monitor="val_miou")
-        # resuming: keep the best so far
-        for epoch, row in enumerate(read_history(run_dir / "history.csv"), start=1):
-            if _float(row.get("val_miou")) > best.best:
-                best.best, best.best_epoch = _float(row["val_miou"]), epoch
+        backup = RunBackup(run_dir / "backup", run_dir / "history.csv", best)  # resuming: restores the best so far
+        # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         callbacks = [Throughput(int(train_cfg["batch_size"])), PerClassIoU(metrics[1], dataset.classes.names),
-                     budget, best, keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-                     keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+                     budget, best, backup,
                      keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
                      RichProgress(console)]
         console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
@@ -271,6 +329,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         except KeyboardInterrupt:
             raise TrainingInterrupted(run_dir) from None
 
+        # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.
         save_model(model, run_dir / "model.keras", classes, meta)
         if best.best_epoch is None:  # no validation data: the last model is the best we know
             save_model(model, run_dir / "best.keras", classes, meta)
@@ -279,6 +338,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         history = read_history(run_dir / "history.csv")
         if history:
             plot_curves(history, run_dir / "curves.png", title=f"{model_cfg['name']} on {Path(data_dir).name}")
+        write_json(run_dir / "run.json", {**run_info, "finished": dt.datetime.now().isoformat(timespec="seconds")})
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
         return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
 
 

@@ -1,0 +1,85 @@
+"""Run `segcli train ARGS...` and stop it at a chosen point, so a test can signal or kill it there: no race
+with the training's speed. At the point the process writes its pid to MARKER and waits (a SIGINT raises
+KeyboardInterrupt in that wait, as Ctrl-C would mid-step; SIGKILL ends it on the spot).
+
+usage: python tests/pause_train.py POINT MARKER ARGS...
+POINT:
+  batch:E       after the first training step of epoch E (0-based): mid-epoch
+  backup:E      while epoch E's backup is written: its weights file half-written under the temporary name
+  after-fit     fit has returned after the last epoch; no final file written yet
+  final-save    model.keras written under its temporary name, not yet renamed into place
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def pause(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.05)
+
+
+def install(point: str, marker: str) -> None:
+    import keras
+
+    import segcli.training.run as run
+    from segcli.files import TMP_TAG
+    from segcli.training import callbacks
+
+    kind, _, arg = point.partition(":")
+    if kind == "batch":
+        begin = callbacks.Throughput.on_epoch_begin
+
+        def on_epoch_begin(self, epoch, logs=None):
+            begin(self, epoch, logs)
+            self.pause_here = epoch == int(arg)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.pause_here:
+                pause(marker)
+
+        callbacks.Throughput.on_epoch_begin = on_epoch_begin
+        callbacks.Throughput.on_train_batch_end = on_train_batch_end
+    elif kind == "backup":
+        save_weights = keras.Model.save_weights
+
+        def truncated_save_weights(self, filepath, *args, **kwargs):
+            save_weights(self, filepath, *args, **kwargs)
+            if f"epoch-{int(arg) + 1:04d}" in str(filepath) and TMP_TAG in str(filepath):
+                with open(filepath, "r+b") as f:
+                    f.truncate(96)  # what a kill mid-write leaves
+                pause(marker)
+
+        keras.Model.save_weights = truncated_save_weights
+    elif kind == "after-fit":
+        save_model = run.save_model
+
+        def paused_save_model(model, path, *args, **kwargs):
+            if Path(path).name == "model.keras":
+                pause(marker)
+            return save_model(model, path, *args, **kwargs)
+
+        run.save_model = paused_save_model
+    elif kind == "final-save":
+        save = keras.Model.save
+
+        def paused_save(self, filepath, *args, **kwargs):
+            save(self, filepath, *args, **kwargs)
+            if Path(filepath).name.startswith(f".model.keras{TMP_TAG}"):
+                pause(marker)
+
+        keras.Model.save = paused_save
+    else:
+        raise SystemExit(f"unknown point {point}")
+
+
+if __name__ == "__main__":
+    point, marker, *args = sys.argv[1:]
+    install(point, marker)
+    from segcli.cli import main
+
+    sys.argv = ["segcli", "train", *args]
+    main()

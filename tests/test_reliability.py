@@ -1,0 +1,142 @@
+"""A kill at any moment loses at most the unfinished epoch: training is stopped at each phase with SIGKILL
+(tests/pause_train.py holds it at a known point, so nothing races the training's speed), then resumed;
+every epoch appears once, every model file loads, and no temporary file is left. Plus what --resume and
+--force refuse."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train import rows, tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = Path(__file__).with_name("pause_train.py")
+
+
+def start_paused(point, args, marker):
+    """Start a training that stops at ``point``; return the process once it is there."""
+    proc = subprocess.Popen([sys.executable, str(DRIVER), point, str(marker), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not marker.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before reaching {point}:\n{proc.stdout.read()[-3000:]}")
+        try:
+            proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+    return proc
+
+
+def resume(out):
+    return subprocess.run([sys.executable, "-m", "segcli", "train", "--resume", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def leftovers(folder):
+    return [p for p in Path(folder).rglob("*") if ".segcli-tmp-" in p.name]
+
+
+def assert_complete(out, epochs):
+    import keras
+
+    assert [int(r["epoch"]) for r in rows(out / "history.csv")] == list(range(epochs))  # each epoch once
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == epochs
+    assert "finished" in json.loads((out / "run.json").read_text())
+    for name in ("model.keras", "best.keras"):
+        keras.saving.load_model(out / name, compile=False)
+    assert not leftovers(out) and not (out / "backup").exists() and not (out / ".segcli.lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, done_before_kill", [
+    ("batch:1", 1),      # mid-epoch: epoch 1 is lost, epoch 0 is kept
+    ("backup:1", 1),     # epoch 1's backup half-written: epoch 0's is still whole
+    ("after-fit", 2),    # both epochs done, no final file yet: nothing is trained again
+    ("final-save", 2),   # model.keras half-way: written again, its temporary removed
+])
+def test_kill_9_then_resume_loses_at_most_the_unfinished_epoch(sample_data, tmp_path, point, done_before_kill):
+    out = tmp_path / "run"
+    proc = start_paused(point, ["unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=2), "--out", out],
+                        tmp_path / "paused")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    state = json.loads((out / "backup" / "state.json").read_text())
+    assert state["epoch"] == done_before_kill and (out / "backup" / state["weights"]).is_file()
+    assert not (out / "metrics.json").exists()
+    if point in ("backup:1", "final-save"):
+        assert leftovers(out), "the pause point should have left a half-written temporary"
+
+    resumed = resume(out)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trained = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ") and "loss" in line]
+    assert len(trained) == 2 - done_before_kill, resumed.stdout  # only what was lost is trained again
+    assert_complete(out, epochs=2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_continues(cli, sample_data, tmp_path):
+    """SIGINT during epoch 2 of 3: exit 130 with the resume command; --resume finishes epochs 2-3 only.
+    Meanwhile the folder is locked: `--resume` or `--force` on it from elsewhere is refused."""
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path, epochs=3)
+    proc = start_paused("batch:1", ["unet", sample_data, "--recipe", recipe, "--out", out], tmp_path / "paused")
+    # while it trains, a second writer of the folder is refused and the folder is left alone
+    for args in (["--resume", out], ["unet", sample_data, "--recipe", recipe, "--out", out, "--force"]):
+        result = cli("train", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "in use by process" in result.stderr
+    assert (out / "recipe.toml").is_file() and (out / ".segcli.lock").is_file()
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert f"segcli train --resume {out}" in output and "Traceback" not in output
+    assert len(rows(out / "history.csv")) == 1 and (out / "backup").is_dir() and not (out / ".segcli.lock").exists()
+
+    resumed = resume(out)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_complete(out, epochs=3)  # nothing lost, nothing repeated
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(cli, sample_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", out).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for args, words in ((["--resume", out], "finished (1/1 epochs)"),
+                        (["--resume", out, "--epochs", "3", "--lr", "0.1"], "cannot take --epochs, --lr")):
+        result = cli("train", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_needs_a_backup_and_never_starts_over(cli, tmp_path):
+    """A run folder whose backup is gone (an older segcli, or deleted) is refused, not retrained from scratch."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "recipe.toml").write_text('[model]\nname = "unet"\n')
+    (out / "run.json").write_text(json.dumps({"data_dir": str(tmp_path), "dataset_classes": {"classes": []}}))
+    (out / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    (out / "model.keras").write_text("the user's model")
+    result = cli("train", "--resume", out)
+    assert result.exit_code == 2 and "no usable training backup" in result.stderr, result.output
+    assert (out / "model.keras").read_text() == "the user's model"
+
+
+def test_force_replaces_only_folders_segcli_made(cli, sample_data, tmp_path):
+    """--force never empties the data set or any folder segcli did not make; refused before any work."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    listing = sorted(p.relative_to(sample_data) for p in sample_data.rglob("*"))
+    for out in (sample_data, mine, sample_data.parent):
+        result = cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", out, "--force")
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and str(out) in result.stderr
+    assert sorted(p.relative_to(sample_data) for p in sample_data.rglob("*")) == listing
+    assert (mine / "thesis.tex").read_text() == "years of work"

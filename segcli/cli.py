@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from segcli.errors import SegcliError
 
@@ -69,10 +70,10 @@ def _import_tensorflow_quietly() -> None:
 
 # --- data: check a dataset folder -------------------------------------------------------------
 def _data_print_report(report) -> None:
-    console.print(f"[bold]{report.root}[/]: layout [cyan]{report.layout}[/], masks [cyan]{report.encoding}[/], "
-                  f"classes {report.classes_source}", highlight=False)
+    console.print(Text.assemble((str(report.root), "bold"), ": layout ", (str(report.layout), "cyan"), ", masks ",
+                                (str(report.encoding), "cyan"), f", classes {report.classes_source}"), highlight=False)
     for notice in report.notices:
-        console.print(f"[yellow]note:[/] {notice}", highlight=False)
+        console.print(Text.assemble(("note:", "yellow"), f" {notice}"), highlight=False)
     console.print("pairs: " + ", ".join(f"{split} {n}" for split, n in report.counts.items())
                   + f"  ({report.seconds:.1f} s)", highlight=False)
     if report.sizes:
@@ -83,8 +84,8 @@ def _data_print_report(report) -> None:
     table.add_column("name")
     table.add_column("pixels", justify="right")
     for i, (name, share) in enumerate(zip(report.class_names, report.pixel_share)):
-        table.add_row(str(i), name, f"{100 * share:.2f}%")
-    table.add_row(str(report.ignore_index), f"{report.ignore_name} (ignored)", f"{100 * report.void_share:.2f}%",
+        table.add_row(str(i), Text(name), f"{100 * share:.2f}%")
+    table.add_row(str(report.ignore_index), Text(f"{report.ignore_name} (ignored)"), f"{100 * report.void_share:.2f}%",
                   style="dim")
     console.print(table)
     if report.ok:
@@ -181,7 +182,7 @@ def models_show(
     net = build_model(name, classes, **options)
     params, stride = count_params(net), output_stride(net)
     trainable = sum(math.prod(w.shape) for w in net.trainable_weights)
-    console.print(f"model: {name}" + (f"  (from {recipe})" if recipe else ""), highlight=False)
+    console.print(f"model: {name}" + (f"  (from {recipe})" if recipe else ""), highlight=False, markup=False)
     console.print(f"  {entry.description}", highlight=False, markup=False)
     if options:
         console.print(f"options: {options}", highlight=False, markup=False)
@@ -203,8 +204,16 @@ def _parse_size(text: str | None, what: str = "--size") -> list[int] | None:
     except ValueError:
         size = []
     if len(size) != 2 or min(size) <= 0:
-        raise SegcliError(f"{what} {text!r}: expected HEIGHTxWIDTH, e.g. 368x480")
+        raise SegcliError(f"{what}: expected HEIGHTxWIDTH with both >= 1, e.g. 368x480, got {text!r}")
     return size
+
+
+def _overrides(**tables: dict) -> dict:
+    """Recipe overrides holding only the flags given: {"train": {"epochs": "5"}}, {} when none. Numbers stay
+    the flags' text: segcli.recipe checks every value (and names the flag) in one place."""
+    given = {table: {key: value for key, value in values.items() if value is not None}
+             for table, values in tables.items()}
+    return {table: values for table, values in given.items() if values}
 
 
 @app.command("train")
@@ -212,28 +221,28 @@ def train_cmd(
     model: Optional[str] = typer.Argument(None, help="Architecture: fcn, unet, ... (see `segcli models`)."),
     data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder (see `segcli data check`)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe TOML file, or a shipped recipe's name."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (all replicas)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    epochs: Optional[str] = typer.Option(None, "--epochs", metavar="INT"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="INT",
+                                             help="Global batch size (all replicas)."),
+    lr: Optional[str] = typer.Option(None, "--lr", metavar="FLOAT", help="Learning rate."),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW, e.g. 368x480."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto|float32|mixed_float16|mixed_bfloat16"),
     distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored"),
     jit: Optional[str] = typer.Option(None, "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much training time."),
+    max_minutes: Optional[str] = typer.Option(None, "--max-minutes", metavar="FLOAT",
+                                              help="Stop after this much training time (0: no limit)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="INT"),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
 ):
     """Train MODEL on DATA_DIR and write a run folder (model.keras, best.keras, metrics, history, curves)."""
     from segcli.training import TrainingInterrupted, train
 
-    overrides = {
-        "data": {"size": _parse_size(size)},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
-                  "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed},
-    }
+    overrides = _overrides(data={"size": _parse_size(size)},
+                           train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+                                  "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
     if resume is None and (model is None or data_dir is None):
         raise SegcliError("MODEL and DATA_DIR are required (or --resume RUN_DIR)")
     try:
@@ -241,10 +250,10 @@ def train_cmd(
                        force=force, classes_file=classes, console=console)
     except TrainingInterrupted as exc:
         err_console.print(f"\n[yellow]interrupted.[/] The last finished epoch is saved; continue with:\n"
-                          f"  segcli train --resume {exc.run_dir}", highlight=False, soft_wrap=True)
+                          f"  segcli train --resume {escape(str(exc.run_dir))}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     m = result.metrics
-    table = Table(title=f"{m['model']} — {result.run_dir}")
+    table = Table(title=f"{m['model']} — {escape(str(result.run_dir))}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("epochs", f"{m['epochs']}/{m['epochs_planned']}" + (" (time budget)" if m["stopped_by_time_budget"] else ""))
@@ -256,7 +265,8 @@ def train_cmd(
     table.add_row("parameters", f"{m['params']:,}")
     table.add_row("precision / devices", f"{m['precision']} / {m['strategy']}")
     console.print(table)
-    console.print(f"outputs: {result.run_dir}/ (model.keras, best.keras, metrics.json, history.csv, curves.png)")
+    console.print(f"outputs: {result.run_dir}/ (model.keras, best.keras, metrics.json, history.csv, curves.png)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _pct(value) -> str:
@@ -273,7 +283,8 @@ def predict_cmd(
     model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
     inputs: List[str] = typer.Argument(..., metavar="INPUT...",
                                        help="Image files, folders of images or glob patterns."),
-    out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (earlier outputs there are replaced)."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (earlier masks there are replaced; "
+                             "it may not be a folder of the inputs)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images (or tiles) per model call."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <name>_overlay.png (mask blended, legend)."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Mask opacity in overlays."),
@@ -286,30 +297,33 @@ def predict_cmd(
     """Predict a palette PNG mask (the input's size, the model's class colours) for every input image."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from segcli.inference import predict_files, resolve_inputs
+    from segcli.inference import check_predict_out, predict_files, resolve_inputs
     from segcli.modelfile import load_model
 
-    files = resolve_inputs(inputs)  # a missing input fails before the model loads
+    files = resolve_inputs(inputs)  # a missing input or a bad --out fails before the model loads
+    check_predict_out(files, out, overlay=overlay, probabilities=probabilities)
     loaded = load_model(model, precision)
     with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=err_console, transient=True) as bar:
         task = bar.add_task("", total=len(files))
 
         def step(done, total, path):
-            bar.update(task, completed=done, description=Path(path).name)
+            bar.update(task, completed=done, description=escape(Path(path).name))
 
         records = predict_files(loaded, files, out, overlay=overlay, alpha=alpha, probabilities=probabilities,
                                 tile=tile, overlap=overlap, batch_size=batch_size, progress=step)
     extras = [what for what, on in (("overlays", overlay), ("probabilities", probabilities)) if on]
     console.print(f"{len(records)} mask{'s' if len(records) != 1 else ''}"
-                  f"{' + ' + ' + '.join(extras) if extras else ''} written to {out}/", highlight=False, markup=False)
+                  f"{' + ' + ' + '.join(extras) if extras else ''} written to {out}/", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @app.command("overlay")
 def overlay_cmd(
     image: Path = typer.Argument(..., help="The image."),
     mask: Path = typer.Argument(..., help="Its label PNG (palette, index or colour mask)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output PNG (default: ./IMAGE_overlay.png or _panel.png)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output PNG, or an existing folder to write it in "
+                                       "(default: ./IMAGE_overlay.png or _panel.png)."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Mask opacity."),
     panel: bool = typer.Option(False, "--panel", help="image | coloured mask | overlay side by side."),
     classes: Optional[Path] = typer.Option(None, "--classes",
@@ -320,7 +334,7 @@ def overlay_cmd(
     from segcli.overlay import overlay_files
 
     written = overlay_files(image, mask, out, alpha=alpha, panel=panel, classes_file=classes)
-    console.print(f"wrote {written}", highlight=False, markup=False)
+    console.print(f"wrote {written}", highlight=False, markup=False, soft_wrap=True)
 
 # --- evaluate: confusion matrix, pixel accuracy, IoU per class (+ the tutorial's figure) ---------------
 
@@ -341,12 +355,15 @@ def evaluate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from segcli.evaluation import evaluate
+    from segcli.files import check_writable_dir
     from segcli.modelfile import load_model
 
     if split not in ("train", "val", "test"):
         raise SegcliError(f"--split {split!r}: expected val, test or train")
     if not data_dir.exists():
         raise SegcliError("no such file or directory", data_dir)
+    if out is not None:
+        check_writable_dir(out)  # before the model runs
     loaded = load_model(model, precision)
     with Progress(TextColumn("evaluate {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=json_out) as bar:
@@ -361,14 +378,14 @@ def evaluate_cmd(
         typer.echo(json.dumps(result, indent=2))
         return
     for note in result["notes"]:
-        console.print(f"note: {note}", highlight=False, markup=False)
-    table = Table(title=f"{Path(model).name} on {data_dir} ({split}, {result['images']} images)")
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    table = Table(title=Text(f"{Path(model).name} on {data_dir} ({split}, {result['images']} images)"))
     table.add_column("class")
     table.add_column("IoU", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("pixels", justify="right")
     for row in result["per_class"]:
-        table.add_row(row["name"], _pct(row["iou"]), _pct(row["accuracy"]), f"{row['pixels']:,}")
+        table.add_row(Text(row["name"]), _pct(row["iou"]), _pct(row["accuracy"]), f"{row['pixels']:,}")
     console.print(table)
     console.print(f"pixel accuracy: {_pct(result['pixel_accuracy'])}  (void / ignored pixels left out: "
                   f"{result['ignored_pixels']:,})", highlight=False, markup=False)
@@ -383,27 +400,33 @@ def evaluate_cmd(
                       f"{tut['short_side']}; {how})", highlight=False, markup=False)
     if result.get("outputs"):
         console.print(f"outputs: {out}/ (confusion.csv, confusion.png, evaluation.json)", highlight=False,
-                      markup=False)
+                      markup=False, soft_wrap=True)
 
 @app.command("compare")
 def compare_cmd(
     args: Optional[List[str]] = typer.Argument(None, help="MODEL... [DATA_DIR] (default data: sample_data/); "
                                                "with --from, more run folders."),
     recipe: Optional[List[str]] = typer.Option(None, "--recipe", help="One recipe for all, or one per model."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    epochs: Optional[str] = typer.Option(None, "--epochs", metavar="INT"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="INT"),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Training time budget per model."),
+    max_minutes: Optional[str] = typer.Option(None, "--max-minutes", metavar="FLOAT",
+                                              help="Training time budget per model."),
     precision: Optional[str] = typer.Option(None, "--precision"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="INT"),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json for DATA_DIR."),
     from_runs: Optional[List[Path]] = typer.Option(None, "--from", help="Compare finished run folders instead: "
                                                    "--from RUN_DIR RUN_DIR ... (or --from repeated)."),
     out: Path = typer.Option(Path("compare-out"), "--out", help="Folder for runs and compare.md/.json/.png."),
 ):
     """Train each MODEL under one recipe and seed (or read --from runs) and print them side by side."""
+    from segcli import recipe as recipes
     from segcli.compare import compare, hardware_line, table_rows
 
+    overrides = _overrides(data={"size": _parse_size(size)},
+                           train={"epochs": epochs, "batch_size": batch_size, "max_minutes": max_minutes,
+                                  "precision": precision, "seed": seed})
+    recipes.resolve(None, overrides)  # every flag checked before anything is trained or written
     args = list(args or [])
     data_dir = None
     if from_runs:  # `--from A B`: the option takes A, B arrives as an argument; nothing is trained
@@ -416,24 +439,26 @@ def compare_cmd(
         data_dir = data_dir or Path(__file__).resolve().parent.parent / "sample_data"
         if not data_dir.is_dir():
             raise SegcliError("no DATA_DIR given and sample_data/ not found", data_dir)
+        for name in recipe or []:  # each recipe file and MODEL checked before the first training
+            recipes.read_recipe_file(name)
+        for name in args:
+            recipes.resolve(None, {"model": {"name": name}})
     train_args = []
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--size", size),
                         ("--max-minutes", max_minutes), ("--precision", precision), ("--seed", seed),
                         ("--classes", classes)):
         if value is not None:
             train_args += [flag, str(value)]
-    if size is not None:
-        _parse_size(size)
     result = compare(args, data_dir, out, recipes=recipe, train_args=train_args, from_runs=from_runs)
     rows = result["rows"]
-    table = Table(title=" vs ".join(r["name"] for r in rows), caption=hardware_line(rows))
+    table = Table(title=escape(" vs ".join(r["name"] for r in rows)), caption=escape(hardware_line(rows)))
     table.add_column("")
     for r in rows:
         table.add_column(r["name"], justify="right")
     for cells in table_rows(rows):
         table.add_row(*cells)
     console.print(table)
-    console.print(f"written: {out}/compare.md, compare.json, compare.png")
+    console.print(f"written: {out}/compare.md, compare.json, compare.png", markup=False, highlight=False)
 
 # --- export: SavedModel / ONNX / TFLite, checked against Keras ------------------------------------
 @app.command("export")
@@ -445,9 +470,10 @@ def export_cmd(
     size: Optional[str] = typer.Option(None, "--size", help="TFLite only: a fixed input HxW instead of dynamic "
                                        "height/width (rounded up to the output stride)."),
     opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output (and a different classes.json)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export (a SavedModel folder segcli "
+                               "wrote, a file of the same format; nothing else) and a different classes.json."),
 ):
-    """Export MODEL as a float32 SavedModel, ONNX or TFLite file, with classes.json beside it.
+    """Export MODEL as a float32 SavedModel, ONNX or TFLite file, with classes.json beside it (inside a SavedModel).
 
     Each export is run on random images right after writing and compared with Keras (max abs difference).
 
@@ -494,12 +520,16 @@ def bench_cmd(
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH|-",
                                            help="Also write the figures as JSON to PATH; '-' prints only JSON."),
     skip: str = typer.Option("", "--skip", help="Sections to leave out, a comma list of: matmul, train, fit, "
-                             "pipeline, predict, tiled."),
+                             "pipeline, predict, tiled, precision."),
+    precision_steps: Optional[int] = typer.Option(None, "--precision-steps", min=1, help="Training steps of the "
+                                                  "precision section's loss curves (default 200; --quick leaves "
+                                                  "the section out unless given)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as a fenced text "
                                             "block to this file (for README.md)."),
 ):
     """Measure training images/s (segcli's train path vs a bare model.fit), the input pipeline, predict
-    images/s, the peak memory of a tiled predict and the matmul peak of this machine."""
+    images/s, the peak memory of a tiled predict and the matmul peak of this machine; and the loss curves of
+    a CamVid recipe in float32 and in bf16 (section precision), to check that bf16 costs no accuracy here."""
     import json
 
     from segcli.bench import bench_tables, run_bench
@@ -507,6 +537,7 @@ def bench_cmd(
 
     result = run_bench(quick=quick, data=data, models=_bench_list(models), precisions=_bench_list(precisions),
                        steps=steps, jit=jit, predict_batch=predict_batch, skip=_bench_list(skip),
+                       precision_steps=precision_steps,
                        progress=lambda msg: err_console.print(f"bench: {msg}", style="dim", highlight=False,
                                                               markup=False))
     if json_out == "-":
@@ -541,13 +572,13 @@ def _guard(fn):
         except SegcliError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
         except Exception as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback)",
-                              highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("error:", "bold red"), f" {type(exc).__name__}: {exc} (run with --debug "
+                                            "for the traceback)"), highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper

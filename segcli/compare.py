@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from segcli.errors import SegcliError
-from segcli.files import atomic_path, ensure_writable_dir, mark_segcli_folder, segcli_folder_kind, write_json, write_text
+from segcli.files import atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, write_json, write_text
 from segcli.training.plots import number
 from segcli.training.run import read_history
 
@@ -143,8 +143,7 @@ def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: lis
             latency_size: tuple[int, int] | None = None) -> dict:
     """Train (or read) each model's run, then write compare.md / .json / .png into `out`."""
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and segcli_folder_kind(out) is None:
-        raise SegcliError("exists, is not empty and was not made by segcli; choose another --out", out)
+    check_replaceable(out, True, "compare folder", kind="compare")  # a re-run replaces its own runs, nothing else
     ensure_writable_dir(out)
     mark_segcli_folder(out, "compare")  # its run folders are replaced when the comparison is run again
     if from_runs:

@@ -17,7 +17,7 @@ import numpy as np
 
 from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
-from segcli.files import atomic_path, write_json, write_text
+from segcli.files import atomic_path, check_writable_dir, ensure_writable_dir, write_json, write_text
 from segcli.inference import iter_predictions
 
 TUTORIAL_SHORT_SIDE = 400
@@ -110,6 +110,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     """
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
+    if out_dir is not None:
+        check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     recipe = loaded.meta.get("recipe") or {}
     val_fraction = float((recipe.get("data") or {}).get("val_fraction", 0.1))
     seed = int((recipe.get("train") or {}).get("seed", 0))
@@ -179,10 +181,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
 
 def write_reports(result: dict, out_dir: str | Path) -> dict:
     """confusion.csv, confusion.png and evaluation.json in out_dir; returns their paths."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SegcliError("--out exists and is not a folder", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)
     names = result["confusion_labels"]
     cm = np.asarray(result["confusion"], np.int64)
     buf = io.StringIO()

@@ -3,7 +3,9 @@
 ``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if the
 file stores a mixed precision policy (saved by plain Keras; segcli saves float32), writes the export beside
 a temporary name, runs it on random images and compares the logits with Keras', and only then moves it
-into place. A ``classes.json`` (the class map) is written beside the export.
+into place. A ``classes.json`` (the class map) is written beside an .onnx/.tflite file and inside a
+SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli wrote (it holds a
+``.segcli`` marker), or a file of the same format; a user's folder or file is never replaced.
 
 SavedModel and ONNX take any batch, height and width; TFLite takes dynamic height and width where the
 converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
@@ -30,7 +32,8 @@ import numpy as np
 
 from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError
-from segcli.files import atomic_path
+from segcli.files import (TMP_TAG, atomic_path, check_replaceable, check_writable_dir, mark_segcli_folder,
+                          segcli_folder_kind)
 from segcli.modelfile import load_model
 from segcli.precision import reduced_policy, with_policy
 
@@ -181,7 +184,7 @@ def _exact_float32():
 @contextlib.contextmanager
 def _temp_dir_beside(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
     try:
         yield tmp
     finally:
@@ -193,7 +196,7 @@ def _move_dir_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` (the caller checked --force) is moved aside first."""
     old = None
     if _exists(out):
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = out.with_name(f".{out.name}{TMP_TAG}old-{uuid.uuid4().hex[:8]}")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
@@ -215,7 +218,9 @@ def _write_savedmodel(model: keras.Model, path: Path, input_signature=None) -> N
 
 # --- the three formats ------------------------------------------------------------------------------
 
-def _export_savedmodel(model, out: Path, sizes) -> tuple[list, float]:
+def _export_savedmodel(model, out: Path, sizes, classes: ClassMap) -> tuple[list, float]:
+    """Write, load and check the SavedModel in a temporary folder, add classes.json and the export marker,
+    then rename it into place (an earlier export there is moved aside and removed)."""
     import tensorflow as tf
 
     with _temp_dir_beside(out) as tmp:
@@ -230,6 +235,8 @@ def _export_savedmodel(model, out: Path, sizes) -> tuple[list, float]:
 
         checks, tol = _compare("savedmodel", model, run, sizes)
         del loaded, serve
+        classes.save(target / "classes.json")
+        mark_segcli_folder(target, "export")
         _move_dir_into_place(target, out)
     return checks, tol
 
@@ -276,8 +283,6 @@ def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
         name = session.get_inputs()[0].name
         checks, tol = _compare("onnx", model, lambda x: session.run(None, {name: x})[0], sizes)
         del session
-        if out.is_dir():
-            _remove(out)
     return checks, tol
 
 
@@ -321,8 +326,6 @@ def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
         interpreter = _tflite_interpreter(tmp)
         checks, tol = _compare("tflite", model, lambda x: _run_tflite(interpreter, x), sizes)
         del interpreter
-        if out.is_dir():
-            _remove(out)
     return checks, tol
 
 
@@ -342,6 +345,54 @@ def _export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, 
 
 
 # --- the command --------------------------------------------------------------------------------------
+
+def _is_export_file(path: Path, fmt: str) -> bool:
+    """Whether the file at ``path`` is an ONNX (as tf2onnx writes it) or TFLite model: what --force may replace."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    if fmt == "tflite":
+        return head[4:8] == b"TFL3"
+    if not head.startswith(b"\x08"):  # ModelProto's first field, ir_version
+        return False
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return proto.producer_name == "tf2onnx" and len(proto.graph.node) > 0
+
+
+def _check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:
+    """Before any work: the export may replace only an earlier export (with ``force``) and its folder must take
+    files; anything else is a one-line error naming the path."""
+    if model_path.exists():
+        model_real, out_real = model_path.resolve(), out.resolve()
+        if model_real == out_real:
+            raise SegcliError("the export would replace the model file itself; choose another --out", out)
+        if out_real in model_real.parents:
+            raise SegcliError(f"holds the model file {model_path}; choose another --out", out)
+    if fmt == "savedmodel":
+        if out.is_dir() and not out.is_symlink():
+            kind = segcli_folder_kind(out)
+            if kind not in (None, "export"):
+                raise ExportError(f"is a segcli {kind} folder, not an export; --force replaces only an earlier "
+                                  "export, choose another --out", out)
+        check_replaceable(out, force, what="--out")  # a file, a link, or a folder segcli did not make: refused
+    elif _exists(out):
+        if out.is_dir():
+            raise ExportError(f"is a folder; --out for --format {fmt} is the file to write "
+                              f"(e.g. {out / default_output(model_path, fmt).name})", out)
+        if not _is_export_file(out, fmt):
+            raise ExportError(f"exists and is not a {FORMAT_NAMES[fmt]} export; --force replaces only an earlier "
+                              "export of the same format, choose another --out", out)
+        if not force:
+            raise ExportError("already exists; use --force to replace it", out)
+    check_writable_dir(out.parent)
+
 
 def _check_classes_file(path: Path, classes: ClassMap, force: bool) -> bool:
     """True if classes.json must be written; ExportError if a different one is there and not --force."""
@@ -364,7 +415,9 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
 
     out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``).
     size: TFLite only: a fixed input size (H, W) or "HxW" instead of dynamic height and width.
-    An existing output, or a classes.json beside it with other classes, is replaced only with ``force``.
+    An existing output is replaced only with ``force`` and only when it is an earlier export (a SavedModel
+    folder segcli wrote, a file of the same format); a classes.json beside a file export with other classes
+    is replaced only with ``force``. A SavedModel folder holds its own classes.json.
     """
     fmt = str(fmt).lower().replace("_", "").replace("-", "")
     if fmt == "tfsavedmodel":
@@ -380,14 +433,12 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             raise SegcliError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
     model_path = Path(model_path)
     out = Path(out) if out is not None else default_output(model_path, fmt)
-    if model_path.exists() and _exists(out) and out.resolve() == model_path.resolve():
-        raise SegcliError("the export would replace the model file itself; choose another --out", out)
-    if _exists(out) and not force:
-        raise ExportError("already exists; use --force to replace it", out)
-    classes_path = out.parent / "classes.json"
+    _check_output(model_path, out, fmt, force)
+    inside = fmt == "savedmodel"  # a SavedModel folder holds its classes.json; a file has it beside
+    classes_path = out / "classes.json" if inside else out.parent / "classes.json"
 
     loaded = load_model(model_path, precision=None)  # as stored: a mixed-precision file is rebuilt below
-    write_classes = _check_classes_file(classes_path, loaded.classes, force)
+    write_classes = True if inside else _check_classes_file(classes_path, loaded.classes, force)
     converted_from = reduced_policy(loaded.model)
     try:
         model = with_policy(loaded.model, "float32")
@@ -404,13 +455,13 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         size = rounded
     with _exact_float32():
         if fmt == "savedmodel":
-            checks, tol = _export_savedmodel(model, out, sizes)
+            checks, tol = _export_savedmodel(model, out, sizes, loaded.classes)
         elif fmt == "onnx":
             checks, tol = _export_onnx(model, out, sizes, opset)
         else:
             checks, tol, fixed, more = _export_tflite(model, out, sizes, size, stride)
             notes.extend(more)
-    if write_classes:
+    if write_classes and not inside:
         loaded.classes.save(classes_path)
     return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
                         checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,

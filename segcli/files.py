@@ -94,10 +94,11 @@ def segcli_folder_kind(folder: str | Path) -> str | None:
     return None
 
 
-def check_replaceable(folder: str | Path, force: bool, what: str = "output folder", also: str = "") -> bool:
+def check_replaceable(folder: str | Path, force: bool, what: str = "output folder", also: str = "",
+                      kind: str | None = None) -> bool:
     """Whether ``folder`` holds anything to replace (False: missing or empty). An existing folder is replaced
-    only with ``force`` and only when segcli made it; anything else is a one-line error naming it. ``also``
-    ends the message that asks for --force (e.g. ", or --resume to continue it")."""
+    only with ``force`` and only when segcli made it (as a ``kind`` folder, when given); anything else is a
+    one-line error naming it. ``also`` ends the message that asks for --force (", or --resume to continue it")."""
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
         return False
@@ -105,9 +106,12 @@ def check_replaceable(folder: str | Path, force: bool, what: str = "output folde
         raise SegcliError("exists and is not a folder; segcli will not replace it", folder)
     if not any(folder.iterdir()):
         return False
-    if segcli_folder_kind(folder) is None:
+    found = segcli_folder_kind(folder)
+    if found is None:
         raise SegcliError(f"exists, is not empty and was not made by segcli; choose another --out (--force "
                           "replaces only segcli's own run, export and compare folders)", folder)
+    if kind is not None and found != kind:
+        raise SegcliError(f"is a segcli {found} folder, not a {kind} folder; choose another --out", folder)
     if not force:
         raise SegcliError(f"{what} exists and is not empty; pass --force to replace it{also}", folder)
     return True

@@ -22,6 +22,7 @@ import numpy as np
 
 from segcli.data import read_image, write_image, write_mask_png
 from segcli.errors import DataError, SegcliError
+from segcli.files import TMP_TAG, check_writable_dir, ensure_writable_dir
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # At most this many pixels per model call (whatever the batch size): one 1024x1024 tile. The activations
@@ -330,6 +331,51 @@ class NpyRowWriter:
             self._band = None  # the last reference: the band is unmapped here
 
 
+def output_names(stem: str, *, overlay: bool = False, probabilities: bool = False) -> list[str]:
+    """The file names `predict_files` writes for an input of this stem."""
+    return ([f"{stem}.png"] + ([f"{stem}_overlay.png"] if overlay else [])
+            + ([f"{stem}_probs.npy"] if probabilities else []))
+
+
+def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool = False,
+                      probabilities: bool = False) -> Path:
+    """Refuse, before any model runs, an `out_dir` that holds input images (an input folder, or the folder of
+    an input file), an output that would replace an input (through a link, too), two inputs with one output
+    name, and an `out_dir` that cannot take files (a file in the way, no permission). Creates nothing."""
+    out_dir = Path(out_dir)
+    real_out = os.path.realpath(out_dir)
+    inputs = {os.path.realpath(p): Path(p) for p in files}
+    for real, path in inputs.items():
+        if real_out in (os.path.dirname(real), os.path.realpath(os.path.dirname(os.path.abspath(path)))):
+            raise SegcliError(f"--out is the folder of the input image {path.name}: the masks would be written "
+                              "among the inputs; choose another --out", out_dir)
+    stats = {}
+    for real, path in inputs.items():
+        try:
+            st = os.stat(real)
+            stats[(st.st_dev, st.st_ino)] = path
+        except OSError:
+            pass
+    by_name: dict[str, Path] = {}
+    for path in files:
+        for name in output_names(path.stem, overlay=overlay, probabilities=probabilities):
+            if name in by_name:
+                raise DataError(f"same output name as {by_name[name]} ({name}): predict them separately or "
+                                "rename one", path)
+            by_name[name] = path
+            target = out_dir / name
+            real = os.path.realpath(target)
+            try:
+                st = os.stat(target)
+                same = stats.get((st.st_dev, st.st_ino))
+            except OSError:
+                same = None
+            if real in inputs or same is not None:
+                raise SegcliError(f"--out would overwrite the input {same or inputs[real]} with {name}; "
+                                  "choose another --out", out_dir)
+    return check_writable_dir(out_dir)
+
+
 @dataclass
 class Prediction:
     image: Path
@@ -348,6 +394,7 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     `<stem>.png` (palette PNG in the model's class colours, the input's H x W), with `overlay`
     `<stem>_overlay.png` (blend + legend), with `probabilities` `<stem>_probs.npy` (float16 (H, W, K)).
     Every file is written to a temporary name and renamed, so a failure leaves no half-written output.
+    `out_dir` is checked first (`check_predict_out`): it may not hold the inputs or overwrite one.
     `progress(done, total, image_path)` is called after each image.
     """
     from segcli.overlay import overlay_image
@@ -357,21 +404,13 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
     files = resolve_inputs(inputs)
-    by_stem: dict[str, Path] = {}
-    for path in files:
-        if path.stem in by_stem:
-            raise DataError(f"same output name as {by_stem[path.stem]} ({path.stem}.png): predict them separately "
-                            "or rename one", path)
-        by_stem[path.stem] = path
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SegcliError("--out exists and is not a folder", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_predict_out(files, out_dir, overlay=overlay, probabilities=probabilities)
+    ensure_writable_dir(out_dir)
     classes, palette = loaded.classes, loaded.classes.palette()
     open_probs: dict[Path, NpyRowWriter] = {}
 
     def probs_target(path: Path, shape: tuple) -> NpyRowWriter:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}_probs.", suffix=".npy", dir=out_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}_probs{TMP_TAG}", suffix=".npy", dir=out_dir)
         os.close(fd)
         open_probs[path] = writer = NpyRowWriter(tmp, shape, np.float16)
         return writer
@@ -408,4 +447,5 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
 
 
 __all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles",
-           "resolve_inputs", "predict_files", "Prediction", "NpyRowWriter", "MAX_BATCH_PIXELS"]
+           "resolve_inputs", "predict_files", "check_predict_out", "output_names", "Prediction", "NpyRowWriter",
+           "MAX_BATCH_PIXELS"]

@@ -9,8 +9,10 @@ import numpy as np
 
 from segcli.data import ClassMap, load_classes, read_image, read_label_png, write_image
 from segcli.errors import DataError, SegcliError
+from segcli.files import check_writable_dir
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+OUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what --out may end in
 _CHUNK_ROWS = 512
 
 
@@ -153,21 +155,45 @@ def mask_labels(mask_path: str | Path, classes: ClassMap | None = None) -> tuple
     return decode_mask(raw, encoding, classes, path=mask_path), classes
 
 
+def overlay_output(image_path: str | Path, mask_path: str | Path, out: str | Path | None = None, *,
+                   panel: bool = False) -> Path:
+    """Where `overlay_files` writes, checked before any work: `out` (a file name with an image extension, or an
+    existing folder to write ``<image stem>_overlay.png`` / ``_panel.png`` into; default: the current folder).
+    A one-line error for an `out` that is the image or the mask, has no image extension, or whose folder
+    cannot take files."""
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    name = f"{image_path.stem}_{'panel' if panel else 'overlay'}.png"
+    out = Path(out) if out is not None else Path(name)
+    if out.is_dir():
+        out = out / name
+    if out.suffix.lower() not in OUT_EXTS:
+        raise SegcliError(f"--out needs an image extension ({', '.join(OUT_EXTS)}) or an existing folder", out)
+    for source in (image_path, mask_path):
+        if source.exists() and (out.exists() and out.samefile(source)):
+            raise SegcliError(f"--out would overwrite the input {source}; choose another --out", out)
+    if out.exists() and not out.is_file():
+        raise SegcliError("exists and is not a file", out)
+    check_writable_dir(out.parent)
+    return out
+
+
 def overlay_files(image_path: str | Path, mask_path: str | Path, out: str | Path | None = None, *,
                   alpha: float = 0.5, panel: bool = False, classes_file: str | Path | None = None) -> Path:
-    """Write the overlay (or panel) of MASK over IMAGE; default out: ./<image stem>_overlay.png (or _panel)."""
+    """Write the overlay (or panel) of MASK over IMAGE to `out` (see `overlay_output`; default:
+    ./<image stem>_overlay.png or _panel.png; an existing folder: that name inside it)."""
     if not 0.0 <= alpha <= 1.0:
         raise SegcliError(f"alpha must be in 0..1, got {alpha}")
     image_path, mask_path = Path(image_path), Path(mask_path)
+    out = overlay_output(image_path, mask_path, out, panel=panel)
     image = read_image(image_path)
     classes = load_classes(classes_file) if classes_file is not None else None
     labels, classes = mask_labels(mask_path, classes)
     if labels.shape != image.shape[:2]:
         raise SegcliError(f"mask is {labels.shape[0]}x{labels.shape[1]} but the image {image_path.name} is "
                           f"{image.shape[0]}x{image.shape[1]} (HxW)", mask_path)
-    out = Path(out) if out is not None else Path(f"{image_path.stem}_{'panel' if panel else 'overlay'}.png")
     write_image(out, overlay_image(image, labels, classes, alpha, panel=panel))
     return out
 
 
-__all__ = ["blend", "colorize", "legend", "overlay_image", "present_labels", "mask_labels", "overlay_files"]
+__all__ = ["blend", "colorize", "legend", "overlay_image", "present_labels", "mask_labels", "overlay_files",
+           "overlay_output"]

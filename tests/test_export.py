@@ -62,10 +62,12 @@ def mixed_file(model_files, tmp_path):
 
 
 def _assert_exported(result, path):
+    """Exit 0 and the model's classes.json: inside a SavedModel folder, beside an .onnx/.tflite file."""
     assert result.exit_code == 0, result.output
     assert "max abs diff" in result.output
-    assert (path.parent / "classes.json").is_file()
-    saved = json.loads((path.parent / "classes.json").read_text())
+    classes = path / "classes.json" if path.is_dir() else path.parent / "classes.json"
+    assert classes.is_file() and str(classes) in result.output
+    saved = json.loads(classes.read_text())
     assert saved == default_classes(3).to_dict()
 
 
@@ -175,26 +177,32 @@ def test_onnx_without_the_extra_says_how_to_install_it(cli, model_file, monkeypa
     assert not model_file.with_suffix(".onnx").exists()
 
 
-def test_an_existing_output_is_replaced_only_with_force(cli, model_file):
+def test_an_earlier_export_is_replaced_only_with_force_and_a_users_folder_never(cli, model_file):
     out = model_file.parent / "model_savedmodel"  # the default name
     out.mkdir()
     (out / "old.txt").write_text("keep me")
-    result = cli("export", model_file, "--format", "savedmodel")
-    assert result.exit_code == 2
-    assert "already exists" in result.output and "--force" in result.output
-    assert (out / "old.txt").read_text() == "keep me"
-    result = cli("export", model_file, "--format", "savedmodel", "--force")
-    assert result.exit_code == 0, result.output
-    assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
+    for extra in ([], ["--force"]):  # a folder segcli did not make: refused, --force or not
+        result = cli("export", model_file, "--format", "savedmodel", *extra)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert "choose another --out" in result.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["old.txt"] and (out / "old.txt").read_text() == "keep me"
+    (out / "old.txt").unlink()  # an empty folder may be filled
+    _assert_exported(cli("export", model_file, "--format", "savedmodel"), out)
+    (out / "stale.txt").write_text("from the first export")  # to tell the old folder from the new one
+    result = cli("export", model_file, "--format", "savedmodel")  # an earlier export: only with --force
+    assert result.exit_code == 2 and "pass --force" in result.stderr and (out / "stale.txt").is_file()
+    _assert_exported(cli("export", model_file, "--format", "savedmodel", "--force"), out)
+    assert (out / "saved_model.pb").is_file() and not (out / "stale.txt").exists()
+    assert not [p for p in model_file.parent.iterdir() if p.name.startswith(".")]  # nothing moved aside is left
 
 
 def test_a_different_classes_json_beside_is_kept_without_force(cli, model_file):
     other = default_classes(3, names=["sky", "road", "car"])
     other.save(model_file.parent / "classes.json")
-    result = cli("export", model_file, "--format", "savedmodel")
+    result = cli("export", model_file, "--format", "tflite")
     assert result.exit_code == 2
     assert "classes.json" in result.output and "--force" in result.output
-    assert not (model_file.parent / "model_savedmodel").exists()
+    assert not model_file.with_suffix(".tflite").exists()
     assert json.loads((model_file.parent / "classes.json").read_text()) == other.to_dict()
 
 

@@ -53,28 +53,31 @@ def assert_complete(out, epochs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point, done_before_kill", [
-    ("batch:1", 1),      # mid-epoch: epoch 1 is lost, epoch 0 is kept
-    ("backup:1", 1),     # epoch 1's backup half-written: epoch 0's is still whole
-    ("after-fit", 2),    # both epochs done, no final file yet: nothing is trained again
-    ("final-save", 2),   # model.keras half-way: written again, its temporary removed
-])
-def test_kill_9_then_resume_loses_at_most_the_unfinished_epoch(sample_data, tmp_path, point, done_before_kill):
+def test_kill_9_at_each_phase_then_resume_loses_at_most_the_unfinished_epoch(sample_data, tmp_path):
+    """One 2-epoch run, killed with SIGKILL four times, each `--resume` stopped at the next phase."""
     out = tmp_path / "run"
-    proc = start_paused(point, ["unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=2), "--out", out],
-                        tmp_path / "paused")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    state = json.loads((out / "backup" / "state.json").read_text())
-    assert state["epoch"] == done_before_kill and (out / "backup" / state["weights"]).is_file()
-    assert not (out / "metrics.json").exists()
-    if point in ("backup:1", "final-save"):
-        assert leftovers(out), "the pause point should have left a half-written temporary"
+    first = ["unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=2), "--out", out]
+    phases = [  # where it is killed, the epochs the backup then holds
+        ("batch:1", 1),     # mid-epoch: epoch 1 is lost, epoch 0 is kept
+        ("backup:1", 1),    # epoch 1's backup half-written: epoch 0's is still whole
+        ("after-fit", 2),   # both epochs done, no final file yet
+        ("final-save", 2),  # model.keras half-written under its temporary name
+    ]
+    for i, (point, done) in enumerate(phases):
+        proc = start_paused(point, first if i == 0 else ["--resume", out], tmp_path / f"paused-{i}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        state = json.loads((out / "backup" / "state.json").read_text())
+        assert state["epoch"] == done and (out / "backup" / state["weights"]).is_file(), point
+        assert [int(r["epoch"]) for r in rows(out / "history.csv")] == list(range(done)), point
+        assert not (out / "metrics.json").exists(), point
+        if point in ("backup:1", "final-save"):
+            assert leftovers(out), f"{point} should have left a half-written temporary"
 
     resumed = resume(out)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trained = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ") and "loss" in line]
-    assert len(trained) == 2 - done_before_kill, resumed.stdout  # only what was lost is trained again
+    assert not trained, resumed.stdout  # both epochs were in the backup: nothing is trained again
     assert_complete(out, epochs=2)
 
 

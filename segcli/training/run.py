@@ -74,7 +74,7 @@ def check_run_dir(out: str | Path | None, force: bool, data_dir: str | Path | No
     out = Path(out)
     if data_dir is not None and _inside(data_dir, out):
         raise SegcliError(f"is the data folder or holds it ({data_dir}); choose another --out", out)
-    replace = check_replaceable(out, force, "run folder", also=", or --resume to continue it")
+    replace = check_replaceable(out, force, "run folder", also=", or --resume to continue it", kind="run")
     ensure_writable_dir(out.parent if replace or not out.exists() else out)
     return replace
 
@@ -322,7 +322,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         console.print(f"run folder: {run_dir}\nmodel {model_cfg['name']} ({count_params(model):,} parameters), "
                       f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
                       f"{run_info['val_pairs']} val pairs, batch {train_cfg['batch_size']}, {steps} steps/epoch",
-                      highlight=False)
+                      highlight=False, markup=False)
         try:
             model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=int(train_cfg["epochs"]),
                       verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles

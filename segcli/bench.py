@@ -10,7 +10,10 @@ Sections (each can be skipped by name):
   ``train`` / ``fit`` is segcli's overhead;
 - ``pipeline``: the input pipeline's images/s alone (``pipeline_throughput``);
 - ``predict``: ``model.predict_on_batch`` images/s at 360x480 (padded to the output stride);
-- ``tiled``: the peak resident memory of ``predict_files`` on one 8000x8000 image, in a child process.
+- ``tiled``: the peak resident memory of ``predict_files`` on one 8000x8000 image, in a child process;
+- ``precision``: a CamVid recipe (``camvid-fcn``) trained a few hundred steps from the same weights on the
+  same batches in float32 and in the device's reduced policy (mixed_bfloat16 on a CPU): both loss curves and
+  their ratio, with the CPU's bf16 kind and what ``--precision auto`` picks on it.
 
 Every training figure also gets its share of the matmul peak of its compute dtype:
 GFLOPs per image (segcli.models.gflops) x 3 (forward + backward) x images/s / peak GFLOP/s.
@@ -41,7 +44,7 @@ from segcli.errors import SegcliError
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_MODELS = ("lambda-fcn", "lambda-unet")
-SECTIONS = ("matmul", "train", "fit", "pipeline", "predict", "tiled")
+SECTIONS = ("matmul", "train", "fit", "pipeline", "predict", "tiled", "precision")
 COMPUTE_DTYPE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 _CHILD_FLAG = "--tiled-child"
 _CHILD_MARK = "SEGCLI_BENCH_RESULT "
@@ -72,6 +75,12 @@ class BenchSettings:
     overlap: int = 128
     tiled_batch: int = 4
     matmul_n: int = 2048
+    precision_recipe: str = "camvid-fcn"      # precision: the recipe trained in float32 and in the reduced policy
+    precision_size: tuple[int, int] = (192, 256)  # CamVid's 360x480 scaled down (a multiple of the stride, 32)
+    precision_batch: int | None = None         # None: the recipe's
+    precision_steps: int = 200                 # the first steps of the recipe's schedule
+    precision_points: int = 10                 # loss-curve points, each the mean loss of steps / points steps
+    precision_images: int = 360                # distinct training images at most (reshuffled each pass)
     quick: bool = False
 
     @classmethod
@@ -83,7 +92,8 @@ class BenchSettings:
         return cls(train_size=(64, 64), short_side=(64, 80), batch_size=4, steps=3, epochs=2, repeats=1,
                    synthetic_size=(72, 96), pipeline_batches=5, predict_size=(60, 80), predict_batch=4,
                    min_seconds=0.2, tiled_size=1024, tile=256, overlap=32, tiled_batch=4, matmul_n=512,
-                   quick=True)
+                   precision_size=(64, 64), precision_batch=2, precision_steps=6, precision_points=3,
+                   precision_images=12, quick=True)
 
 
 def gpu_available() -> bool:
@@ -464,6 +474,107 @@ def tiled_predict_memory(model_name: str, settings: BenchSettings, workdir: str 
             "overlap": settings.overlap, "batch": settings.tiled_batch, **result}
 
 
+# --- precision: float32 against the reduced policy, from the same weights on the same batches ---------
+
+def precision_data(data, settings: BenchSettings, workdir: str | Path, void_as_class: bool):
+    """(images uint8 (N, H, W, 3), labels uint8 (N, H, W), classes as trained, data source): up to
+    `precision_images` training pairs (prepare_data's choice of dataset), the short side resized to the crop's,
+    centre-cropped to `precision_size`."""
+    import numpy as np
+
+    from segcli.data import make_pipeline, open_dataset
+
+    wanted = min(settings.precision_images, settings.precision_steps * (settings.precision_batch or 8))
+    bench_data = prepare_data(data, max(1, wanted), Path(workdir) / "precision", settings.synthetic_size)
+    dataset = open_dataset(bench_data.root, val_fraction=0.0)
+    h, w = settings.precision_size
+    ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=8, training=False,
+                       crop=(h, w), eval_short_side=min(h, w), cache=False, void_as_class=void_as_class)
+    images, labels = [], []
+    for x, y in ds:  # uint8 batch by batch: 360 CamVid crops take 53 MB, not 4x that
+        images.append(np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8))
+        labels.append(y.numpy())
+    labels = np.concatenate(labels)
+    classes = dataset.classes.with_void_as_class() if void_as_class else dataset.classes
+    return (np.concatenate(images), labels.astype(np.uint8 if labels.max() < 256 else np.int32), classes,
+            bench_data.source)
+
+
+def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: str | Path,
+                     gpu: bool | None = None) -> dict:
+    """Train `settings.precision_recipe` for `precision_steps` steps in float32 and in the device's reduced
+    policy (mixed_bfloat16 on a CPU, mixed_float16 on a GPU): the same initial weights, the same batches in
+    the same order (in memory, no augmentation), the recipe's optimizer, loss and learning-rate schedule
+    (its epochs counted over these images; class weights left out). Returns both loss curves (each point
+    the mean training loss of steps / points steps), their ratio (reduced / float32), images/s of each, the
+    CPU, its bf16 kind and what `--precision auto` picks on it."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from segcli import recipe as recipes
+    from segcli.models import build_model, output_stride
+    from segcli.precision import cpu_bf16, policy, resolve_precision
+    from segcli.system import cpu_name
+    from segcli.training.callbacks import Throughput
+    from segcli.training.distribute import execution_settings
+    from segcli.training.losses import make_loss
+    from segcli.training.optim import make_optimizer
+
+    gpu = gpu_available() if gpu is None else gpu
+    recipe = recipes.resolve(recipes.find_recipe(settings.precision_recipe))
+    data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
+    batch = int(settings.precision_batch or train_cfg["batch_size"])
+    settings = replace(settings, precision_batch=batch)
+    every = max(1, settings.precision_steps // max(1, settings.precision_points))
+    points = max(1, settings.precision_steps // every)
+    h, w = settings.precision_size
+    images, labels, classes, source = precision_data(data, settings, workdir, bool(data_cfg["void_as_class"]))
+    seed = int(train_cfg["seed"])
+    rng = np.random.default_rng(seed)
+    need = points * every * batch
+    order = np.concatenate([rng.permutation(len(images)) for _ in range(-(-need // len(images)))])[:need]
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    ds = tf.data.Dataset.from_tensor_slices(order.reshape(-1, batch).astype(np.int32)).map(
+        lambda idx: (tf.cast(tf.gather(images_t, idx), tf.float32), tf.cast(tf.gather(labels_t, idx), tf.int32)))
+    jit, _ = execution_settings(train_cfg["jit"], 0, gpu=gpu, distributed=False)
+    steps_per_epoch = max(1, len(images) // batch)  # the schedule: the recipe's epochs over these images
+
+    policies = ("float32", default_precisions(gpu)[-1])
+    curves, rates, initial = {}, {}, None
+    for name in policies:
+        keras.utils.set_random_seed(seed)
+        with policy(name):
+            model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
+        if initial is None:
+            stride = output_stride(model)
+            if h % stride or w % stride:
+                raise SegcliError(f"precision section: the size {h}x{w} must divide by the output stride {stride} "
+                                  f"of {settings.precision_recipe}")
+            initial = model.get_weights()
+        else:
+            model.set_weights(initial)  # the variables of a mixed policy are float32: the very same weights
+        model.compile(optimizer=make_optimizer(train_cfg, steps_per_epoch),
+                      loss=make_loss(train_cfg["loss"], classes.num_classes, classes.ignore_index, None,
+                                     float(train_cfg["label_smoothing"])), jit_compile=jit)
+        history = model.fit(ds, steps_per_epoch=every, epochs=points, verbose=0, shuffle=False,
+                            callbacks=[Throughput(batch)])
+        curves[name] = [float(v) for v in history.history["loss"]]
+        window_rates = [float(r) for r in history.history["images_per_sec"]]
+        rates[name] = statistics.median(window_rates[1:] or window_rates)  # the first window traces
+        del model
+        _free_memory()
+    ratio = [b / f if f else math.nan for f, b in zip(curves[policies[0]], curves[policies[1]])]
+    auto, why = resolve_precision("auto")
+    return {"recipe": settings.precision_recipe, "model": model_cfg["name"], "cpu": cpu_name(),
+            "cpu_bf16": cpu_bf16(), "auto": auto, "auto_reason": why, "data": source,
+            "images": int(len(images)), "size": [h, w], "batch": batch, "steps": points * every,
+            "every": every, "policies": list(policies), "steps_at": [every * (i + 1) for i in range(points)],
+            "curves": curves, "ratio": ratio, "ratio_last": ratio[-1],
+            "ratio_mean_last_half": statistics.fmean(ratio[len(ratio) // 2:]),
+            "images_per_sec": rates}
+
+
 # --- the whole benchmark -----------------------------------------------------------------------------
 
 def _peak_fraction(gflops_per_image: float, rate: float | None, peak: float | None) -> float | None:
@@ -475,13 +586,15 @@ def _peak_fraction(gflops_per_image: float, rate: float | None, peak: float | No
 def run_bench(*, quick: bool = False, data: str | Path | None = None, models: Iterable[str] = DEFAULT_MODELS,
               precisions: Iterable[str] | None = None, steps: int | None = None, jit=None,
               predict_batch: int | None = None, skip: Iterable[str] = (), workdir: str | Path | None = None,
-              progress: Progress | None = None) -> dict:
+              precision_steps: int | None = None, progress: Progress | None = None) -> dict:
     """Run the benchmark sections (all but `skip`) and return the figures as a JSON-ready dict.
 
-    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul).
+    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul);
+    the precision section only when precision_steps is given.
     precisions: default float32 + mixed_float16 with a GPU, float32 + mixed_bfloat16 without.
     jit: None/"auto" = on with a GPU. data: dataset folder for the train path and the pipeline (default
-    ../shared/data/camvid, else synthetic PNGs). progress(message) is called before each measurement.
+    ../shared/data/camvid, else synthetic PNGs). precision_steps: the precision section's training steps
+    (default 200). progress(message) is called before each measurement.
     """
     import keras
     import tensorflow as tf
@@ -492,6 +605,8 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     say = progress or (lambda message: None)
     models = tuple(models)
     skip = {s.strip() for s in skip if s and s.strip()}
+    if quick and precision_steps is None:
+        skip.add("precision")  # two CamVid-recipe models to trace: about a minute even at tiny sizes
     gpu = gpu_available()
     precisions = tuple(precisions) if precisions else default_precisions(gpu)
     _check_choices(models, precisions, skip)
@@ -506,6 +621,10 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
         if int(predict_batch) < 1:
             raise SegcliError(f"--predict-batch must be >= 1, got {predict_batch}")
         settings = replace(settings, predict_batch=int(predict_batch))
+    if precision_steps is not None:
+        if int(precision_steps) < 1:
+            raise SegcliError(f"--precision-steps must be >= 1, got {precision_steps}")
+        settings = replace(settings, precision_steps=int(precision_steps))
     if data is not None and not Path(data).exists():
         raise SegcliError("no such file or directory", data)
     for name in models:
@@ -598,6 +717,12 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
             name = "lambda-unet" if "lambda-unet" in models else models[0]
             say(f"tiled predict: {settings.tiled_size}x{settings.tiled_size}, {name}, child process")
             result["tiled"] = tiled_predict_memory(name, settings, workdir, num_classes)
+
+        # 6. precision: loss curves of a CamVid recipe in float32 and in the reduced policy
+        if "precision" not in skip:
+            say(f"precision: {settings.precision_recipe}, {settings.precision_steps} steps in float32 and in "
+                f"{default_precisions(gpu)[-1]}")
+            result["precision"] = precision_curves(settings, data, workdir, gpu)
     finally:
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -673,6 +798,23 @@ def bench_tables(result: dict) -> list:
                         f"overlap {r['overlap']}, child process): peak RSS {r['peak_rss_mib']:,.0f} MiB "
                         f"({r['peak_rss_before_predict_mib']:,.0f} MiB before predict), {r['seconds']:.1f} s, "
                         f"{r['megapixels_per_sec']:.2f} Mpx/s"))
+    if "precision" in result:
+        r = result["precision"]
+        base, reduced = r["policies"]
+        kind = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16, no AMX"}.get(r["cpu_bf16"],
+                                                                           "no native bf16: bf16 is emulated")
+        out.append(Text(f"precision on {r['cpu']} ({kind}): --precision auto picks {r['auto']} ({r['auto_reason']}). "
+                        f"{r['recipe']} trained {r['steps']} steps from the same weights on the same batches "
+                        f"({r['images']} images of {r['data']}, {r['size'][0]}x{r['size'][1]}, batch {r['batch']}); "
+                        f"images/s: {base} {_fmt(r['images_per_sec'][base])}, {reduced} "
+                        f"{_fmt(r['images_per_sec'][reduced])}; loss ratio {reduced}/{base} over the last half "
+                        f"{_fmt(r['ratio_mean_last_half'], '.3f')}"))
+        t = Table(title=f"training loss (mean of every {r['every']} steps)")
+        for col in ("step", base, reduced, "ratio"):
+            t.add_column(col, justify="right")
+        for step, a, b, q in zip(r["steps_at"], r["curves"][base], r["curves"][reduced], r["ratio"]):
+            t.add_row(str(step), _fmt(a, ".4f"), _fmt(b, ".4f"), _fmt(q, ".3f"))
+        out.append(t)
     return out
 
 

@@ -1,5 +1,5 @@
-"""Compute precision: fp16 on a GPU, bf16 on a CPU with native bf16, else fp32; and copies of a model
-under another precision.
+"""Compute precision: fp16 on a GPU, bf16 on a CPU with AVX512-BF16 but no AMX, else fp32 (see
+resolve_precision for why not on AMX); and copies of a model under another precision.
 
 Model files are saved in float32 and loaded under the precision of the machine that runs them: a model
 trained with mixed_float16 on a GPU would otherwise run float16 convolutions on a CPU, measured 6x slower
@@ -9,43 +9,69 @@ than float32 and 11x slower than bfloat16 on our 2-core CPU.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from segcli.errors import SegcliError
+from segcli.system import cpu_flags
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
 FLOAT_POLICIES = ("float32", *REDUCED_POLICIES)  # the plain ones with_policy rewrites (quantized ones stay)
 
 
+def cpu_bf16() -> str | None:
+    """How this CPU computes bf16: "amx_bf16" (AMX tiles; such CPUs also have AVX512-BF16), "avx512_bf16",
+    or None (no native bf16: TensorFlow emulates it, 10-18x slower than float32 on our AVX2 EPYC)."""
+    flags = cpu_flags()
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return flag
+    return None
+
+
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively (training about 1.6x float32 here)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively."""
+    return cpu_bf16() is not None
+
+
+AMX_REASON = ("CPU has AMX, where bf16 training lost accuracy (camvid-fcn: 43.7% val mIoU against 60.7% in "
+              "float32); --precision mixed_bfloat16 opts in")
 
 
 def resolve_precision(choice: str = "auto") -> tuple[str, str]:
-    """Return (policy name, reason)."""
+    """Return (policy name, reason). ``auto`` never trades accuracy for speed:
+
+    - a GPU: mixed_float16 (with loss scaling);
+    - a CPU with AVX512-BF16 and no AMX: mixed_bfloat16. On an AMD EPYC of that kind camvid-fcn trained to
+      89.7% / 58.4% val pixel accuracy / mIoU in bf16, 1.6x faster than float32;
+    - a CPU with AMX: float32. On a 2-core Xeon with AMX the same recipe ended at 81.2% / 43.7% in bf16
+      against 89.8% / 60.7% in float32, its train loss 10-80% higher from the first epochs, and bf16 barely
+      paid there for the BatchNorm nets (10-11 images/s against 9.7). The ``precision`` section of
+      `segcli bench` (loss curves in both) and benchmarks/precision_layers.py check a CPU;
+    - any other CPU: float32 (bf16 is emulated there, many times slower).
+
+    On an AVX2-only EPYC, emulated bf16 tracked float32 within 0.2% over camvid-fcn's first 50 steps, where
+    the AMX Xeon was 9% above after one epoch: the loss points at the AMX kernels, not at bf16 arithmetic,
+    but no AMX machine was at hand to find which of them.
+
+    The same choice serves inference (load_model, so predict / evaluate / compare): on AMX it is float32
+    too. With the AMX kernels at fault but not identified, the forward ones are not cleared (the loss gap
+    showed from the first epochs), and evaluate should score what training scored. bf16 on AMX stays one
+    flag away (--precision mixed_bfloat16), e.g. for the BatchNorm-free lambda nets, about 2x faster there.
+    """
     if choice not in ("auto", *PRECISIONS):
         raise SegcliError(f"unknown precision {choice!r}; valid: auto, {', '.join(PRECISIONS)}")
     if choice != "auto":
         return choice, "chosen"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16", "GPU found"
-    if cpu_has_bf16():
-        return "mixed_bfloat16", "CPU has native bf16 (avx512_bf16/amx)"
-    return "float32", "no GPU and no native bf16 on this CPU"
+    if not cpu_has_bf16():
+        return "float32", "no GPU and no native bf16 on this CPU"
+    if cpu_bf16() == "amx_bf16":
+        return "float32", AMX_REASON
+    return "mixed_bfloat16", "CPU has native bf16 (avx512_bf16, no AMX)"
 
 
 @contextlib.contextmanager

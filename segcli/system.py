@@ -18,6 +18,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags ("avx2", "avx512_bf16", "amx_bf16", ...) from /proc/cpuinfo; empty where
+    there is none (macOS, or an ARM CPU, whose line is "Features")."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def gpu_names() -> list[str]:
     import tensorflow as tf
 

@@ -149,3 +149,38 @@ def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_pat
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
     assert result["rows"][2]["params"] > result["rows"][0]["params"]  # the recipe's [model] section was read
     assert "| camvid-unet | mixed_bfloat16 |" in out_md.read_text()
+
+
+@pytest.mark.slow
+def test_precision_section_prints_both_loss_curves_and_their_ratio(cli, sample_data, tmp_path):
+    """The check for any CPU kind (AMX lost accuracy in bf16): a CamVid recipe trained from the same weights
+    on the same batches in float32 and in the device's reduced policy, both curves and their ratio in the JSON."""
+    from segcli.system import cpu_name
+
+    out = tmp_path / "bench.json"
+    others = ",".join(s for s in bench.SECTIONS if s != "precision")
+    result = cli("bench", "--quick", "--skip", others, "--precision-steps", 4, "--data", sample_data, "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "training loss (mean of every" in result.stdout and "--precision auto picks" in result.stdout
+    p = json.loads(out.read_text())["precision"]
+    reduced = "mixed_float16" if json.loads(out.read_text())["system"]["gpu"] else "mixed_bfloat16"
+    assert p["policies"] == ["float32", reduced] and p["recipe"] == "camvid-fcn" and p["cpu"] == cpu_name()
+    base, other = p["curves"]["float32"], p["curves"][reduced]
+    assert len(base) == len(other) == len(p["steps_at"]) == len(p["ratio"]) >= 2
+    assert p["steps"] == p["steps_at"][-1] == 4 and p["data"] == str(sample_data)
+    assert all(math.isfinite(v) and v > 0 for v in base + other)
+    assert p["ratio"] == pytest.approx([b / a for a, b in zip(base, other)])
+    assert p["ratio_last"] == pytest.approx(other[-1] / base[-1])
+    assert base[0] != base[-1]  # it trained: the windows differ
+    assert abs(p["ratio"][0] - 1) < 0.05  # same weights, same first batches: only rounding apart
+    assert p["auto"] in ("float32", "mixed_bfloat16", "mixed_float16") and p["auto_reason"]
+
+
+def test_quick_leaves_the_precision_section_out_unless_asked(cli):
+    others = ",".join(s for s in bench.SECTIONS if s != "precision")
+    result = cli("bench", "--quick", "--skip", others, "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert "precision" not in doc and "precision" in doc["skipped"]
+    result = cli("bench", "--quick", "--skip", ALL_SECTIONS, "--precision-steps", 0)
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -98,13 +98,62 @@ def test_model_files_are_float32_and_load_under_the_machine_precision(tmp_path, 
     assert loaded.precision == "mixed_bfloat16" and _policies(loaded.model)["logits"] == "float32"
     assert load_model(path, precision=None).precision == "float32"  # as stored
 
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
     auto = load_model(path)
     assert auto.precision == "float32" and reduced_policy(auto.model) is None
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     auto = load_model(path)
     assert auto.precision == "mixed_bfloat16" and reduced_policy(auto.model) == "mixed_bfloat16"
+
+
+# /proc/cpuinfo of the three CPU kinds, cut down: a Xeon with AMX (its "vmx flags" line must not be read as
+# the flags), an EPYC with AVX512-BF16 and no AMX, an EPYC with AVX2 only (this project's CI machine)
+XEON_AMX = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8581C CPU @ 2.10GHz
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+vmx flags\t: vnmi preemption_timer posted_intr
+"""
+EPYC_BF16 = "model name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n"
+EPYC_AVX2 = "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma vaes\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected, reason", [
+    (XEON_AMX, "float32", "bf16 training lost accuracy"),
+    (EPYC_BF16, "mixed_bfloat16", "avx512_bf16, no AMX"),
+    (EPYC_AVX2, "float32", "no native bf16"),
+])
+def test_auto_precision_per_cpu_kind(tmp_path, monkeypatch, cpuinfo, expected, reason):
+    """auto never costs accuracy: bf16 only where it trained as well as float32 (AVX512-BF16 without AMX);
+    float32 on AMX CPUs, saying why and how to opt in; float32 where bf16 is only emulated."""
+    from segcli.system import cpu_flags
+
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags(tmp_path / "cpuinfo"))
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    policy_name, why = precision.resolve_precision("auto")
+    assert policy_name == expected and reason in why
+    assert precision.cpu_has_bf16() == (cpuinfo != EPYC_AVX2)
+    if cpuinfo == XEON_AMX:
+        assert precision.cpu_bf16() == "amx_bf16" and "AMX" in why and "--precision mixed_bfloat16" in why
+        assert "vnmi" not in cpu_flags(tmp_path / "cpuinfo")
+    assert precision.resolve_precision("mixed_bfloat16") == ("mixed_bfloat16", "chosen")  # opting in works
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices",
+                        lambda kind=None: ["gpu"] if kind == "GPU" else [])
+    assert precision.resolve_precision("auto")[0] == "mixed_float16"  # a GPU beside any CPU
+
+
+def test_auto_loads_models_in_float32_on_amx_cpus(tmp_path, monkeypatch):
+    """Inference follows training on AMX: predict / evaluate run float32 there (resolve_precision says why)."""
+    model = build_model("unet", 3, **TINY)
+    path = tmp_path / "model.keras"
+    save_model(model, path, default_classes(3))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    auto = load_model(path)
+    assert auto.precision == "float32" and reduced_policy(auto.model) is None
+    chosen = load_model(path, precision="mixed_bfloat16")  # the opt-in still runs bf16
+    assert chosen.precision == "mixed_bfloat16" and reduced_policy(chosen.model) == "mixed_bfloat16"
 
 
 def test_meta_is_kept_and_the_file_loads_with_its_classes(tmp_path):

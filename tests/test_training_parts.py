@@ -171,10 +171,10 @@ def test_precision_auto(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else [])
     assert precision.resolve_precision("auto")[0] == "mixed_float16"
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
-    assert precision.resolve_precision("auto")[0] == "mixed_bfloat16"
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
-    assert precision.resolve_precision("auto")[0] == "float32"
+    for flags, expected in (({"avx512_bf16"}, "mixed_bfloat16"), ({"amx_bf16", "avx512_bf16"}, "float32"),
+                            (set(), "float32")):  # each CPU kind: tests/test_precision.py
+        monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+        assert precision.resolve_precision("auto")[0] == expected, flags
     assert precision.resolve_precision("mixed_float16") == ("mixed_float16", "chosen")
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segcli.bench import COMPUTE_DTYPE  # noqa: E402  (segcli.bench imports no TensorFlow at module level)
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from segcli.recipe import RECIPES_DIR as RECIPES  # noqa: E402  (the shipped recipes; no TensorFlow imported)
 
 
 def device_name() -> str:

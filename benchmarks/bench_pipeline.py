@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
-    parser.add_argument("--classes", type=Path, default=ROOT / "recipes" / "camvid-classes.json")
+    parser.add_argument("--classes", type=Path, default=ROOT / "segcli" / "resources" / "recipes" / "camvid-classes.json")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--no-cache", action="store_true", help="decode from disk every epoch")

@@ -115,13 +115,13 @@ def run(args) -> dict:
     from segcli.training.losses import make_loss
 
     recipe = recipes.resolve(recipes.find_recipe(args.recipe))
-    data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
+    data_cfg, train_cfg, model_cfg = recipe.data, recipe.train, recipe.model
     with tempfile.TemporaryDirectory(prefix="precision-layers-") as tmp:
-        x, y, classes, source = one_batch(args, Path(tmp), bool(data_cfg["void_as_class"]))
+        x, y, classes, source = one_batch(args, Path(tmp), data_cfg.void_as_class)
     k = classes.num_classes
-    keras.utils.set_random_seed(int(train_cfg["seed"]))
-    model = build_model(model_cfg["name"], k, **model_cfg.get("options", {}))
-    loss_fn = make_loss(train_cfg["loss"], k, classes.ignore_index, None, float(train_cfg["label_smoothing"]))
+    keras.utils.set_random_seed(train_cfg.seed)
+    model = build_model(model_cfg.name, k, **model_cfg.options)
+    loss_fn = make_loss(train_cfg.loss, k, classes.ignore_index, None, train_cfg.label_smoothing)
     bn = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
     head = {layer.name for layer in model.layers
             if not isinstance(layer, keras.layers.InputLayer) and layer.output.shape[-1] == k}
@@ -147,7 +147,7 @@ def run(args) -> dict:
                             "cosine": [c for _, c in per], "whole_rel_error": whole[0], "whole_cosine": whole[1],
                             "seconds": time.perf_counter() - t}
         del copy
-    return {"recipe": args.recipe, "model": model_cfg["name"], "size": list(args.size), "batch": args.batch,
+    return {"recipe": args.recipe, "model": model_cfg.name, "size": list(args.size), "batch": args.batch,
             "data": source, "classes": k, "cpu": cpu_name(), "cpu_bf16": cpu_bf16(),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "tensorflow": tf.__version__,
             "loss_float32": loss0, "variables": names, "shapes": shapes,

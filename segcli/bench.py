@@ -114,16 +114,12 @@ def default_jit(gpu: bool | None = None) -> bool:
 
 
 def _parse_jit(value) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
-        return None
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise SegcliError(f"--jit {value!r}: expected auto, true or false")
+    from segcli.recipe import parse_switch
+
+    try:
+        return parse_switch(value)
+    except ValueError:
+        raise SegcliError(f"--jit {value!r}: expected auto, true or false") from None
 
 
 def _check_choices(models, precisions, skip) -> None:
@@ -295,12 +291,12 @@ def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit:
     return recipe_file, overrides
 
 
-def resolved_recipe(model_name: str, precision: str, settings: BenchSettings, jit: bool) -> dict:
+def resolved_recipe(model_name: str, precision: str, settings: BenchSettings, jit: bool):
+    """The segcli.recipe.Recipe the train path trains `model_name` with."""
     from segcli import recipe as recipes
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
-    file_recipe = recipes.read_recipe_file(recipe_file) if recipe_file else {}
-    return recipes.resolve(file_recipe, {**overrides, "model": {"name": model_name}})
+    return recipes.resolve_for_model(model_name, recipe_file, overrides)[0]
 
 
 def train_path_rate(model_name: str, precision: str, data: BenchData, settings: BenchSettings, jit: bool,
@@ -320,28 +316,27 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
             "epochs": int(result.metrics["epochs"])}
 
 
-def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12,
-              ignore_index: int | None = 255) -> dict:
+def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, classes=None) -> dict:
     """Images/s of a bare model.fit on one cached batch, the median of `settings.repeats` timed fits: compiled
-    as train compiles (optimizer, loss, metrics, jit, steps per execution) -> "fit"; the loss only -> "fit_plain"."""
+    by segcli.training.compile_for_training as train compiles (optimizer, loss, metrics with the scoring rules,
+    jit, steps per execution) -> "fit"; the loss only -> "fit_plain". classes: the model's ClassMap (default
+    CamVid's 11 + void trained as a class, as the benchmark's recipe trains it)."""
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from segcli.data import camvid_classes
     from segcli.models import build_model
     from segcli.precision import policy
     from segcli.training.callbacks import Throughput
-    from segcli.training.distribute import execution_settings, is_distributed, resolve_strategy
-    from segcli.training.losses import make_loss
-    from segcli.training.metrics import segmentation_metrics
-    from segcli.training.optim import make_optimizer
+    from segcli.training.compile import compile_for_training
+    from segcli.training.distribute import resolve_strategy
 
     recipe = resolved_recipe(model_name, precision, settings, jit)
-    train_cfg = recipe["train"]
-    keras.utils.set_random_seed(int(train_cfg["seed"]))
-    strategy, _ = resolve_strategy(train_cfg["distribute"])
-    jit, spe = execution_settings(train_cfg["jit"], train_cfg["steps_per_execution"], gpu=gpu_available(),
-                                  distributed=is_distributed(strategy))
+    classes = classes or camvid_classes().with_void_as_class()
+    num_classes = classes.num_classes
+    keras.utils.set_random_seed(recipe.train.seed)
+    strategy, _ = resolve_strategy(recipe.train.distribute)
     batch, steps = int(settings.batch_size), int(settings.steps)
     h, w = settings.train_size
     rng = np.random.default_rng(0)
@@ -349,15 +344,11 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     labels = tf.constant(rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
     with strategy.scope(), policy(precision):
-        model = build_model(model_name, num_classes, **recipe["model"].get("options", {}))
+        model = build_model(model_name, num_classes, **recipe.model.options)
     rates = {}
     for variant, with_metrics in (("fit", True), ("fit_plain", False)):
-        with strategy.scope():
-            model.compile(optimizer=make_optimizer(train_cfg, steps),
-                          loss=make_loss(train_cfg["loss"], num_classes, ignore_index, None,
-                                         float(train_cfg["label_smoothing"])),
-                          metrics=segmentation_metrics(num_classes, ignore_index) if with_metrics else None,
-                          jit_compile=jit, steps_per_execution=spe)
+        spe = compile_for_training(model, recipe, classes, steps, strategy=strategy, metrics=with_metrics,
+                                   gpu=gpu_available()).steps_per_execution
         model.fit(ds, steps_per_epoch=max(2, spe), epochs=1, verbose=0, shuffle=False)  # tracing, first steps
         history = model.fit(ds, steps_per_epoch=steps, epochs=settings.repeats, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
@@ -523,21 +514,21 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
 
     gpu = gpu_available() if gpu is None else gpu
     recipe = recipes.resolve(recipes.find_recipe(settings.precision_recipe))
-    data_cfg, train_cfg, model_cfg = recipe["data"], recipe["train"], recipe["model"]
-    batch = int(settings.precision_batch or train_cfg["batch_size"])
+    data_cfg, train_cfg, model_cfg = recipe.data, recipe.train, recipe.model
+    batch = int(settings.precision_batch or train_cfg.batch_size)
     settings = replace(settings, precision_batch=batch)
     every = max(1, settings.precision_steps // max(1, settings.precision_points))
     points = max(1, settings.precision_steps // every)
     h, w = settings.precision_size
-    images, labels, classes, source = precision_data(data, settings, workdir, bool(data_cfg["void_as_class"]))
-    seed = int(train_cfg["seed"])
+    images, labels, classes, source = precision_data(data, settings, workdir, data_cfg.void_as_class)
+    seed = train_cfg.seed
     rng = np.random.default_rng(seed)
     need = points * every * batch
     order = np.concatenate([rng.permutation(len(images)) for _ in range(-(-need // len(images)))])[:need]
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.from_tensor_slices(order.reshape(-1, batch).astype(np.int32)).map(
         lambda idx: (tf.cast(tf.gather(images_t, idx), tf.float32), tf.cast(tf.gather(labels_t, idx), tf.int32)))
-    jit, _ = execution_settings(train_cfg["jit"], 0, gpu=gpu, distributed=False)
+    jit, _ = execution_settings(train_cfg.jit, 0, gpu=gpu, distributed=False)
     steps_per_epoch = max(1, len(images) // batch)  # the schedule: the recipe's epochs over these images
 
     policies = ("float32", default_precisions(gpu)[-1])
@@ -545,7 +536,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     for name in policies:
         keras.utils.set_random_seed(seed)
         with policy(name):
-            model = build_model(model_cfg["name"], classes.num_classes, **model_cfg.get("options", {}))
+            model = build_model(model_cfg.name, classes.num_classes, **model_cfg.options)
         if initial is None:
             stride = output_stride(model)
             if h % stride or w % stride:
@@ -555,8 +546,8 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
         else:
             model.set_weights(initial)  # the variables of a mixed policy are float32: the very same weights
         model.compile(optimizer=make_optimizer(train_cfg, steps_per_epoch),
-                      loss=make_loss(train_cfg["loss"], classes.num_classes, classes.ignore_index, None,
-                                     float(train_cfg["label_smoothing"])), jit_compile=jit)
+                      loss=make_loss(train_cfg.loss, classes.num_classes, classes.ignore_index, None,
+                                     train_cfg.label_smoothing), jit_compile=jit)
         history = model.fit(ds, steps_per_epoch=every, epochs=points, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
         curves[name] = [float(v) for v in history.history["loss"]]
@@ -566,7 +557,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
         _free_memory()
     ratio = [b / f if f else math.nan for f, b in zip(curves[policies[0]], curves[policies[1]])]
     auto, why = resolve_precision("auto")
-    return {"recipe": settings.precision_recipe, "model": model_cfg["name"], "cpu": cpu_name(),
+    return {"recipe": settings.precision_recipe, "model": model_cfg.name, "cpu": cpu_name(),
             "cpu_bf16": cpu_bf16(), "auto": auto, "auto_reason": why, "data": source,
             "images": int(len(images)), "size": [h, w], "batch": batch, "steps": points * every,
             "every": every, "policies": list(policies), "steps_at": [every * (i + 1) for i in range(points)],
@@ -655,7 +646,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
         peaks = result.get("matmul_gflops", {})
 
         # 2. data for the train path and the pipeline
-        num_classes, ignore_index = 12, 255  # CamVid's 11 + void trained as a class; 255 = padding only
+        num_classes, classes = 12, None  # CamVid's 11 + void trained as a class (fit_rates' default)
         bench_data = None
         if not {"train", "pipeline"} <= skip:
             pairs = settings.steps * settings.batch_size + 1  # + the one val pair of the train path
@@ -665,7 +656,6 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
 
             classes = load_classes(bench_data.root / "classes.json").with_void_as_class()
             num_classes = classes.num_classes
-            ignore_index = classes.ignore_index if classes.ignore_index >= classes.num_classes else None
             result["data"] = {"source": bench_data.source, "train_pairs": bench_data.pairs - 1, "val_pairs": 1,
                               "classes": num_classes, "classes_note": bench_data.classes_note}
 
@@ -688,7 +678,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
                         row["train_epochs_images_per_sec"] = path["epochs_images_per_sec"]
                     if "fit" not in skip:
                         say(f"bare fit: {name} {precision}")
-                        fits = fit_rates(name, precision, settings, jit, num_classes, ignore_index)
+                        fits = fit_rates(name, precision, settings, jit, classes)
                         row["fit_images_per_sec"] = fits["fit"]
                         row["fit_plain_images_per_sec"] = fits["fit_plain"]
                         row["fit_epochs_images_per_sec"] = fits["fit_epochs"]

@@ -8,15 +8,17 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+import segcli
 from segcli.errors import SegcliError
 from segcli.files import atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, write_json, write_text
+from segcli.runfolder import RunFolder
 from segcli.training.plots import number
-from segcli.training.run import read_history
 
 COLUMNS = [  # key, header, format
     ("train_images_per_sec", "train images/s", "{:.1f}"),
@@ -32,14 +34,52 @@ COLUMNS = [  # key, header, format
 ]
 
 
-def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str | None, args: list[str]) -> None:
-    """One child process per model: clean TensorFlow state and an honest peak-memory figure each."""
-    cmd = [sys.executable, "-m", "segcli", "train", model, str(data_dir), "--out", str(run_dir), "--force", *args]
-    if recipe:
-        cmd += ["--recipe", str(recipe)]
-    proc = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+_CHILD = "from segcli.compare import _train_child; _train_child()"
+
+
+def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str | None, overrides: dict | None = None,
+                        classes_file: str | Path | None = None) -> None:
+    """One child process per model (clean TensorFlow state and an honest peak-memory figure each), which runs
+    segcli.runs.train_and_evaluate; an error there ends as one line here (a SegcliError naming the model)."""
+    job = {"model_name": model, "data_dir": str(data_dir), "recipe_file": str(recipe) if recipe else None,
+           "overrides": overrides or {}, "out": str(run_dir), "force": True,
+           "classes_file": str(classes_file) if classes_file else None}
+    package_root = str(Path(segcli.__file__).resolve().parent.parent)  # the child imports this very segcli
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    with tempfile.TemporaryDirectory(prefix="segcli-compare-") as tmp:
+        job_path, error_path = Path(tmp) / "job.json", Path(tmp) / "error.txt"
+        job_path.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path), str(error_path)], env=env)
+        error = error_path.read_text().strip() if error_path.is_file() else ""
     if proc.returncode != 0:
-        raise SegcliError(f"training {model} failed (exit {proc.returncode}); its run folder is {run_dir}")
+        raise SegcliError(f"training {model} failed ({error or f'exit {proc.returncode}'}); its run folder is "
+                          f"{run_dir}")
+
+
+def _train_child() -> None:
+    """The child of train_in_subprocess: argv = JOB.json ERROR.txt. A failure writes its one line to ERROR.txt
+    and exits non-zero (2 for a SegcliError, 130 for Ctrl-C, 1 for anything else)."""
+    from segcli.errors import SegcliError as Error
+
+    job_path, error_path = sys.argv[1:3]
+    code = 0
+    try:
+        from rich.console import Console  # the progress display (as `segcli train` shows it) on this terminal
+
+        from segcli.runs import train_and_evaluate
+
+        train_and_evaluate(**json.loads(Path(job_path).read_text()), console=Console())
+    except Error as exc:
+        Path(error_path).write_text(str(exc))
+        code = getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        Path(error_path).write_text("interrupted")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - anything else still ends as one line in the parent
+        Path(error_path).write_text(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        code = 1
+    sys.exit(code)
 
 
 def inference_latency_ms(model_path: Path, height: int, width: int, repeats: int = 5) -> float:
@@ -61,11 +101,9 @@ def inference_latency_ms(model_path: Path, height: int, width: int, repeats: int
 
 
 def summarize_run(run_dir: Path, latency_size: tuple[int, int]) -> dict:
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise SegcliError("not a finished segcli run (no metrics.json)", run_dir)
-    m = json.loads(metrics_path.read_text())
-    model_path = run_dir / "best.keras" if (run_dir / "best.keras").is_file() else run_dir / "model.keras"
+    run = RunFolder(run_dir)
+    m = run.metrics()  # a folder that is not a finished run is a one-line error
+    model_path = run.model_file()
     return {
         "name": m["model"], "run_dir": str(run_dir),
         "train_images_per_sec": m["train_images_per_sec"],
@@ -122,7 +160,7 @@ def plot_compare(rows: list[dict], path: Path) -> None:
         ax.set_title(label)
     for ax, key, label in ((axes.flat[4], "loss", "loss"), (axes.flat[5], "miou", "mIoU")):
         for i, r in enumerate(rows):
-            hist = read_history(Path(r["run_dir"]) / "history.csv")
+            hist = RunFolder(r["run_dir"]).history()
             epochs = [int(h["epoch"]) + 1 for h in hist]
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = [number(h.get(prefix + key)) for h in hist]
@@ -139,9 +177,12 @@ def plot_compare(rows: list[dict], path: Path) -> None:
 
 
 def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: list[str] | None = None,
-            train_args: list[str] | None = None, from_runs: list[Path] | None = None,
-            latency_size: tuple[int, int] | None = None) -> dict:
-    """Train (or read) each model's run, then write compare.md / .json / .png into `out`."""
+            overrides: dict | None = None, classes_file: str | Path | None = None,
+            from_runs: list[Path] | None = None, latency_size: tuple[int, int] | None = None) -> dict:
+    """Train (or read) each model's run, then write compare.md / .json / .png into `out`.
+
+    recipes: one recipe for all models or one per model; overrides: the flags every training takes (as
+    segcli.recipe.resolve takes them); classes_file: the dataset's classes file."""
     out = Path(out)
     check_replaceable(out, True, "compare folder", kind="compare")  # a re-run replaces its own runs, nothing else
     ensure_writable_dir(out)
@@ -156,11 +197,11 @@ def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: lis
         for i, model in enumerate(models):
             recipe = recipes[i] if len(recipes) == len(models) else (recipes[0] if recipes else None)
             run_dir = out / f"run-{i + 1}-{model}"
-            train_in_subprocess(model, data_dir, run_dir, recipe, train_args or [])
+            train_in_subprocess(model, data_dir, run_dir, recipe, overrides, classes_file)
             run_dirs.append(run_dir)
     if latency_size is None:
-        first = json.loads((run_dirs[0] / "metrics.json").read_text()) if (run_dirs[0] / "metrics.json").is_file() else {}
-        latency_size = tuple(first.get("gflops_size") or (360, 480))
+        first = RunFolder(run_dirs[0])
+        latency_size = tuple((first.metrics() if first.metrics_path.is_file() else {}).get("gflops_size") or (360, 480))
     rows = [summarize_run(d, latency_size) for d in run_dirs]
     title = "segcli compare: " + " vs ".join(r["name"] for r in rows)
     result = {"rows": rows, "hardware": hardware_line(rows), "data_dir": str(data_dir) if data_dir else None}

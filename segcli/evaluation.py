@@ -4,6 +4,7 @@ The benchmark figures (pixel accuracy, mIoU, per-class IoU and accuracy) count o
 ignore ("void") label is left out. Beside them comes *the tutorial's figure*, labelled as such: pixel
 accuracy with void counted as a class (a model without a void class gets every void pixel wrong), on
 368x480 centre crops after resizing the short side to 400, the protocol of the tutorial this tool follows.
+The scoring rules (ignore label, a void class predicted but not scored) are segcli.scoring's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
 from segcli.files import atomic_path, check_writable_dir, ensure_writable_dir, write_json, write_text
 from segcli.inference import iter_predictions
+from segcli.recipe import held_out
+from segcli.scoring import confusion_counts, scores_from_confusion
 
 TUTORIAL_SHORT_SIDE = 400
 TUTORIAL_CROP = (368, 480)
@@ -42,30 +45,6 @@ def match_classes(model_classes: ClassMap, data_classes: ClassMap, model_path=No
 def _names(classes: ClassMap, limit: int = 6) -> str:
     names = list(classes.names)
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def confusion_counts(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    """(K, K) int64 counts, rows = truth, columns = prediction, over pixels whose truth is a class
-    (the ignore index and anything outside 0..K-1 left out)."""
-    truth = np.asarray(truth).ravel()
-    pred = np.asarray(pred).ravel()
-    valid = (truth != ignore_index) & (truth < num_classes)
-    idx = truth[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def _scores(cm: np.ndarray, num_data_classes: int) -> dict:
-    """scores_from_confusion over the model's classes; a void output class (column K) counts as a wrong
-    prediction but is not itself a scored class."""
-    from segcli.training.metrics import scores_from_confusion
-
-    scores = scores_from_confusion(cm)
-    if cm.shape[0] > num_data_classes:
-        scores["iou"] = scores["iou"][:num_data_classes]
-        scores["class_accuracy"] = scores["class_accuracy"][:num_data_classes]
-        ious = [v for v in scores["iou"] if v is not None]
-        scores["miou"] = float(np.mean(ious)) if ious else 0.0
-    return scores
 
 
 def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) -> dict:
@@ -112,9 +91,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
     if out_dir is not None:
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
-    recipe = loaded.meta.get("recipe") or {}
-    val_fraction = float((recipe.get("data") or {}).get("val_fraction", 0.1))
-    seed = int((recipe.get("train") or {}).get("seed", 0))
+    val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
     dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed)
     if not dataset.splits.get(split):
         raise SegcliError(f"no {split!r} split in this dataset (found: {', '.join(dataset.splits) or 'none'})",
@@ -147,7 +124,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         if progress is not None:
             progress("images", done, len(pairs))
 
-    scores = _scores(cm, kd)
+    scores = scores_from_confusion(cm, kd)  # a void output class: wrong predictions, not a scored class
     truth_pixels = cm.sum(axis=1)
     result = {
         "model": str(loaded.path) if loaded.path else None,

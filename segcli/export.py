@@ -18,7 +18,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -36,6 +35,7 @@ from segcli.files import (TMP_TAG, atomic_path, check_replaceable, check_writabl
                           segcli_folder_kind)
 from segcli.modelfile import load_model
 from segcli.precision import reduced_policy, with_policy
+from segcli.sizes import parse_size
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
@@ -69,24 +69,6 @@ class ExportResult:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-def parse_size(size) -> tuple[int, int] | None:
-    """None, (H, W) or "HxW" -> (H, W); SegcliError for anything else."""
-    if size is None:
-        return None
-    if isinstance(size, str):
-        match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", size)
-        if not match:
-            raise SegcliError(f"bad --size {size!r}: expected HEIGHTxWIDTH in pixels, e.g. 360x480")
-        size = (int(match[1]), int(match[2]))
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise SegcliError(f"bad size {size!r}: expected (height, width)") from None
-    if h < 1 or w < 1:
-        raise SegcliError(f"bad size {h}x{w}: height and width must be positive")
-    return h, w
-
 
 def _round_up(size: tuple[int, int], stride: int) -> tuple[int, int]:
     stride = max(1, int(stride))

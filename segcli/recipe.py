@@ -2,8 +2,14 @@
 
 A recipe has three tables. `[model]` names an architecture from the registry and its builder
 options, `[data]` the input size and augmentation, `[train]` the optimiser, schedule, loss and
-run length. Anything left out takes the defaults below; an unknown key is an error that lists
-the valid ones, so a typo never silently trains something else.
+run length. Anything left out takes the defaults below (the fields of ModelSpec, DataSpec and
+TrainSpec); an unknown key is an error that lists the valid ones, so a typo never silently trains
+something else.
+
+Parsed once: `resolve(file, flags)` checks every value (defaults < recipe file < flags) and returns a
+frozen, typed `Recipe`; everything downstream reads `recipe.train.batch_size`, never string keys.
+`save` writes it back as a run's recipe.toml, which `load_resolved` reads back equal. Shipped recipes
+are package data in segcli/resources/recipes/.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,58 +26,137 @@ import tomli_w
 from segcli.errors import SegcliError
 from segcli.files import write_text
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {
-        "name": "unet",
-        "options": {},
-    },
-    "data": {
-        "size": [256, 256],          # training crop, height x width
-        "scale": [0.75, 1.25],       # random scale factor range (ignored when short_side is set)
-        "short_side": [],            # random short-side resize range in pixels, e.g. [400, 600]
-        "center_crop": False,        # crop the centre instead of a random window
-        "flip": True,
-        "void_as_class": False,      # train the ignore label as an extra class (the tutorial's protocol)
-        "val_fraction": 0.1,         # held out of train when the data has no val split
-        "eval_short_side": 0,        # resize val images' short side first (0: keep the size)
-        "eval_crop": [],             # centre-crop val images to this size after the resize
-        "cache": "auto",             # keep decoded images in memory: auto | true | false
-        "classes": "",               # classes.json, relative to the recipe file (--classes wins)
-    },
-    "train": {
-        "epochs": 20,
-        "batch_size": 8,
-        "optimizer": "adam",         # adam | adamw | sgd
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "schedule": "constant",      # constant | step | cosine | onecycle
-        "step_epochs": [],           # schedule=step: epochs after which lr *= step_gamma
-        "step_gamma": 0.1,
-        "warmup_epochs": 0.0,
-        "loss": "ce",                # ce | dice | focal | ce+dice
-        "class_weights": "none",     # none | median-frequency | path to a JSON list
-        "label_smoothing": 0.0,
-        "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
-        "distribute": "auto",        # auto | none | mirrored
-        "jit": "auto",               # auto | true | false (XLA)
-        "steps_per_execution": 0,    # 0: automatic
-        "max_minutes": 0.0,          # stop after this much training time (0: no limit)
-        "seed": 0,
-    },
-}
-
-CHOICES = {  # lists owned here; the loss kinds and precisions come from their modules (see _choices)
-    ("train", "optimizer"): ("adam", "adamw", "sgd"),
-    ("train", "schedule"): ("constant", "step", "cosine", "onecycle"),
-    ("train", "distribute"): ("auto", "none", "mirrored"),
-}
-SWITCHES = ("auto", "true", "false")  # cache and jit: auto, or a bool (true/false also as strings)
+RECIPES_DIR = Path(__file__).resolve().parent / "resources" / "recipes"  # package data: a checkout and a wheel alike
 FLAGS = "command line"  # the source of overrides: a key train.batch_size comes from the flag --batch-size
+SWITCHES = ("auto", "true", "false")  # cache and jit: auto, or a bool (TOML bools, or these words; on/off too)
+_SWITCH_WORDS = {"auto": None, "true": True, "on": True, "yes": True, "1": True,
+                 "false": False, "off": False, "no": False, "0": False}
+
+
+def parse_switch(value) -> bool | None:
+    """The one reader of auto | on | off | true | false (any case; yes/no and 1/0 too) and of TOML bools:
+    None for auto, else the bool. ValueError for anything else."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _SWITCH_WORDS:
+        return _SWITCH_WORDS[value.strip().lower()]
+    raise ValueError(f"must be {', '.join(SWITCHES[:-1])} or {SWITCHES[-1]}, got {_shown(value)}")
+
+
+def _switch_text(value: bool | None):
+    """A switch as a recipe file holds it: "auto", true or false."""
+    return "auto" if value is None else value
+
+
+# --- the typed recipe: field defaults are THE defaults ----------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """[model]: an architecture from the registry and its builder's options (checked against its signature)."""
+
+    name: str = "unet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """[data]: crop size, augmentation, the val split and the classes file."""
+
+    size: tuple[int, int] = (256, 256)           # training crop, height x width
+    scale: tuple[float, float] = (0.75, 1.25)    # random scale factor range (ignored when short_side is set)
+    short_side: tuple[int, ...] = ()             # random short-side resize range in pixels, e.g. (400, 600)
+    center_crop: bool = False                    # crop the centre instead of a random window
+    flip: bool = True
+    void_as_class: bool = False                  # train the ignore label as an extra class (the tutorial's protocol)
+    val_fraction: float = 0.1                    # held out of train when the data has no val split
+    eval_short_side: int = 0                     # resize val images' short side first (0: keep the size)
+    eval_crop: tuple[int, ...] = ()              # centre-crop val images to this size after the resize
+    cache: bool | None = None                    # keep decoded images in memory: None (auto) | True | False
+    classes: str = ""                            # classes.json, relative to the recipe file (--classes wins)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """[train]: optimiser, schedule, loss, precision, devices, run length."""
+
+    epochs: int = 20
+    batch_size: int = 8                          # the global batch (all replicas)
+    optimizer: str = "adam"                      # choices: segcli.training.optim.OPTIMIZERS
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"                   # choices: segcli.training.optim.SCHEDULES
+    step_epochs: tuple[int, ...] = ()            # schedule=step: epochs after which lr *= step_gamma
+    step_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    loss: str = "ce"                             # choices: segcli.training.losses.KINDS
+    class_weights: str = "none"                  # none | median-frequency | path to a JSON list
+    label_smoothing: float = 0.0
+    precision: str = "auto"                      # auto or one of segcli.precision.PRECISIONS
+    distribute: str = "auto"                     # choices: segcli.training.distribute.STRATEGIES
+    jit: bool | None = None                      # XLA: None (auto: on with one GPU) | True | False
+    steps_per_execution: int = 0                 # 0: automatic
+    max_minutes: float = 0.0                     # stop after this much training time (0: no limit)
+    seed: int = 0
+
+
+_TABLES = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
+_SWITCH_KEYS = {("data", "cache"), ("train", "jit")}
+
+
+def _toml_value(value):
+    return list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, dict) else value
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole recipe, every value checked and typed: `recipe.train.batch_size`, `recipe.model.options`.
+    Build one with `resolve` (defaults < recipe file < flags) or `Recipe.from_dict`; `to_dict` gives the
+    TOML tables (as recipe.toml and the model file's metadata hold them)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for table in _TABLES:
+            spec = getattr(self, table)
+            out[table] = {f.name: (_switch_text(getattr(spec, f.name)) if (table, f.name) in _SWITCH_KEYS
+                                   else _toml_value(getattr(spec, f.name))) for f in fields(spec)}
+        return out
+
+    @classmethod
+    def from_dict(cls, tables: dict | None) -> Recipe:
+        """Defaults, then `tables` (a recipe's tables, all or some, as TOML holds them), every value checked."""
+        return resolve(tables or {})
+
+    def save(self, path: str | Path) -> None:
+        save(self, path)
+
+
+def _typed(tables: dict) -> Recipe:
+    """A complete, checked dict of tables -> Recipe."""
+    def spec(table: str, kind):
+        values = {}
+        for f in fields(kind):
+            value = tables[table][f.name]
+            if (table, f.name) in _SWITCH_KEYS:
+                value = parse_switch(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            values[f.name] = value
+        return kind(**values)
+
+    return Recipe(**{table: spec(table, kind) for table, kind in _TABLES.items()})
+
+
+DEFAULTS: dict[str, dict[str, Any]] = Recipe().to_dict()  # the defaults as TOML tables (key order: the fields')
 
 
 def _choices(table: str, key: str) -> tuple | None:
+    """The valid values of a key, from the module that owns them (imported only when the key is checked)."""
     if (table, key) == ("train", "loss"):
         from segcli.training.losses import KINDS
 
@@ -79,7 +165,19 @@ def _choices(table: str, key: str) -> tuple | None:
         from segcli.precision import PRECISIONS
 
         return ("auto", *PRECISIONS)
-    return CHOICES.get((table, key))
+    if (table, key) == ("train", "optimizer"):
+        from segcli.training.optim import OPTIMIZERS
+
+        return OPTIMIZERS
+    if (table, key) == ("train", "schedule"):
+        from segcli.training.optim import SCHEDULES
+
+        return SCHEDULES
+    if (table, key) == ("train", "distribute"):
+        from segcli.training.distribute import STRATEGIES
+
+        return STRATEGIES
+    return None
 
 
 # --- values: each rule returns the value (8.0 -> 8 where an integer goes) or raises _Invalid ----------------
@@ -132,12 +230,11 @@ def _bool(value) -> bool:
 
 
 def _switch(value):
-    """auto | true | false: a TOML bool, or one of the words (any case; flags give text)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in SWITCHES:
-        return value.lower()
-    raise _Invalid(f"must be {', '.join(SWITCHES[:-1])} or {SWITCHES[-1]}, got {_shown(value)}")
+    """auto | true | false (on/off too): a TOML bool, or one of the words (any case; flags give text)."""
+    try:
+        return _switch_text(parse_switch(value))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _string(value) -> str:
@@ -302,7 +399,7 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
-    """A path, or the name of a shipped recipe (`camvid-unet` finds recipes/camvid-unet.toml)."""
+    """A path, or the name of a shipped recipe (`camvid-unet` finds RECIPES_DIR/camvid-unet.toml)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -330,8 +427,9 @@ def read_recipe_file(path: str | Path) -> dict:
     return recipe
 
 
-def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, then the recipe (a file or an already-read dict), then command-line overrides (flags win).
+def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None = None) -> Recipe:
+    """Defaults, then the recipe (a file or an already-read dict of tables), then command-line overrides
+    (flags win): the typed Recipe.
 
     Every value is checked here, before anything is built or written: a bad one is a SegcliError naming the
     file and key, or for an override the flag it came from (train.batch_size: --batch-size, model.name: MODEL).
@@ -345,13 +443,38 @@ def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None
         recipe = merge(recipe, _check({t: {k: v for k, v in kv.items() if v is not None}
                                        for t, kv in overrides.items()}, FLAGS))
     recipe["model"]["options"] = _model_options(recipe["model"]["name"], recipe["model"]["options"], None)
-    return recipe
+    return _typed(recipe)
 
 
-def save(recipe: dict, path: str | Path) -> None:
-    write_text(path, "# resolved by segcli: defaults < recipe file < command-line flags\n" + tomli_w.dumps(recipe))
+def resolve_for_model(model_name: str | None, recipe_file=None, overrides: dict | None = None
+                      ) -> tuple[Recipe, str | None]:
+    """(recipe, note) for `train MODEL --recipe FILE FLAGS`: defaults < recipe file < flags, where MODEL
+    replaces the recipe's model and drops its options when they differ (the note says so; None otherwise)."""
+    file_recipe = read_recipe_file(recipe_file) if recipe_file else {}
+    file_model = file_recipe.get("model", {}).get("name")
+    note = None
+    if model_name and file_model not in (None, model_name):
+        note = (f"the recipe's model '{file_model}' is replaced by '{model_name}' (its model options are not used)")
+        file_recipe["model"] = {"options": {}}
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if model_name:
+        overrides.setdefault("model", {})["name"] = model_name
+    return resolve(file_recipe, overrides), note
 
 
-def load_resolved(path: str | Path) -> dict:
+def save(recipe: Recipe, path: str | Path) -> None:
+    """recipe.toml of a run folder: complete, so reading it back (load_resolved) gives an equal Recipe."""
+    write_text(path, "# resolved by segcli: defaults < recipe file < command-line flags\n"
+               + tomli_w.dumps(recipe.to_dict()))
+
+
+def load_resolved(path: str | Path) -> Recipe:
     """A recipe.toml written into a run folder (complete, so no defaults are mixed in)."""
-    return merge(copy.deepcopy(DEFAULTS), read_recipe_file(path))
+    return resolve(path)
+
+
+def held_out(saved: dict | None) -> tuple[float, int]:
+    """(val_fraction, seed) of the split a model was trained with, from the recipe tables its model file
+    stores (segcli.modelfile meta "recipe"), else the defaults: what `evaluate` uses to find that val split."""
+    data, train = (saved or {}).get("data") or {}, (saved or {}).get("train") or {}
+    return float(data.get("val_fraction", DataSpec.val_fraction)), int(train.get("seed", TrainSpec.seed))

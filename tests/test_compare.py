@@ -47,3 +47,16 @@ def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
 def test_compare_from_a_folder_that_is_not_a_run(cli, tmp_path):
     result = cli("compare", "--from", tmp_path, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "not a finished segcli run" in result.output
+
+
+def test_an_error_in_the_training_child_ends_as_one_line(cli, sample_data, tmp_path):
+    """compare trains each model in a child process through the library; the child's error comes back as
+    one line naming the model and the child's problem, and nothing after it is trained."""
+    missing = tmp_path / "no-such-classes.json"
+    out = tmp_path / "cmp"
+    result = cli("compare", "lambda-fcn", "lambda-unet", sample_data, "--classes", missing, "--epochs", "1",
+                 "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "training lambda-fcn failed" in lines[0] and str(missing) in lines[0], result.stderr
+    assert not (out / "run-2-lambda-unet").exists()

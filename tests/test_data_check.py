@@ -107,7 +107,7 @@ def test_sample_data_is_clean(sample_data, cli):
 @pytest.mark.slow
 @pytest.mark.camvid
 def test_camvid_counts_and_clean(camvid_dir, cli):
-    result = cli("data", "check", camvid_dir, "--classes", ROOT / "recipes" / "camvid-classes.json", "--json")
+    result = cli("data", "check", camvid_dir, "--classes", ROOT / "segcli" / "resources" / "recipes" / "camvid-classes.json", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["counts"] == {"train": 367, "val": 101} and report["problems"] == []

@@ -69,7 +69,7 @@ def test_default_classes_palette_is_distinct():
 
 def test_shipped_camvid_classes_files_match_the_resource():
     root = Path(__file__).resolve().parents[1]
-    for path in (root / "recipes" / "camvid-classes.json", root / "sample_data" / "classes.json"):
+    for path in (root / "segcli" / "resources" / "recipes" / "camvid-classes.json", root / "sample_data" / "classes.json"):
         assert load_classes(path) == camvid_classes(), path
 
 

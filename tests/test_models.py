@@ -240,7 +240,7 @@ def test_save_load_without_segcli(tmp_path):
 
 def test_model_spec_from_toml(tmp_path):
     for name in ("lambda-fcn", "lambda-unet"):
-        assert model_spec_from_toml(os.path.join(ROOT, "recipes", f"{name}.toml")) == (name, {})
+        assert model_spec_from_toml(os.path.join(ROOT, "segcli", "resources", "recipes", f"{name}.toml")) == (name, {})
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nnum_classes = 3\n[model]\nname = "unet"\n[model.options]\ndepth = 2\n'
                       'base_filters = 4\n[train]\nepochs = 1\n')
@@ -260,7 +260,7 @@ def test_cli_show(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "params: 1384652" in result.output
     assert "output stride: 16" in result.output
-    result = cli("models", "show", os.path.join(ROOT, "recipes", "lambda-unet.toml"), "--size", "64x64",
+    result = cli("models", "show", os.path.join(ROOT, "segcli", "resources", "recipes", "lambda-unet.toml"), "--size", "64x64",
                  "--summary")
     assert result.exit_code == 0, result.output
     assert "params: 1554636" in result.output and "Concatenate" in result.output

@@ -175,5 +175,5 @@ def test_mixed_float16_compiles_with_loss_scaling():
 
     with policy("mixed_float16"):
         model = build_model("unet", 3, **TINY)
-    model.compile(optimizer=make_optimizer(recipes.resolve()["train"], 10), loss="mse")
+    model.compile(optimizer=make_optimizer(recipes.resolve().train, 10), loss="mse")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -115,9 +115,9 @@ def test_integral_floats_count_as_integers_and_flags_arrive_as_text(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text("[train]\nbatch_size = 8.0\nepochs = 3\nlr = 1\n[data]\nsize = [64.0, 96]\n")
     r = recipes.resolve(recipe, {"train": {"epochs": "5", "lr": "1e-3", "seed": None}})
-    assert r["train"]["batch_size"] == 8 and type(r["train"]["batch_size"]) is int
-    assert r["data"]["size"] == [64, 96] and all(type(s) is int for s in r["data"]["size"])
-    assert r["train"]["epochs"] == 5 and r["train"]["lr"] == pytest.approx(1e-3) and r["train"]["seed"] == 0
+    assert r.train.batch_size == 8 and type(r.train.batch_size) is int
+    assert list(r.data.size) == [64, 96] and all(type(s) is int for s in r.data.size)
+    assert r.train.epochs == 5 and r.train.lr == pytest.approx(1e-3) and r.train.seed == 0
     with pytest.raises(SegcliError, match=r"^--batch-size: must be an integer >= 1, got 2.5$"):
         recipes.resolve(None, {"train": {"batch_size": "2.5"}})
 
@@ -125,14 +125,14 @@ def test_integral_floats_count_as_integers_and_flags_arrive_as_text(tmp_path):
 def test_options_without_a_model_name_are_checked_against_the_model_used(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text("[model.options]\nvariant = 'fcn16s'\n")  # an fcn option, no [model] name
-    assert recipes.resolve(recipe, {"model": {"name": "fcn"}})["model"]["options"] == {"variant": "fcn16s"}
+    assert recipes.resolve(recipe, {"model": {"name": "fcn"}}).model.options == {"variant": "fcn16s"}
     with pytest.raises(SegcliError, match="variant is not an option of model 'unet'"):
         recipes.resolve(recipe)
 
 
 def test_train_passes_only_the_flags_given(cli, sample_data, tmp_path, monkeypatch):
     """The library sees which flags were set (what --resume refuses): none given is {}, no None values."""
-    import segcli.training
+    import segcli.runs
 
     seen = []
 
@@ -140,7 +140,7 @@ def test_train_passes_only_the_flags_given(cli, sample_data, tmp_path, monkeypat
         seen.append(kwargs["overrides"])
         raise SegcliError("stop here")
 
-    monkeypatch.setattr(segcli.training, "train", fake_train)
+    monkeypatch.setattr(segcli.runs, "train_and_evaluate", fake_train)
     cli("train", "unet", sample_data, "--out", tmp_path / "a")
     cli("train", "unet", sample_data, "--epochs", "3", "--size", "64x96", "--jit", "false", "--out", tmp_path / "b")
     cli("train", "--resume", tmp_path / "a", "--lr", "0.01")
@@ -167,3 +167,45 @@ def test_compare_checks_models_and_recipes_before_training(cli, tmp_path):
     recipe.write_text("[train]\nlr = -1\n")
     assert_one_line_error(cli("compare", "unet", "fcn", "--recipe", recipe, "--out", out),
                           f"{recipe}: [train] lr must be a number > 0, got -1", out=out)
+
+
+def test_typed_recipe_round_trips_through_recipe_toml(tmp_path):
+    """resolve gives frozen, typed fields; recipe.toml written and read back is an equal Recipe."""
+    import dataclasses
+
+    r = recipes.resolve("camvid-fcn", {"train": {"jit": "on", "epochs": "3"}, "data": {"size": [64, 96]}})
+    assert isinstance(r, recipes.Recipe) and r.train.jit is True and r.data.cache is None
+    assert r.train.epochs == 3 and r.data.size == (64, 96) and r.model.name == "fcn"
+    assert r.data.classes.endswith("camvid-classes.json") and recipes.Path(r.data.classes).is_file()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.train.epochs = 4
+    recipes.save(r, tmp_path / "recipe.toml")
+    assert recipes.load_resolved(tmp_path / "recipe.toml") == r
+    assert recipes.Recipe.from_dict(r.to_dict()) == r
+    assert recipes.Recipe().to_dict() == recipes.DEFAULTS and recipes.resolve() == recipes.Recipe()
+
+
+@pytest.mark.parametrize("text,value", [("auto", None), ("AUTO", None), ("on", True), ("true", True), ("True", True),
+                                        ("off", False), ("false", False), (True, True), (False, False)])
+def test_one_switch_parser_for_recipe_train_and_bench(text, value):
+    from segcli.bench import _parse_jit
+    from segcli.training.distribute import execution_settings
+
+    assert recipes.parse_switch(text) is value
+    assert recipes.resolve(None, {"train": {"jit": text}, "data": {"cache": text}}).train.jit is value
+    assert _parse_jit(text) is value
+    jit, _ = execution_settings(text, 0, gpu=True, distributed=False)
+    assert jit is (True if value is None else value)  # auto: on with a GPU
+
+
+def test_shipped_recipes_are_package_data():
+    """Found inside the package (what a wheel installs), by name or by path."""
+    import segcli
+
+    package = recipes.Path(segcli.__file__).resolve().parent
+    assert recipes.RECIPES_DIR == package / "resources" / "recipes"
+    for name in ("sample-unet", "camvid-fcn", "camvid-unet", "lambda-fcn", "lambda-unet"):
+        assert recipes.find_recipe(name) == recipes.RECIPES_DIR / f"{name}.toml"
+    assert (recipes.RECIPES_DIR / "camvid-classes.json").is_file()
+    toml = (package.parent / "pyproject.toml").read_text()
+    assert '"resources/recipes/*.toml"' in toml and '"resources/recipes/*.json"' in toml

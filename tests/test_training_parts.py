@@ -6,7 +6,8 @@ import pytest
 from segcli import recipe as recipes
 from segcli.errors import SegcliError
 from segcli.training.losses import SegmentationLoss, make_loss, median_frequency_weights
-from segcli.training.metrics import scores_from_confusion, segmentation_metrics
+from segcli.scoring import scores_from_confusion
+from segcli.training.metrics import segmentation_metrics
 
 
 def _logits(pred, k):
@@ -127,9 +128,9 @@ def test_recipe_flags_override_file_and_unknown_keys_list_valid_ones(tmp_path):
     path.write_text('[model]\nname = "fcn"\n[model.options]\nvariant = "fcn16s"\n'
                     '[data]\nclasses = "cls.json"\n[train]\nepochs = 5\nlr = 0.01\n')
     r = recipes.resolve(path, {"train": {"epochs": 7, "lr": None}})
-    assert r["train"]["epochs"] == 7 and r["train"]["lr"] == 0.01  # None = flag not given
-    assert r["model"]["options"] == {"variant": "fcn16s"} and r["train"]["batch_size"] == 8
-    assert r["data"]["classes"] == str((tmp_path / "cls.json").resolve())  # relative to the recipe
+    assert r.train.epochs == 7 and r.train.lr == 0.01  # None = flag not given
+    assert r.model.options == {"variant": "fcn16s"} and r.train.batch_size == 8
+    assert r.data.classes == str((tmp_path / "cls.json").resolve())  # relative to the recipe
     recipes.save(r, tmp_path / "resolved.toml")
     assert recipes.load_resolved(tmp_path / "resolved.toml") == r
     path.write_text("[train]\nschedule = 'linear'\n")
@@ -145,8 +146,8 @@ def test_shipped_recipes_resolve_and_build():
 
     for name in ("lambda-fcn", "lambda-unet", "camvid-fcn", "camvid-unet", "sample-unet"):
         r = recipes.resolve(recipes.find_recipe(name))
-        model = build_model(r["model"]["name"], 12, **r["model"]["options"])
-        assert all(s % output_stride(model) == 0 for s in r["data"]["size"]), name
+        model = build_model(r.model.name, 12, **r.model.options)
+        assert all(s % output_stride(model) == 0 for s in r.data.size), name
     with pytest.raises(SegcliError, match="shipped recipes: .*camvid-unet"):
         recipes.find_recipe("no-such-recipe")
 
@@ -154,13 +155,15 @@ def test_shipped_recipes_resolve_and_build():
 def test_schedules():
     from segcli.training.optim import make_schedule
 
-    train = dict(recipes.DEFAULTS["train"], lr=1.0, epochs=10)
-    step = make_schedule({**train, "schedule": "step", "step_epochs": [5], "step_gamma": 0.1}, 10)
+    from dataclasses import replace
+
+    train = recipes.TrainSpec(lr=1.0, epochs=10)
+    step = make_schedule(replace(train, schedule="step", step_epochs=(5,), step_gamma=0.1), 10)
     assert float(step(49)) == pytest.approx(1.0) and float(step(51)) == pytest.approx(0.1)
-    one = make_schedule({**train, "schedule": "onecycle"}, 10)
+    one = make_schedule(replace(train, schedule="onecycle"), 10)
     assert float(one(0)) == pytest.approx(1 / 25) and float(one(30)) == pytest.approx(1.0, rel=1e-3)
     assert float(one(100)) < 0.01
-    assert make_schedule({**train, "schedule": "constant"}, 10) == 1.0
+    assert make_schedule(replace(train, schedule="constant"), 10) == 1.0
 
 
 def test_precision_auto(monkeypatch):
@@ -206,3 +209,44 @@ def test_execution_settings_turn_xla_and_multi_step_calls_off_across_replicas():
         execution_settings("true", 0, gpu=True, distributed=True)
     with pytest.raises(SegcliError, match="keras-team/keras#19246"):
         execution_settings("auto", 8, gpu=True, distributed=True)
+
+
+def test_scoring_leaves_a_predicted_void_class_unscored():
+    from segcli.scoring import confusion_counts
+
+    truth = np.array([0, 0, 1, 1, 2, 255])  # 2 = void (ignored in truth), 255 = padding
+    pred = np.array([0, 2, 1, 1, 0, 1])     # void predicted on a real class is an error
+    cm = confusion_counts(truth, pred, 3, 2)
+    assert cm.sum() == 4  # void and padding truth left out
+    scores = scores_from_confusion(cm, scored_classes=2)
+    assert scores["iou"] == pytest.approx([0.5, 1.0]) and scores["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert scores["miou"] == pytest.approx(0.75) and len(scores["class_accuracy"]) == 2
+
+
+def test_compile_for_training_scores_only_the_dataset_classes_with_void_as_class():
+    """The one compile path (train and bench's fit): void trained as class K is predicted but not scored."""
+    import keras
+
+    from segcli.data import camvid_classes
+    from segcli.models import build_model
+    from segcli.training.compile import compile_for_training
+
+    classes = camvid_classes().with_void_as_class()
+    model = build_model("unet", classes.num_classes, depth=2, base_filters=4)
+    recipe = recipes.resolve(None, {"data": {"void_as_class": True}, "train": {"jit": "false"}})
+    compiled = compile_for_training(model, recipe, classes, 10, gpu=False)
+    assert (compiled.jit, compiled.steps_per_execution) == (False, 1)
+    miou = compiled.metrics[1]
+    assert isinstance(miou, keras.metrics.IoU) and list(miou.target_class_ids) == list(range(11))
+    assert miou.ignore_class == 11 and model.loss.ignore_index == classes.ignore_index == 255
+    plain = compile_for_training(model, recipes.resolve(), camvid_classes(), 10, metrics=False, gpu=False)
+    assert plain.metrics == [] and model.loss.ignore_index == 11
+
+
+def test_training_does_not_import_evaluation():
+    import subprocess
+    import sys
+
+    code = "import sys, segcli.training, segcli.training.compile; print('segcli.evaluation' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

@@ -27,7 +27,3 @@ class Augment:
             self.crop = tuple(int(s) for s in self.crop)
             if len(self.crop) != 2 or min(self.crop) <= 0:
                 raise DataError(f"augment crop must be (height, width) > 0, got {self.crop}")
-
-    @property
-    def resizes(self) -> bool:
-        return self.short_side is not None or self.scale != (1.0, 1.0)

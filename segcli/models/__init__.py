@@ -2,10 +2,13 @@
 
 >>> from segcli.models import build_model, list_models
 >>> model = build_model("lambda-unet", num_classes=12)
+>>> model = build_model("unet", 12, encoder="mobilenetv3small", encoder_weights="imagenet")  # see encoders.py
 """
 
 from __future__ import annotations
 
+from segcli.models.encoders import (ENCODER_LAYER, build_backbone, decoder_variables, encoder_info, encoder_layers,
+                                    encoder_of, encoder_variables, list_encoders, set_encoder_trainable)
 from segcli.models.fcn import build_fcn
 from segcli.models.info import count_params, gflops, output_stride
 from segcli.models.registry import (ModelEntry, build_model, builder_options, list_models, model_entry,
@@ -25,6 +28,8 @@ register("lambda-unet", build_unet, description="the tutorial's U-Net: lambda-fc
          encoder="strided", depth=4, base_filters=32, batch_norm=False)
 
 __all__ = [
-    "ModelEntry", "build_fcn", "build_model", "build_unet", "builder_options", "count_params", "gflops",
-    "list_models", "model_entry", "model_spec_from_toml", "output_stride", "register",
+    "ENCODER_LAYER", "ModelEntry", "build_backbone", "build_fcn", "build_model", "build_unet", "builder_options",
+    "count_params", "decoder_variables", "encoder_info", "encoder_layers", "encoder_of", "encoder_variables", "gflops",
+    "list_encoders", "list_models", "model_entry", "model_spec_from_toml", "output_stride", "register",
+    "set_encoder_trainable",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 from keras import layers
 
 from segcli.errors import ModelError
+from segcli.models.encoders import BACKBONES
 
 UPSAMPLE_MODES = ("transpose", "resize", "resize_nearest", "resize_bilinear")
 ENCODERS = ("vgg", "strided")
@@ -48,10 +49,29 @@ def _model(inputs, outputs, name: str, bn_momentum: float) -> keras.Model:
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 < bn_momentum < 1.0:
         raise ModelError(f"bn_momentum must be in (0, 1), got {bn_momentum!r}")
     model = keras.Model(inputs, outputs, name=name)
-    for layer in model.layers:
+    for layer in _all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(bn_momentum)
     return model
+
+
+def _all_layers(model):
+    """The model's layers, those of nested models (a pretrained encoder) included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _check_encoder(encoder, encoder_weights) -> bool:
+    """Validate ``encoder`` (segcli's own or a keras.applications backbone); True for a backbone."""
+    _check_choice("encoder", encoder, ENCODERS + tuple(BACKBONES))
+    if encoder in BACKBONES:
+        return True
+    if encoder_weights is not None and not (isinstance(encoder_weights, str) and encoder_weights.lower() == "none"):
+        raise ModelError(f"encoder_weights needs a pretrained encoder ({', '.join(BACKBONES)}), "
+                         f"not encoder {encoder!r}")
+    return False
 
 
 def _input(normalize: bool = True, downsample: int = 1):

@@ -25,10 +25,6 @@ class ModelEntry:
     presets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def options(self) -> list[str]:
-        """The builder's keyword arguments (what ``build_model`` accepts besides num_classes)."""
-        return builder_options(self.builder)
-
 
 _REGISTRY: dict[str, ModelEntry] = {}
 

@@ -6,13 +6,14 @@ import keras
 from keras import layers
 
 from segcli.errors import ModelError
-from segcli.models.blocks import (_check_choice, _check_positive_int, _check_upsample, _conv, _encoder, _input,
+from segcli.models.blocks import (_check_encoder, _check_positive_int, _check_upsample, _conv, _encoder, _input,
                                   _logits, _model, _upsample)
+from segcli.models.encoders import backbone_features
 
 
 def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, encoder: str = "vgg",
-               convs_per_block: int = 2, decoder_convs: int | None = None, batch_norm: bool = True,
-               bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose",
+               encoder_weights=None, convs_per_block: int = 2, decoder_convs: int | None = None,
+               batch_norm: bool = True, bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose",
                up_kernel: int | None = None, allow_checkerboard: bool = False, normalize: bool = True,
                downsample_input: int = 1, name: str | None = None) -> keras.Model:
     """Build a U-Net returning float32 logits of shape (H, W, num_classes) for (H, W, 3) RGB 0..255 input.
@@ -24,6 +25,13 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     encoder ``strided``: per level one 4x4 stride-2 conv (the deepest is the bottleneck); per decoder
         level upsample, concatenate [encoder, decoder], ``decoder_convs`` (default 0) 3x3 convs; a final
         upsampling straight to num_classes (the tutorial's net with depth 4, base 32, no BN).
+    encoder ``vgg16``, ``resnet50``, ``mobilenetv3small``, ... (segcli.models.encoders): a keras.applications
+        backbone with its own preprocessing, tapped at strides 2, 4, 8, 16 (the skips) and 32 (the
+        bottleneck); output stride 32, ``depth`` and ``normalize`` are ignored. Per decoder level
+        (strides 16, 8, 4, 2) upsample, concatenate [backbone features, decoder], ``decoder_convs``
+        (default ``convs_per_block``) 3x3 convs of ``base_filters * stride``; then one more level to
+        stride 1 without a skip, and a 1x1 conv to the class scores. ``encoder_weights``: None/"none",
+        "imagenet" or a weights file (see segcli.models.encoders).
     bn_momentum: BatchNormalization's moving-average momentum; 0.9 for runs of a few hundred steps.
     downsample_input: run the net on the image averaged down by this factor and upsample the class
         scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
@@ -34,20 +42,28 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     num_classes = _check_positive_int("num_classes", num_classes)
     depth = _check_positive_int("depth", depth)
     base_filters = _check_positive_int("base_filters", base_filters)
-    _check_choice("encoder", encoder, ("vgg", "strided"))
+    pretrained = _check_encoder(encoder, encoder_weights)
     _check_positive_int("convs_per_block", convs_per_block)
     _check_upsample(upsample, up_kernel, 2, allow_checkerboard)
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout!r}")
     if decoder_convs is None:
-        decoder_convs = convs_per_block if encoder == "vgg" else 0
+        decoder_convs = 0 if encoder == "strided" else convs_per_block
     if isinstance(decoder_convs, bool) or not isinstance(decoder_convs, int) or decoder_convs < 0:
         raise ModelError(f"decoder_convs must be a non-negative integer, got {decoder_convs!r}")
     widths = [base_filters * 2 ** i for i in range(depth)]
     up = dict(upsample=upsample, kernel_size=up_kernel, allow_checkerboard=allow_checkerboard)
 
-    inputs, x = _input(normalize, downsample_input)
-    if encoder == "vgg":
+    if pretrained:
+        inputs, x = _input(False, downsample_input)  # the backbone normalises as it was trained to
+        feats = backbone_features(x, encoder, encoder_weights)
+        skips, x = feats[:-1], feats[-1]
+        widths = [base_filters * 2 ** i for i in range(1, len(feats))]  # strides 2, 4, 8, 16
+        if dropout:
+            x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+        levels = range(len(skips) - 1, -1, -1)
+    elif encoder == "vgg":
+        inputs, x = _input(normalize, downsample_input)
         skips = []
         for i, f in enumerate(widths, start=1):
             for k in range(1, convs_per_block + 1):
@@ -60,6 +76,7 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
             x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
         levels = range(depth - 1, -1, -1)
     else:
+        inputs, x = _input(normalize, downsample_input)
         skips = _encoder(x, widths, encoder="strided", batch_norm=batch_norm)
         x = skips[-1]
         if dropout:
@@ -72,7 +89,13 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
         for k in range(1, decoder_convs + 1):
             x = _conv(x, widths[i], 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
 
-    if encoder == "vgg":
+    if pretrained:  # back to stride 1, no skip there
+        n = len(skips) + 1
+        x = _upsample(x, base_filters, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
+        for k in range(1, decoder_convs + 1):
+            x = _conv(x, base_filters, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
+        x = layers.Conv2D(num_classes, 1, name="score")(x)
+    elif encoder == "vgg":
         x = layers.Conv2D(num_classes, 1, name="score")(x)
     else:
         x = _upsample(x, num_classes, 2, activation=None, name="up_final", **up)

@@ -4,9 +4,6 @@ epoch with the history, and a rich progress display."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from pathlib import Path
@@ -16,7 +13,8 @@ import numpy as np
 
 from segcli.errors import SegcliError
 from segcli.files import atomic_path, write_json, write_text
-from segcli.training.metrics import scores_from_confusion
+from segcli.runfolder import STATE_NAME, history_csv, read_backup_state
+from segcli.scoring import scores_from_confusion
 
 
 class Throughput(keras.callbacks.Callback):
@@ -45,19 +43,18 @@ class Throughput(keras.callbacks.Callback):
 
 
 class PerClassIoU(keras.callbacks.Callback):
-    """After validation the mIoU metric holds the val confusion matrix: log IoU for every class."""
+    """After validation the mIoU metric holds the val confusion matrix: log IoU for every scored class (the
+    dataset's; a void class the model is trained on is not scored, see segcli.scoring)."""
 
     def __init__(self, miou_metric: keras.metrics.MeanIoU, class_names):
         super().__init__()
         self.metric = miou_metric
         self.names = list(class_names)
-        self.latest: dict | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or "val_miou" not in logs:
             return
-        scores = scores_from_confusion(np.asarray(self.metric.total_cm))
-        self.latest = scores
+        scores = scores_from_confusion(np.asarray(self.metric.total_cm), len(self.names))
         for name, value in zip(self.names, scores["iou"]):
             logs[f"val_iou_{name}"] = float("nan") if value is None else value
 
@@ -93,45 +90,12 @@ class SaveBest(keras.callbacks.Callback):
         self.monitor = monitor
         self.best = -math.inf
         self.best_epoch = None
-        self.best_logs: dict = {}
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(float(value)) and float(value) > self.best:
-            self.best, self.best_epoch, self.best_logs = float(value), epoch + 1, dict(logs)
+            self.best, self.best_epoch = float(value), epoch + 1
             self.save(self.model)
-
-
-STATE_NAME = "state.json"
-
-
-def history_csv(rows: list[dict]) -> str:
-    """history.csv's text: `epoch` first, then the other keys sorted (as Keras' CSVLogger writes it)."""
-    keys = sorted({k for row in rows for k in row} - {"epoch"})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["epoch", *keys], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def read_backup_state(backup_dir: str | Path) -> dict | None:
-    """The last finished epoch recorded in ``backup_dir`` ({"epoch", "weights", "history", "best", ...}),
-    or None when there is none. Only a state file whose weights file exists counts."""
-    backup_dir = Path(backup_dir)
-    path = backup_dir / STATE_NAME
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-        weights = backup_dir / str(state["weights"])
-        int(state["epoch"]), list(state["history"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SegcliError(f"damaged training backup ({exc}); start the run again with --force", path) from None
-    if not weights.is_file():
-        raise SegcliError(f"training backup names {weights.name}, which is missing; start the run again with "
-                          "--force", path)
-    return state
 
 
 class RunBackup(keras.callbacks.Callback):

@@ -8,18 +8,21 @@ from __future__ import annotations
 import json
 import os
 
-import tensorflow as tf
-
 from segcli.errors import SegcliError
+from segcli.recipe import parse_switch
+
+STRATEGIES = ("auto", "none", "mirrored")  # what --distribute takes
 
 
-def resolve_strategy(choice: str = "auto") -> tuple[tf.distribute.Strategy, str]:
+def resolve_strategy(choice: str = "auto"):
     """Return (strategy, description).
 
     auto: MirroredStrategy over all GPUs when there are two or more, else the default (single-device)
     strategy. Several machines are refused: Keras 3's model.fit fails under MultiWorkerMirroredStrategy
     (keras-team/keras#20585; reproduced with two workers on localhost, Keras 3.15).
     """
+    import tensorflow as tf
+
     cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
     if choice == "multiworker" or (choice == "auto" and len(cluster.get("worker", [])) > 1):
         raise SegcliError("training on several machines is not supported: Keras 3's model.fit fails under "
@@ -35,25 +38,29 @@ def resolve_strategy(choice: str = "auto") -> tuple[tf.distribute.Strategy, str]
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         return strategy, f"MirroredStrategy over {strategy.num_replicas_in_sync} devices"
-    raise SegcliError(f"unknown --distribute {choice!r}; choose auto, none or mirrored")
+    raise SegcliError(f"unknown --distribute {choice!r}; choose {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
 
 
-def is_distributed(strategy: tf.distribute.Strategy) -> bool:
+def is_distributed(strategy) -> bool:
     """Any strategy but TensorFlow's default single-device one (what get_strategy() gives outside a scope)."""
+    import tensorflow as tf
+
     return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
 
 
-def execution_settings(jit="auto", steps_per_execution: int = 0, *, gpu: bool, distributed: bool) -> tuple[bool, int]:
+def execution_settings(jit: bool | str | None = None, steps_per_execution: int = 0, *, gpu: bool, distributed: bool) -> tuple[bool, int]:
     """(XLA on?, steps per execution): on a GPU XLA and 8 steps per call, on a CPU neither (XLA measured 3x
     slower there); across replicas neither, since Keras 3 cannot run them under tf.distribute: XLA compiles
     all replicas' step as one cluster that cannot reach the other devices' variables, and more than one step
     per call fails with "You must feed a value for placeholder tensor" (keras-team/keras#19246). Both were
     reproduced with MirroredStrategy over two logical CPUs; asking for them there is refused in one line.
     """
-    if jit in ("auto", None):
+    try:
+        jit = parse_switch(jit)  # auto | on | off | true | false, or None / a bool
+    except ValueError as exc:
+        raise SegcliError(f"--jit: {exc}") from None
+    if jit is None:
         jit = gpu and not distributed
-    else:
-        jit = str(jit).lower() in ("true", "1", "yes")
     spe = int(steps_per_execution) or (8 if gpu and not distributed else 1)
     if distributed and jit:
         raise SegcliError("--jit true does not work with a tf.distribute strategy in Keras 3 (XLA cannot reach the "

@@ -1,4 +1,6 @@
-"""Pixel accuracy and IoU from one confusion matrix, built on Keras' IoU / MeanIoU (ignore_class).
+"""Pixel accuracy and IoU from one confusion matrix, built on Keras' IoU / MeanIoU (ignore_class), following
+segcli.scoring's rules (what is ignored, void predicted but not scored); scores from a finished matrix are
+segcli.scoring.scores_from_confusion.
 
 Keras' own update (masks, casts and a scatter, per metric) cost a tenth of a training step of the
 tutorial's nets on a 2-core CPU. Here the argmax and the pixel -> cell index are one XLA-fused pass and
@@ -8,9 +10,10 @@ the matrix is a bincount; pixel accuracy reads the same matrix instead of buildi
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from segcli.scoring import scored_labels
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -79,20 +82,9 @@ def segmentation_metrics(num_classes: int, ignore_index: int | None, scored_clas
     return [PixelAccuracy(miou), miou]
 
 
-def scores_from_confusion(cm) -> dict:
-    """Pixel accuracy, mean IoU over classes that occur (in truth or prediction), per-class IoU and accuracy."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    truth = cm.sum(axis=1)
-    pred = cm.sum(axis=0)
-    union = truth + pred - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-        acc = np.where(truth > 0, tp / truth, np.nan)
-    return {
-        "pixel_accuracy": float(tp.sum() / max(cm.sum(), 1.0)),
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-        "iou": [None if np.isnan(v) else float(v) for v in iou],
-        "class_accuracy": [None if np.isnan(v) else float(v) for v in acc],
-        "pixels": int(cm.sum()),
-    }
+def training_metrics(model_classes, void_as_class: bool):
+    """segmentation_metrics for a model trained on `model_classes` (a ClassMap; with `void_as_class` its last
+    class is void): the ignore label and scored classes from segcli.scoring's rules."""
+    data_classes = model_classes.num_classes - 1 if void_as_class else model_classes.num_classes
+    ignore, scored = scored_labels(data_classes, model_classes.ignore_index, void_as_class)
+    return segmentation_metrics(model_classes.num_classes, ignore, scored)

@@ -1,21 +1,23 @@
-"""Optimizer and learning-rate schedule from a recipe's [train] table."""
+"""Optimizer and learning-rate schedule from a recipe's [train] table (a segcli.recipe.TrainSpec)."""
 
 from __future__ import annotations
 
-import keras
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
-def make_schedule(train: dict, steps_per_epoch: int):
-    lr = float(train["lr"])
-    epochs = int(train["epochs"])
-    total = max(1, steps_per_epoch * epochs)
-    warmup = int(float(train["warmup_epochs"]) * steps_per_epoch)
-    kind = train["schedule"]
+def make_schedule(train, steps_per_epoch: int):
+    import keras
+
+    lr = train.lr
+    total = max(1, steps_per_epoch * train.epochs)
+    warmup = int(train.warmup_epochs * steps_per_epoch)
+    kind = train.schedule
     if kind == "constant":
         return lr
     if kind == "step":
-        boundaries = [int(e) * steps_per_epoch for e in train["step_epochs"]] or [total // 2]
-        values = [lr * float(train["step_gamma"]) ** i for i in range(len(boundaries) + 1)]
+        boundaries = [e * steps_per_epoch for e in train.step_epochs] or [total // 2]
+        values = [lr * train.step_gamma ** i for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     if kind == "cosine":
         if warmup:
@@ -29,10 +31,12 @@ def make_schedule(train: dict, steps_per_epoch: int):
     raise ValueError(kind)
 
 
-def make_optimizer(train: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(train, steps_per_epoch: int):
+    import keras
+
     schedule = make_schedule(train, steps_per_epoch)
-    wd = float(train["weight_decay"]) or None
-    name = train["optimizer"]
+    wd = train.weight_decay or None
+    name = train.optimizer
     if name == "adam":
         return keras.optimizers.Adam(schedule, weight_decay=wd)
     if name == "adamw":

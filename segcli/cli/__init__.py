@@ -1,0 +1,116 @@
+"""The `segcli` command line: parses arguments, calls the library, prints through segcli.cli.render.
+
+One module per command group (data, models, train, predict + overlay, evaluate, compare, export, bench), each
+registered on `app` below; render.py holds every table, progress bar and console. Nothing in the library
+imports this package; the work lives in segcli.data, segcli.models and the modules built on them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ log lines out of the output
+
+import typer
+
+from segcli.cli import render
+from segcli.errors import SegcliError
+
+app = typer.Typer(
+    help="Semantic image segmentation: train FCN / U-Net, predict masks, evaluate, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
+    _state["debug"] = debug
+    if not debug:
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ side prints start-up lines to fd 2 before its log level applies: mute them once."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    except Exception:
+        pass  # the real import, later, reports the problem
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _guard(fn):
+    """Turn SegcliError into one line on stderr and exit 2 (no traceback unless --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except SegcliError as exc:
+            if _state["debug"]:
+                raise
+            render.error(str(exc))
+            raise typer.Exit(exc.exit_code)
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            render.error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _guard_all(typer_app: typer.Typer) -> None:
+    """_guard every command and every group's callback (the root's callback only sets --debug)."""
+    for info in typer_app.registered_commands:
+        info.callback = _guard(info.callback)
+    for group in typer_app.registered_groups:
+        callback = group.typer_instance.registered_callback
+        if callback is not None and callback.callback is not None:
+            callback.callback = _guard(callback.callback)
+        _guard_all(group.typer_instance)
+
+
+# --- the commands, in the order `segcli --help` lists them ---------------------------------------------
+from segcli.cli import bench, compare, data, evaluate, export, models, predict, train  # noqa: E402
+
+app.command("train")(train.train_cmd)
+app.command("predict")(predict.predict_cmd)
+app.command("overlay")(predict.overlay_cmd)
+app.command("evaluate")(evaluate.evaluate_cmd)
+app.command("compare")(compare.compare_cmd)
+app.command("export")(export.export_cmd)
+app.command("bench")(bench.bench_cmd)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+
+_guard_all(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        render.interrupted()
+        sys.exit(130)
+

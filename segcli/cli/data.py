@@ -1,0 +1,37 @@
+"""segcli data check: read a dataset folder once and report it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segcli.cli import render
+
+app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
+
+
+@app.command("check")
+def data_check(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Dataset folder (or a CSV of image,mask rows)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DIR/classes.json, "
+                                           "else inferred from the masks)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out as val when "
+                                       "there is no val split."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
+):
+    """Read every image and mask once: layout, encoding, counts, sizes, class shares and every problem.
+
+    Exit 0 when clean, 1 when problems were found, 2 when DIR cannot be used at all."""
+    import json
+
+    from segcli.data import check_dataset, open_dataset
+
+    report = check_dataset(open_dataset(directory, classes=classes, val_fraction=val_fraction))
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render.data_report(report)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,45 @@
+"""segcli evaluate: confusion matrix, pixel accuracy, IoU per class (and the tutorial's figure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segcli.cli import render
+from segcli.cli.options import RUN_PRECISION_HELP
+from segcli.errors import SegcliError
+
+
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
+    data_dir: Path = typer.Argument(..., help="Dataset folder (see `segcli data check`)."),
+    split: str = typer.Option("val", "--split", help="val|test (or train)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv, confusion.png, evaluation.json here."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images per model call."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
+    precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
+):
+    """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
+    import json
+
+    from segcli.evaluation import evaluate
+    from segcli.files import check_writable_dir
+    from segcli.modelfile import load_model
+
+    if split not in ("train", "val", "test"):
+        raise SegcliError(f"--split {split!r}: expected val, test or train")
+    if not data_dir.exists():
+        raise SegcliError("no such file or directory", data_dir)
+    if out is not None:
+        check_writable_dir(out)  # before the model runs
+    loaded = load_model(model, precision)
+    with render.evaluate_progress(split, disable=json_out) as step:
+        result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
+                          progress=step)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    render.evaluation(result, model, data_dir, split, out)

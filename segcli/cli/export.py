@@ -1,0 +1,33 @@
+"""segcli export: SavedModel / ONNX / TFLite, checked against Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segcli.cli import render
+
+
+def export_cmd(
+    model: Path = typer.Argument(..., help="A .keras model file (e.g. runs/NAME/best.keras)."),
+    fmt: str = typer.Option(..., "--format", "-f", help="savedmodel | onnx | tflite"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path (default: beside MODEL: "
+                                       "NAME_savedmodel/, NAME.onnx, NAME.tflite)."),
+    size: Optional[str] = typer.Option(None, "--size", help="TFLite only: a fixed input HxW instead of dynamic "
+                                       "height/width (rounded up to the output stride)."),
+    opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export (a SavedModel folder segcli "
+                               "wrote, a file of the same format; nothing else) and a different classes.json."),
+):
+    """Export MODEL as a float32 SavedModel, ONNX or TFLite file, with classes.json beside it (inside a SavedModel).
+
+    Each export is run on random images right after writing and compared with Keras (max abs difference).
+
+    ONNX needs the export extra: pip install 'segcli\\[export]'
+    """
+    from segcli.export import export_model
+
+    result = export_model(model, fmt, out, force=force, size=size, opset=opset)
+    render.export_result(result, model, opset)

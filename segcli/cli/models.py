@@ -1,0 +1,65 @@
+"""segcli models: the registered architectures with their facts; models show: one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segcli.cli import render
+from segcli.sizes import parse_size
+
+app = typer.Typer(
+    help="List the model architectures (parameters, GFLOPs per image) or show one model.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def models_main(
+    ctx: typer.Context,
+    size: str = typer.Option("360x480", "--size", help="Image size HEIGHTxWIDTH for the GFLOPs column."),
+    classes: int = typer.Option(12, "--classes", min=1, help="Number of classes the models output."),
+):
+    """Without a command: a table of the registered architectures with parameters and GFLOPs per image."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from segcli.models import build_model, count_params, gflops, list_models, model_entry, output_stride
+
+    height, width = parse_size(size)
+    rows = []
+    for name in list_models():  # one model alive at a time
+        model = build_model(name, classes)
+        rows.append((name, model_entry(name).description, count_params(model), gflops(model, height, width),
+                     output_stride(model)))
+        del model
+    render.models_table(rows, classes, height, width)
+
+
+@app.command("show")
+def models_show(
+    model: str = typer.Argument(..., metavar="NAME|RECIPE.toml", help="A registered name or a recipe TOML file."),
+    classes: int = typer.Option(12, "--classes", min=1, help="Number of classes the model outputs."),
+    size: str = typer.Option("360x480", "--size", help="Image size HEIGHTxWIDTH for GFLOPs."),
+    summary: bool = typer.Option(False, "--summary", help="Also print the Keras layer summary."),
+):
+    """One model's parameter count, GFLOPs per image and output stride."""
+    import math
+
+    from segcli.models import (build_model, count_params, gflops, list_models, model_entry, model_spec_from_toml,
+                               output_stride)
+
+    height, width = parse_size(size)
+    recipe = None
+    if model.lower().endswith(".toml") or (model not in list_models() and Path(model).is_file()):
+        recipe = Path(model)
+        name, options = model_spec_from_toml(recipe)
+    else:
+        name, options = model, {}
+    entry = model_entry(name)
+    net = build_model(name, classes, **options)
+    render.model_facts(name=name, recipe=recipe, description=entry.description, options=options, classes=classes,
+                       params=count_params(net), trainable=sum(math.prod(w.shape) for w in net.trainable_weights),
+                       height=height, width=width, flops=gflops(net, height, width), stride=output_stride(net))
+    if summary:
+        net.summary()

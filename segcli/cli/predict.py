@@ -1,0 +1,57 @@
+"""segcli predict: masks for images of any size; segcli overlay: a mask drawn over its image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from segcli.cli import render
+from segcli.cli.options import RUN_PRECISION_HELP
+
+
+def predict_cmd(
+    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...",
+                                       help="Image files, folders of images or glob patterns."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (earlier masks there are replaced; "
+                             "it may not be a folder of the inputs)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images (or tiles) per model call."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write <name>_overlay.png (mask blended, legend)."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Mask opacity in overlays."),
+    probabilities: bool = typer.Option(False, "--probabilities",
+                                       help="Also write <name>_probs.npy: float16 (H, W, classes) softmax."),
+    tile: int = typer.Option(1024, "--tile", min=1, help="Images with a side past this run in overlapping tiles."),
+    overlap: int = typer.Option(128, "--overlap", min=0, help="Overlap of neighbouring tiles in pixels."),
+    precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
+):
+    """Predict a palette PNG mask (the input's size, the model's class colours) for every input image."""
+    from segcli.inference import check_predict_out, predict_files, resolve_inputs
+    from segcli.modelfile import load_model
+
+    files = resolve_inputs(inputs)  # a missing input or a bad --out fails before the model loads
+    check_predict_out(files, out, overlay=overlay, probabilities=probabilities)
+    loaded = load_model(model, precision)
+    with render.predict_progress(len(files)) as step:
+        records = predict_files(loaded, files, out, overlay=overlay, alpha=alpha, probabilities=probabilities,
+                                tile=tile, overlap=overlap, batch_size=batch_size, progress=step)
+    render.predictions_written(len(records), out, overlay=overlay, probabilities=probabilities)
+
+
+def overlay_cmd(
+    image: Path = typer.Argument(..., help="The image."),
+    mask: Path = typer.Argument(..., help="Its label PNG (palette, index or colour mask)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output PNG, or an existing folder to write it in "
+                                       "(default: ./IMAGE_overlay.png or _panel.png)."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Mask opacity."),
+    panel: bool = typer.Option(False, "--panel", help="image | coloured mask | overlay side by side."),
+    classes: Optional[Path] = typer.Option(None, "--classes",
+                                           help="classes.json (default: beside the mask or its dataset, "
+                                                "else classes inferred from the mask)."),
+):
+    """Draw MASK over IMAGE with a legend of the classes present."""
+    from segcli.overlay import overlay_files
+
+    written = overlay_files(image, mask, out, alpha=alpha, panel=panel, classes_file=classes)
+    render.overlay_written(written)

@@ -1,0 +1,256 @@
+"""What the CLI shows: the consoles, every table, progress bar and report line (the one module that uses rich).
+
+Each function takes what a library function returned and prints it; the command modules parse and call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def pct(value) -> str:
+    """A fraction as a percentage with one decimal; "-" for None or NaN."""
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+# --- errors (the root's _guard and main) ----------------------------------------------------------
+
+def error(message: str) -> None:
+    err_console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+
+
+def interrupted() -> None:
+    err_console.print("interrupted")
+
+
+# --- data check -----------------------------------------------------------------------------------
+
+def data_report(report) -> None:
+    console.print(Text.assemble((str(report.root), "bold"), ": layout ", (str(report.layout), "cyan"), ", masks ",
+                                (str(report.encoding), "cyan"), f", classes {report.classes_source}"), highlight=False)
+    for notice in report.notices:
+        console.print(Text.assemble(("note:", "yellow"), f" {notice}"), highlight=False)
+    console.print("pairs: " + ", ".join(f"{split} {n}" for split, n in report.counts.items())
+                  + f"  ({report.seconds:.1f} s)", highlight=False)
+    if report.sizes:
+        console.print("image sizes (HxW): " + ", ".join(f"{s} x{n}" for s, n in report.sizes.items()),
+                      highlight=False)
+    table = Table(title="classes")
+    table.add_column("index", justify="right")
+    table.add_column("name")
+    table.add_column("pixels", justify="right")
+    for i, (name, share) in enumerate(zip(report.class_names, report.pixel_share)):
+        table.add_row(str(i), Text(name), f"{100 * share:.2f}%")
+    table.add_row(str(report.ignore_index), Text(f"{report.ignore_name} (ignored)"), f"{100 * report.void_share:.2f}%",
+                  style="dim")
+    console.print(table)
+    if report.ok:
+        console.print("[green]no problems found[/]")
+        return
+    console.print(f"[bold red]{len(report.problems)} problem(s):[/]")
+    for p in report.problems:
+        console.print(f"  {p.path}: {p.problem}", highlight=False, markup=False, soft_wrap=True)
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+def models_table(rows, classes: int, height: int, width: int) -> None:
+    """rows: (name, description, params, GFLOPs, output stride) per registered model."""
+    table = Table(title=f"Models ({classes} classes, GFLOPs per {height}x{width} image)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("params", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    table.add_column("stride", justify="right")
+    for name, description, params, flops, stride in rows:
+        table.add_row(name, description, f"{params:,}", f"{flops:.2f}", str(stride))
+    console.print(table)
+    console.print("Details: segcli models show NAME|RECIPE.toml [--summary]", highlight=False)
+
+
+def model_facts(*, name: str, recipe, description: str, options: dict, classes: int, params: int, trainable: int,
+                height: int, width: int, flops: float, stride: int) -> None:
+    console.print(f"model: {name}" + (f"  (from {recipe})" if recipe else ""), highlight=False, markup=False)
+    console.print(f"  {description}", highlight=False, markup=False)
+    if options:
+        console.print(f"options: {options}", highlight=False, markup=False)
+    console.print(f"classes: {classes}", highlight=False)
+    console.print(f"parameters: {params:,} ({trainable:,} trainable)", highlight=False)
+    console.print(f"GFLOPs per {height}x{width} image: {flops:.3f}", highlight=False)
+    note = "" if height % stride == 0 and width % stride == 0 else f" ({height}x{width} is padded to a multiple)"
+    console.print(f"output stride: {stride}{note}", highlight=False)
+    console.print(f"params: {params}", highlight=False)
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+def train_interrupted(run_dir) -> None:
+    err_console.print(f"\n[yellow]interrupted.[/] The last finished epoch is saved; continue with:\n"
+                      f"  segcli train --resume {escape(str(run_dir))}", highlight=False, soft_wrap=True)
+
+
+def train_summary(result) -> None:
+    """The table of a finished run (segcli.training's result: run_dir and metrics) and where its files are."""
+    m = result.metrics
+    table = Table(title=f"{m['model']} — {escape(str(result.run_dir))}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("epochs", f"{m['epochs']}/{m['epochs_planned']}" + (" (time budget)" if m["stopped_by_time_budget"] else ""))
+    table.add_row("val pixel accuracy", pct(m["val"]["pixel_accuracy"]))
+    table.add_row("val mIoU", pct(m["val"]["miou"]))
+    table.add_row("best val mIoU", f"{pct(m['best_val_miou'])} (epoch {m['best_epoch']})" if m["best_epoch"] else "-")
+    table.add_row("train images/s", f"{m['train_images_per_sec']:.1f}")
+    table.add_row("training time", f"{m['train_seconds'] / 60:.1f} min")
+    table.add_row("parameters", f"{m['params']:,}")
+    table.add_row("precision / devices", f"{m['precision']} / {m['strategy']}")
+    console.print(table)
+    console.print(f"outputs: {result.run_dir}/ (model.keras, best.keras, metrics.json, history.csv, curves.png)",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+# --- predict, overlay -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def predict_progress(total: int):
+    """A transient bar on stderr; yields predict_files' progress callback (done, total, path)."""
+    with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        task = bar.add_task("", total=total)
+
+        def step(done, total, path):
+            bar.update(task, completed=done, description=escape(Path(path).name))
+
+        yield step
+
+
+def predictions_written(count: int, out, *, overlay: bool, probabilities: bool) -> None:
+    extras = [what for what, on in (("overlays", overlay), ("probabilities", probabilities)) if on]
+    console.print(f"{count} mask{'s' if count != 1 else ''}"
+                  f"{' + ' + ' + '.join(extras) if extras else ''} written to {out}/", highlight=False, markup=False,
+                  soft_wrap=True)
+
+
+def overlay_written(path) -> None:
+    console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def evaluate_progress(split: str, *, disable: bool = False):
+    """A transient bar on stderr; yields evaluate's progress callback (stage, done, total)."""
+    with Progress(TextColumn("evaluate {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=disable) as bar:
+        task = bar.add_task(split, total=None)
+
+        def step(stage, done, total):
+            bar.update(task, completed=done, total=total, description=split if stage == "images" else stage)
+
+        yield step
+
+
+def evaluation(result: dict, model, data_dir, split: str, out) -> None:
+    """segcli.evaluation.evaluate's result: notes, the per-class table, the overall figures, the files written."""
+    for note in result["notes"]:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    table = Table(title=Text(f"{Path(model).name} on {data_dir} ({split}, {result['images']} images)"))
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("pixels", justify="right")
+    for row in result["per_class"]:
+        table.add_row(Text(row["name"]), pct(row["iou"]), pct(row["accuracy"]), f"{row['pixels']:,}")
+    console.print(table)
+    console.print(f"pixel accuracy: {pct(result['pixel_accuracy'])}  (void / ignored pixels left out: "
+                  f"{result['ignored_pixels']:,})", highlight=False, markup=False)
+    console.print(f"mIoU: {pct(result['miou'])}  (mean over classes present in truth or prediction)",
+                  highlight=False, markup=False)
+    tut = result["tutorial"]
+    if tut:
+        how = ("the model has a void class" if tut["model_has_void_class"]
+               else "the model has no void class: void pixels count as wrong")
+        console.print(f"tutorial's figure: {pct(tut['pixel_accuracy_void_counted'])} pixel accuracy with void counted "
+                      f"as a class ({tut['crop'][0]}x{tut['crop'][1]} centre crops, short side resized to "
+                      f"{tut['short_side']}; {how})", highlight=False, markup=False)
+    if result.get("outputs"):
+        console.print(f"outputs: {out}/ (confusion.csv, confusion.png, evaluation.json)", highlight=False,
+                      markup=False, soft_wrap=True)
+
+
+# --- compare --------------------------------------------------------------------------------------
+
+def comparison(result: dict, out) -> None:
+    """segcli.compare.compare's result: the models side by side, the hardware as caption, the files written."""
+    from segcli.compare import hardware_line, table_rows
+
+    rows = result["rows"]
+    table = Table(title=escape(" vs ".join(r["name"] for r in rows)), caption=escape(hardware_line(rows)))
+    table.add_column("")
+    for r in rows:
+        table.add_column(r["name"], justify="right")
+    for cells in table_rows(rows):
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"written: {out}/compare.md, compare.json, compare.png", markup=False, highlight=False)
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+def export_result(result, model, opset: int) -> None:
+    """segcli.export.export_model's ExportResult: what was written, the check against Keras, the classes file."""
+    from segcli.export import FORMAT_NAMES
+
+    shape = ("any batch, height and width" if result.fixed_size is None
+             else f"fixed input 1x{result.fixed_size[0]}x{result.fixed_size[1]}x3")
+    extra = f", opset {opset}" if result.format == "onnx" else ""
+    console.print(f"exported {model} -> {result.path} ({FORMAT_NAMES[result.format]}{extra}, float32, {shape})",
+                  highlight=False, markup=False, soft_wrap=True)
+    if result.converted_from:
+        console.print(f"  rebuilt in float32 from the {result.converted_from} policy it was trained with",
+                      highlight=False, markup=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"  note: {note}", highlight=False, markup=False, soft_wrap=True)
+    checks = ", ".join(f"{h}x{w} {diff:.2e}" for (h, w), diff in result.checks)
+    console.print(f"  check vs Keras: max abs diff {result.max_abs_diff:.2e} ({checks}; tolerance "
+                  f"{result.tolerance:.1e})", highlight=False, markup=False, soft_wrap=True)
+    state = "written" if result.classes_written else "unchanged"
+    console.print(f"  classes: {result.classes_path} ({state})", highlight=False, markup=False, soft_wrap=True)
+
+
+# --- bench ----------------------------------------------------------------------------------------
+
+def bench_progress(message: str) -> None:
+    err_console.print(f"bench: {message}", style="dim", highlight=False, markup=False)
+
+
+def bench_tables(result: dict) -> None:
+    from segcli.bench import bench_tables as tables
+
+    for part in tables(result):
+        console.print(part, highlight=False, soft_wrap=True)
+
+
+def bench_text(result: dict) -> str:
+    """The bench tables as plain text 110 columns wide, in a fenced block (for README.md)."""
+    from segcli.bench import bench_tables as tables
+
+    buffer = io.StringIO()
+    plain = Console(file=buffer, width=110, color_system=None)
+    for part in tables(result):
+        plain.print(part, highlight=False, soft_wrap=True)
+    return "```text\n" + buffer.getvalue().rstrip() + "\n```\n"
+
+
+def figures_written(path) -> None:
+    console.print(f"figures written to {path}", highlight=False, markup=False)

@@ -1,0 +1,51 @@
+"""segcli train: a run folder from a model name, a dataset and a recipe (or --resume)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segcli.cli import render
+from segcli.cli.options import overrides as flag_overrides
+from segcli.cli.options import size_flag
+from segcli.errors import SegcliError
+
+
+def train_cmd(
+    model: Optional[str] = typer.Argument(None, help="Architecture: fcn, unet, ... (see `segcli models`)."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder (see `segcli data check`)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe TOML file, or a shipped recipe's name."),
+    epochs: Optional[str] = typer.Option(None, "--epochs", metavar="INT"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="INT",
+                                             help="Global batch size (all replicas)."),
+    lr: Optional[str] = typer.Option(None, "--lr", metavar="FLOAT", help="Learning rate."),
+    size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW, e.g. 368x480."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto|float32|mixed_float16|mixed_bfloat16"),
+    distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored"),
+    jit: Optional[str] = typer.Option(None, "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
+    max_minutes: Optional[str] = typer.Option(None, "--max-minutes", metavar="FLOAT",
+                                              help="Stop after this much training time (0: no limit)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="INT"),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
+):
+    """Train MODEL on DATA_DIR and write a run folder (model.keras, best.keras, metrics, history, curves)."""
+    from segcli.runs import train_and_evaluate
+    from segcli.training import TrainingInterrupted
+
+    overrides = flag_overrides(data={"size": size_flag(size)},
+                               train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+                                      "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
+    if resume is None and (model is None or data_dir is None):
+        raise SegcliError("MODEL and DATA_DIR are required (or --resume RUN_DIR)")
+    try:
+        result = train_and_evaluate(model, data_dir, recipe_file=recipe, overrides=overrides, out=out,
+                                    resume=resume, force=force, classes_file=classes, console=render.console)
+    except TrainingInterrupted as exc:
+        render.train_interrupted(exc.run_dir)
+        raise typer.Exit(130)
+    render.train_summary(result)

@@ -1,0 +1,51 @@
+"""The one way segcli compiles a model for training: the recipe's optimizer and schedule, loss, metrics (with
+segcli.scoring's ignore and void rules), XLA and steps per execution. `train` and the benchmark's bare fit
+(segcli.bench.fit_rates) both call it, so the benchmark measures what training runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Compiled:
+    """What compile_for_training settled: XLA on?, steps per execution, and the metrics compiled
+    ([pixel accuracy, mIoU]; empty without metrics): the mIoU metric holds the val confusion matrix."""
+
+    jit: bool
+    steps_per_execution: int
+    metrics: list = field(default_factory=list)
+
+
+def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_weights=None, strategy=None,
+                         metrics: bool = True, gpu: bool | None = None) -> Compiled:
+    """Compile `model` as `segcli train` does and return the settings used.
+
+    recipe: a segcli.recipe.Recipe (train.* for optimizer, schedule, loss, label smoothing, jit, steps per
+    execution; data.void_as_class for the scoring rule). classes: the model's ClassMap (with void as its last
+    class when data.void_as_class). steps_per_epoch: for the learning-rate schedule. class_weights: a list per
+    class, or None. strategy: the tf.distribute strategy the model was built under (None: the default one).
+    metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow.
+    """
+    import tensorflow as tf
+
+    from segcli.training.distribute import execution_settings, is_distributed
+    from segcli.training.losses import make_loss
+    from segcli.training.metrics import training_metrics
+    from segcli.training.optim import make_optimizer
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if gpu is None:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    train = recipe.train
+    jit, spe = execution_settings(train.jit, train.steps_per_execution, gpu=gpu,
+                                  distributed=is_distributed(strategy))
+    with strategy.scope():
+        compiled_metrics = training_metrics(classes, recipe.data.void_as_class) if metrics else []
+        # The loss skips only the ignore label (padding, and void unless void is trained as class K); the
+        # scores always leave void out (segcli.scoring).
+        model.compile(optimizer=make_optimizer(train, steps_per_epoch),
+                      loss=make_loss(train.loss, classes.num_classes, classes.ignore_index, class_weights,
+                                     train.label_smoothing),
+                      metrics=compiled_metrics or None, jit_compile=jit, steps_per_execution=spe)
+    return Compiled(jit=jit, steps_per_execution=spe, metrics=compiled_metrics)

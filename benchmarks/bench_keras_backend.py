@@ -7,7 +7,7 @@ KERAS_BACKEND=jax (XLA-compiled, like `--jit`) or torch. This measures the part 
 that needs no TensorFlow: bare `model.fit` on cached device tensors (Adam, sparse cross-entropy from
 logits, mixed_float16 with Keras' automatic loss scaling), `predict_on_batch`, and matmul GFLOP/s so
 each rate is also a fraction of peak. It reads no data files and imports only `segcli.models` and
-`segcli.bench`'s precision table (neither imports TensorFlow).
+`segcli.bench`'s precision table and timing harness (none of them imports TensorFlow).
 
     KERAS_BACKEND=jax python benchmarks/bench_keras_backend.py --json gpu.json --markdown gpu.md
 """
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segcli.bench import COMPUTE_DTYPE  # noqa: E402  (segcli.bench imports no TensorFlow at module level)
+from segcli.bench import COMPUTE_DTYPE, peak_fraction, time_calls  # noqa: E402  (no TensorFlow imported)
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
 from segcli.recipe import RECIPES_DIR as RECIPES  # noqa: E402  (the shipped recipes; no TensorFlow imported)
@@ -49,17 +49,19 @@ def _sync(x) -> None:
 
 
 def matmul_gflops(dtype: str, n: int = 8192, seconds: float = 2.0) -> float:
+    """As segcli.bench.matmul_gflops, through keras.ops (any backend)."""
     a = keras.random.normal((n, n), dtype=dtype, seed=1)
     b = keras.random.normal((n, n), dtype=dtype, seed=2)
-    _sync(keras.ops.matmul(a, b))
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        c = keras.ops.matmul(a, b)
-        calls += 1
-        if calls % 10 == 0:
-            _sync(c)
-    _sync(c)
-    return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
+    chunk = 10  # products queued between syncs (the device runs them asynchronously)
+
+    def run():
+        c = None
+        for _ in range(chunk):
+            c = keras.ops.matmul(a, b)
+        _sync(c)
+
+    calls, elapsed = time_calls(run, warmup=1, min_calls=1, min_seconds=seconds)
+    return 2 * n ** 3 * chunk * calls / elapsed / 1e9
 
 
 def model_spec(name: str) -> tuple[str, dict]:
@@ -102,13 +104,9 @@ def fit_rate(model, batch: int, size: tuple[int, int], classes: int, steps: int,
 
 def predict_rate(model, batch: int, size: tuple[int, int], seconds: float = 3.0) -> float:
     x = np.random.default_rng(1).uniform(0, 255, (batch, *size, 3)).astype(np.float32)
-    for _ in range(2):
-        model.predict_on_batch(x)  # returns host arrays: the timing includes the copy back
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        model.predict_on_batch(x)
-        calls += 1
-    return calls * batch / (time.perf_counter() - start)
+    # predict_on_batch returns host arrays: the timing includes the copy back
+    calls, elapsed = time_calls(lambda: model.predict_on_batch(x), warmup=2, min_calls=3, min_seconds=seconds)
+    return calls * batch / elapsed
 
 
 def markdown(result: dict) -> str:
@@ -165,8 +163,8 @@ def main(argv=None) -> int:
                                  args.steps_per_execution, jit)
                 row["train_epochs_images_per_sec"] = rates
                 row["train_images_per_sec"] = statistics.median(rates)
-                row["peak_fraction"] = (row["gflops"] * 3 * row["train_images_per_sec"]
-                                        / result["matmul_gflops"][COMPUTE_DTYPE[precision]])
+                row["peak_fraction"] = peak_fraction(row["gflops"], row["train_images_per_sec"],
+                                                     result["matmul_gflops"][COMPUTE_DTYPE[precision]])
                 row["predict_images_per_sec"] = predict_rate(model, args.batch, tuple(args.size))
             except Exception as exc:  # one configuration failing must not lose the others' figures
                 row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]

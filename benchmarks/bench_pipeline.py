@@ -14,15 +14,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from segcli.bench import DEFAULT_DATA  # noqa: E402
 from segcli.data import Augment, open_dataset, pipeline_throughput  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from segcli.recipe import RECIPES_DIR  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
-    parser.add_argument("--classes", type=Path, default=ROOT / "segcli" / "resources" / "recipes" / "camvid-classes.json")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--classes", type=Path, default=RECIPES_DIR / "camvid-classes.json")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--no-cache", action="store_true", help="decode from disk every epoch")

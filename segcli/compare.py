@@ -1,5 +1,8 @@
 """`compare`: train several architectures under one recipe (or read finished runs) and put the
-figures side by side: speed, accuracy, time, size, latency and memory, with the hardware used."""
+figures side by side: speed, accuracy, time, size, latency and memory, with the hardware used.
+
+Each training runs in a child process; what it reports (segcli.progress) comes back over a pipe, one JSON line
+per call, and is passed on to the `progress` that `compare` was given: the child shows nothing itself."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 import segcli
 from segcli.errors import SegcliError
 from segcli.files import atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, write_json, write_text
+from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
 from segcli.training.plots import number
 
@@ -38,9 +42,11 @@ _CHILD = "from segcli.compare import _train_child; _train_child()"
 
 
 def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str | None, overrides: dict | None = None,
-                        classes_file: str | Path | None = None) -> None:
+                        classes_file: str | Path | None = None, progress: Progress | None = None) -> None:
     """One child process per model (clean TensorFlow state and an honest peak-memory figure each), which runs
-    segcli.runs.train_and_evaluate; an error there ends as one line here (a SegcliError naming the model)."""
+    segcli.runs.train_and_evaluate; an error there ends as one line here (a SegcliError naming the model).
+    The child's progress reports are passed on to `progress`."""
+    progress = progress or NullProgress()
     job = {"model_name": model, "data_dir": str(data_dir), "recipe_file": str(recipe) if recipe else None,
            "overrides": overrides or {}, "out": str(run_dir), "force": True,
            "classes_file": str(classes_file) if classes_file else None}
@@ -50,26 +56,81 @@ def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str |
     with tempfile.TemporaryDirectory(prefix="segcli-compare-") as tmp:
         job_path, error_path = Path(tmp) / "job.json", Path(tmp) / "error.txt"
         job_path.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path), str(error_path)], env=env)
+        read_end, write_end = os.pipe()  # the child's reports
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(job_path), str(error_path), str(write_end)],
+                                    env=env, pass_fds=(write_end,))
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        try:
+            with os.fdopen(read_end, encoding="utf-8") as reports:
+                for line in reports:  # until the child exits
+                    _replay(line, progress)
+            proc.wait()
+        except BaseException:  # Ctrl-C (the child has it too) or a failing display: the child does not outlive us
+            proc.kill()
+            proc.wait()
+            raise
         error = error_path.read_text().strip() if error_path.is_file() else ""
     if proc.returncode != 0:
         raise SegcliError(f"training {model} failed ({error or f'exit {proc.returncode}'}); its run folder is "
                           f"{run_dir}")
 
 
+class _Relay(Progress):
+    """The child's side: each progress call as one JSON line [method, args...] on the pipe to the parent."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _send(self, *call) -> None:
+        self.stream.write(json.dumps(call) + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        self._send("message", text)
+
+    def note(self, text: str) -> None:
+        self._send("note", text)
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self._send("start", task, total)
+
+    def advance(self, task: str, done: int, total: int | None = None, info: str = "") -> None:
+        self._send("advance", task, done, total, info)
+
+    def end(self, task: str) -> None:
+        self._send("end", task)
+
+
+_RELAYED = ("message", "note", "start", "advance", "end")
+
+
+def _replay(line: str, progress: Progress) -> None:
+    """The parent's side: one line from _Relay, called on `progress` (anything else on the pipe is skipped)."""
+    try:
+        method, *args = json.loads(line)
+    except (ValueError, TypeError):
+        return
+    if method in _RELAYED:
+        getattr(progress, method)(*args)
+
+
 def _train_child() -> None:
-    """The child of train_in_subprocess: argv = JOB.json ERROR.txt. A failure writes its one line to ERROR.txt
-    and exits non-zero (2 for a SegcliError, 130 for Ctrl-C, 1 for anything else)."""
+    """The child of train_in_subprocess: argv = JOB.json ERROR.txt REPORTS_FD. A failure writes its one line to
+    ERROR.txt and exits non-zero (2 for a SegcliError, 130 for Ctrl-C, 1 for anything else)."""
     from segcli.errors import SegcliError as Error
 
-    job_path, error_path = sys.argv[1:3]
+    job_path, error_path, reports_fd = sys.argv[1:4]
     code = 0
     try:
-        from rich.console import Console  # the progress display (as `segcli train` shows it) on this terminal
-
         from segcli.runs import train_and_evaluate
 
-        train_and_evaluate(**json.loads(Path(job_path).read_text()), console=Console())
+        with os.fdopen(int(reports_fd), "w", encoding="utf-8") as reports:
+            train_and_evaluate(**json.loads(Path(job_path).read_text()), progress=_Relay(reports))
     except Error as exc:
         Path(error_path).write_text(str(exc))
         code = getattr(exc, "exit_code", 2)
@@ -178,11 +239,13 @@ def plot_compare(rows: list[dict], path: Path) -> None:
 
 def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: list[str] | None = None,
             overrides: dict | None = None, classes_file: str | Path | None = None,
-            from_runs: list[Path] | None = None, latency_size: tuple[int, int] | None = None) -> dict:
+            from_runs: list[Path] | None = None, latency_size: tuple[int, int] | None = None,
+            progress: Progress | None = None) -> dict:
     """Train (or read) each model's run, then write compare.md / .json / .png into `out`.
 
     recipes: one recipe for all models or one per model; overrides: the flags every training takes (as
-    segcli.recipe.resolve takes them); classes_file: the dataset's classes file."""
+    segcli.recipe.resolve takes them); classes_file: the dataset's classes file; progress: where each
+    training reports (as segcli.training.train does)."""
     out = Path(out)
     check_replaceable(out, True, "compare folder", kind="compare")  # a re-run replaces its own runs, nothing else
     ensure_writable_dir(out)
@@ -197,7 +260,7 @@ def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: lis
         for i, model in enumerate(models):
             recipe = recipes[i] if len(recipes) == len(models) else (recipes[0] if recipes else None)
             run_dir = out / f"run-{i + 1}-{model}"
-            train_in_subprocess(model, data_dir, run_dir, recipe, overrides, classes_file)
+            train_in_subprocess(model, data_dir, run_dir, recipe, overrides, classes_file, progress)
             run_dirs.append(run_dir)
     if latency_size is None:
         first = RunFolder(run_dirs[0])

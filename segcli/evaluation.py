@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
 from segcli.files import atomic_path, check_writable_dir, ensure_writable_dir, write_json, write_text
 from segcli.inference import iter_predictions
+from segcli.progress import NullProgress, Progress
 from segcli.recipe import held_out
 from segcli.scoring import confusion_counts, scores_from_confusion
 
@@ -78,14 +78,14 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) 
 
 def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: str | Path | None = None,
              batch_size: int = 4, tutorial: bool = True, out_dir: str | Path | None = None, tile: int = 1024,
-             overlap: int = 128, progress: Callable[[str, int, int], None] | None = None) -> dict:
+             overlap: int = 128, progress: Progress | None = None) -> dict:
     """Run `loaded` (a modelfile.LoadedModel) over `split` of the dataset at `data_dir` and score it.
 
     Images run at full size (padded to the output stride and cropped back; tiled past `tile` pixels).
     Returns a dict with pixel_accuracy, miou, per_class [{name, iou, accuracy, pixels}], confusion (rows =
     truth), pixels, ignored_pixels and `tutorial` (see TUTORIAL_LABEL; None with tutorial=False).
     With `out_dir`: confusion.csv, confusion.png (row-normalised) and evaluation.json there.
-    progress(stage, done, total) with stage "images" (then "tutorial" per batch).
+    `progress` (segcli.progress) gets a task "evaluate SPLIT" (images done), then "evaluate tutorial".
     """
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
@@ -116,13 +116,17 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
 
     cm = np.zeros((km, km), np.int64)
     ignored = done = 0
-    for (pair, truth), _image, pred, _ in iter_predictions(loaded.model, items(), stride=loaded.output_stride,
-                                                            tile=tile, overlap=overlap, batch_size=batch_size):
-        cm += confusion_counts(truth, pred, km, ignore)
-        ignored += int(((truth == ignore) | (truth >= kd)).sum())
-        done += 1
-        if progress is not None:
-            progress("images", done, len(pairs))
+    progress = progress or NullProgress()
+    progress.start(f"evaluate {split}", len(pairs))
+    try:
+        for (pair, truth), _image, pred, _ in iter_predictions(loaded.model, items(), stride=loaded.output_stride,
+                                                                tile=tile, overlap=overlap, batch_size=batch_size):
+            cm += confusion_counts(truth, pred, km, ignore)
+            ignored += int(((truth == ignore) | (truth >= kd)).sum())
+            done += 1
+            progress.advance(f"evaluate {split}", done)
+    finally:
+        progress.end(f"evaluate {split}")
 
     scores = scores_from_confusion(cm, kd)  # a void output class: wrong predictions, not a scored class
     truth_pixels = cm.sum(axis=1)
@@ -146,11 +150,12 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         "notes": notes,
     }
     if tutorial:
-        if progress is not None:
-            progress("tutorial", 0, 1)
-        result["tutorial"] = _tutorial_figure(loaded, dataset, pairs, batch_size, void_model)
-        if progress is not None:
-            progress("tutorial", 1, 1)
+        progress.start("evaluate tutorial", 1)
+        try:
+            result["tutorial"] = _tutorial_figure(loaded, dataset, pairs, batch_size, void_model)
+            progress.advance("evaluate tutorial", 1)
+        finally:
+            progress.end("evaluate tutorial")
     if out_dir is not None:
         result["outputs"] = write_reports(result, out_dir)
     return result

@@ -23,6 +23,7 @@ import numpy as np
 from segcli.data import read_image, write_image, write_mask_png
 from segcli.errors import DataError, SegcliError
 from segcli.files import TMP_TAG, check_writable_dir, ensure_writable_dir
+from segcli.progress import NullProgress, Progress
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # At most this many pixels per model call (whatever the batch size): one 1024x1024 tile. The activations
@@ -388,14 +389,14 @@ class Prediction:
 
 def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overlay: bool = False, alpha: float = 0.5,
                   probabilities: bool = False, tile: int = 1024, overlap: int = 128, batch_size: int = 4,
-                  progress: Callable[[int, int, Path], None] | None = None) -> list[Prediction]:
+                  progress: Progress | None = None) -> list[Prediction]:
     """Predict a mask for every input image and write, per image, into `out_dir`:
 
     `<stem>.png` (palette PNG in the model's class colours, the input's H x W), with `overlay`
     `<stem>_overlay.png` (blend + legend), with `probabilities` `<stem>_probs.npy` (float16 (H, W, K)).
     Every file is written to a temporary name and renamed, so a failure leaves no half-written output.
     `out_dir` is checked first (`check_predict_out`): it may not hold the inputs or overwrite one.
-    `progress(done, total, image_path)` is called after each image.
+    `progress` (segcli.progress) gets a task "predict", advanced after each image with the image's name.
     """
     from segcli.overlay import overlay_image
 
@@ -419,6 +420,8 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
         return path, read_image(path)
 
     records: list[Prediction] = []
+    progress = progress or NullProgress()
+    progress.start("predict", len(files))
     try:
         for path, image, labels, probs in iter_predictions(
                 loaded.model, (read(p) for p in files), stride=loaded.output_stride, tile=tile, overlap=overlap,
@@ -436,9 +439,9 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
                 probs_path = out_dir / f"{stem}_probs.npy"
                 os.replace(writer.path, probs_path)
             records.append(Prediction(path, mask_path, overlay_path, probs_path, *labels.shape[:2]))
-            if progress is not None:
-                progress(len(records), len(files), path)
+            progress.advance("predict", len(records), info=path.name)
     finally:
+        progress.end("predict")
         for writer in open_probs.values():
             writer.close()
             writer.path.unlink(missing_ok=True)

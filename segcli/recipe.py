@@ -100,6 +100,7 @@ class TrainSpec:
 
 
 _TABLES = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
+TUNE_TABLE = "tune"  # [tune]: the keys `segcli tune` searches (segcli.tune reads and checks it; training ignores it)
 _SWITCH_KEYS = {("data", "cache"), ("train", "jit")}
 
 
@@ -354,10 +355,13 @@ def _check(recipe: dict, source) -> dict:
     file, FLAGS (overrides: the message names the flag), or None (a dict from code)."""
     out = {}
     for table, values in recipe.items():
-        if table not in DEFAULTS:
-            raise SegcliError(f"unknown table [{table}]; valid tables: {', '.join(DEFAULTS)}", source)
+        if table not in DEFAULTS and (table != TUNE_TABLE or source == FLAGS):
+            raise SegcliError(f"unknown table [{table}]; valid tables: {', '.join(DEFAULTS)}, {TUNE_TABLE}", source)
         if not isinstance(values, dict):
             raise _error(None if source == FLAGS else source, f"[{table}]", f"must be a table, got {_shown(values)}")
+        if table == TUNE_TABLE:  # kept as written: segcli.tune checks it, training ignores it
+            out[table] = copy.deepcopy(values)
+            continue
         out[table] = {}
         for key, value in values.items():
             if key not in DEFAULTS[table]:

@@ -11,7 +11,7 @@ from segcli.runfolder import RunFolder
 from segcli.training import TrainResult, train
 
 
-def evaluate_best(run: RunFolder, data_dir: str | Path, dataset_classes: ClassMap, console=None) -> dict:
+def evaluate_best(run: RunFolder, data_dir: str | Path, dataset_classes: ClassMap) -> dict:
     """best.keras scored by `segcli evaluate` on the val split: full size with void ignored, and the tutorial's
     figure. Returns metrics.json's "evaluation" part."""
     from segcli.evaluation import evaluate
@@ -27,7 +27,7 @@ def evaluate_best(run: RunFolder, data_dir: str | Path, dataset_classes: ClassMa
 
 def train_and_evaluate(model_name: str | None, data_dir: str | Path | None, **kwargs) -> TrainResult:
     """`segcli.training.train` (same arguments: recipe_file, overrides, out, resume, force, classes_file,
-    console), with best.keras evaluated on val before metrics.json is written and the run marked finished."""
+    progress), with best.keras evaluated on val before metrics.json is written and the run marked finished."""
     return train(model_name, data_dir, evaluate_best=evaluate_best, **kwargs)
 
 

@@ -84,7 +84,7 @@ def test_gpu_defaults_are_float16_and_xla(monkeypatch):
     assert bench.default_precisions() == ("float32", "mixed_float16") and bench.default_jit() is True
     monkeypatch.setattr(tf.config, "list_physical_devices", real)
 
-    monkeypatch.setattr(bench, "gpu_available", lambda: True)
+    monkeypatch.setattr(bench.settings, "gpu_available", lambda: True)  # where run_bench looks it up
     doc = bench.run_bench(quick=True, skip=bench.SECTIONS)
     assert doc["precisions"] == ["float32", "mixed_float16"]
     assert doc["system"]["gpu"] is True and doc["system"]["jit"] is True
@@ -106,7 +106,7 @@ def test_bench_data_links_cycles_and_holds_out_one_val_pair(sample_data, tmp_pat
 def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_path):
     from segcli.data import check_dataset, open_dataset
 
-    monkeypatch.setattr(bench, "DEFAULT_DATA", tmp_path / "absent")
+    monkeypatch.setattr(bench.data, "DEFAULT_DATA", tmp_path / "absent")  # where prepare_data looks it up
     data = bench.prepare_data(None, 9, tmp_path / "work", synthetic_size=(40, 56))
     assert data.source == "synthetic"
     dataset = open_dataset(data.root, val_fraction=0.0)
@@ -127,6 +127,16 @@ def test_bad_options_fail_in_one_line(cli, args, message):
     result = cli("bench", "--quick", "--skip", ALL_SECTIONS, *args)  # a second --skip replaces the first
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_importing_the_bench_package_imports_neither_tensorflow_nor_rich():
+    """benchmarks/bench_keras_backend.py imports segcli.bench on machines without TensorFlow; the library
+    never imports rich (segcli/cli/render.py prints the tables)."""
+    code = ("import sys, segcli.bench; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'rich'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_path):

@@ -1,6 +1,8 @@
 """Where the command line lives: segcli/cli/ sits on top (nothing in the library imports it), and within it only
-render.py talks to rich (tables, progress bars, consoles); the command modules parse, call and hand over."""
+render.py talks to rich (tables, progress bars, consoles); the command modules parse, call and hand over. The
+library never imports rich and never prints: it reports through segcli.progress."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -23,3 +25,50 @@ def test_only_render_imports_rich_in_the_cli():
     assert users == ["render.py"]
     assert {"data.py", "models.py", "train.py", "predict.py", "evaluate.py", "compare.py", "export.py",
             "bench.py"} <= {p.name for p in modules}
+
+
+# A child process's channel to its parent (a result line on its stdout), not output for the user.
+PRINT_ALLOWED = {"bench/child.py"}
+
+
+def library_modules() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "cli"
+            and p != PACKAGE / "__main__.py"]
+
+
+def rich_imports(source: str) -> list[int]:
+    """Lines that import rich (anywhere: top level or inside a function, `import` or `from ... import`)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name == "rich" or name.startswith("rich.") for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def print_calls(source: str) -> list[int]:
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+
+
+def test_the_checks_see_what_they_look_for():
+    assert rich_imports("def f():\n    from rich.console import Console\n") == [2]
+    assert rich_imports("import os, rich.progress\n") == [1]
+    assert rich_imports("import richer\nfrom .rich import x\n") == []
+    assert print_calls("def f():\n    print('x', file=f)\n") == [2]
+    assert print_calls("console.print('x')\n") == []
+
+
+def test_no_library_module_imports_rich_or_prints():
+    """Only segcli/cli/ shows things; the library reports progress through segcli.progress."""
+    library = library_modules()
+    assert len(library) > 10 and PACKAGE / "progress.py" in library
+    rich = {str(p.relative_to(PACKAGE)): rich_imports(p.read_text()) for p in library}
+    assert not {name: lines for name, lines in rich.items() if lines}
+    prints = {str(p.relative_to(PACKAGE)): print_calls(p.read_text()) for p in library}
+    assert not {name: lines for name, lines in prints.items() if lines and name not in PRINT_ALLOWED}

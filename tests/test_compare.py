@@ -35,6 +35,7 @@ def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
     assert "| train images/s |" in md and "Hardware:" in md
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "lambda-fcn" in result.output and "val mIoU" in result.output
+    assert result.stdout.count("epoch 2/2: loss ") == 2  # each training child's progress, relayed to the CLI
 
     runs = [out / "run-1-lambda-fcn", out / "run-2-lambda-unet"]
     for i, how in enumerate((["--from", runs[0], "--from", runs[1]], ["--from", *runs])):  # both spellings

@@ -46,6 +46,7 @@ def test_train_writes_a_complete_run_folder(cli, sample_data, tmp_path):
     out = tmp_path / "run"
     result = cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path), "--out", out)
     assert result.exit_code == 0, result.output
+    assert "run folder: " in result.stdout and "epoch 2/2: loss " in result.stdout  # segcli.progress, shown by the CLI
     for name in ("model.keras", "best.keras", "recipe.toml", "classes.json", "history.csv", "metrics.json",
                  "curves.png", "run.json"):
         assert (out / name).is_file(), name

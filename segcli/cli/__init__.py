@@ -98,6 +98,7 @@ app.command("predict")(predict.predict_cmd)
 app.command("overlay")(predict.overlay_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("compare")(compare.compare_cmd)
+app.command("tune")(__import__("segcli.cli.tune", fromlist=["tune_cmd"]).tune_cmd)  # one line: the import above is shared
 app.command("export")(export.export_cmd)
 app.command("bench")(bench.bench_cmd)
 app.add_typer(data.app, name="data")

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from segcli.bench import SECTIONS  # no TensorFlow at import
 from segcli.cli import render
 
 
@@ -29,8 +30,7 @@ def bench_cmd(
                                                 help="Images per predict_on_batch call (default 8)."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH|-",
                                            help="Also write the figures as JSON to PATH; '-' prints only JSON."),
-    skip: str = typer.Option("", "--skip", help="Sections to leave out, a comma list of: matmul, train, fit, "
-                             "pipeline, predict, tiled, precision."),
+    skip: str = typer.Option("", "--skip", help=f"Sections to leave out, a comma list of: {', '.join(SECTIONS)}."),
     precision_steps: Optional[int] = typer.Option(None, "--precision-steps", min=1, help="Training steps of the "
                                                   "precision section's loss curves (default 200; --quick leaves "
                                                   "the section out unless given)."),

@@ -55,6 +55,7 @@ def compare_cmd(
             recipes.read_recipe_file(name)
         for name in args:
             recipes.resolve(None, {"model": {"name": name}})
-    result = compare(args, data_dir, out, recipes=recipe, overrides=overrides, classes_file=classes,
-                     from_runs=from_runs)
+    with render.RichProgress() as progress:
+        result = compare(args, data_dir, out, recipes=recipe, overrides=overrides, classes_file=classes,
+                         from_runs=from_runs, progress=progress)
     render.comparison(result, out)

@@ -36,9 +36,9 @@ def evaluate_cmd(
     if out is not None:
         check_writable_dir(out)  # before the model runs
     loaded = load_model(model, precision)
-    with render.evaluate_progress(split, disable=json_out) as step:
+    with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
-                          progress=step)
+                          progress=progress)
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return

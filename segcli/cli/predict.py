@@ -33,9 +33,9 @@ def predict_cmd(
     files = resolve_inputs(inputs)  # a missing input or a bad --out fails before the model loads
     check_predict_out(files, out, overlay=overlay, probabilities=probabilities)
     loaded = load_model(model, precision)
-    with render.predict_progress(len(files)) as step:
+    with render.RichProgress(render.err_console) as progress:
         records = predict_files(loaded, files, out, overlay=overlay, alpha=alpha, probabilities=probabilities,
-                                tile=tile, overlap=overlap, batch_size=batch_size, progress=step)
+                                tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
     render.predictions_written(len(records), out, overlay=overlay, probabilities=probabilities)
 
 

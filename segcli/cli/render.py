@@ -1,11 +1,11 @@
 """What the CLI shows: the consoles, every table, progress bar and report line (the one module that uses rich).
 
 Each function takes what a library function returned and prints it; the command modules parse and call.
+What the library reports while it works (segcli.progress) is shown by `RichProgress`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+import segcli.progress
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -22,6 +24,55 @@ err_console = Console(stderr=True)
 def pct(value) -> str:
     """A fraction as a percentage with one decimal; "-" for None or NaN."""
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+# --- progress (segcli.progress) ------------------------------------------------------------------
+
+class RichProgress(segcli.progress.Progress):
+    """The library's progress on a rich console: messages and notes as lines, each task a transient bar
+    (its name, the bar, done/total, elapsed time, the info text) that is gone when the task ends; `quiet`: nothing.
+    Used as a context manager, it also closes the bars an error or Ctrl-C left open."""
+
+    def __init__(self, on: Console | None = None, *, quiet: bool = False):
+        self.console = on or console
+        self.quiet = quiet
+        self._bars: dict[str, tuple[Progress, object]] = {}
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, highlight=False, markup=False)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(Text.assemble(("note:", "yellow"), f" {text}"), highlight=False)
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self.end(task)
+        if self.quiet:
+            return
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+        self._bars[task] = (bar, bar.add_task(escape(task), total=total, info=""))
+        bar.start()
+
+    def advance(self, task: str, done: int, total: int | None = None, info: str = "") -> None:
+        if task in self._bars:
+            bar, task_id = self._bars[task]
+            bar.update(task_id, completed=done, info=escape(info), **({} if total is None else {"total": total}))
+
+    def end(self, task: str) -> None:
+        if task in self._bars:
+            self._bars.pop(task)[0].stop()
+
+    def close(self) -> None:
+        for task in list(self._bars):
+            self.end(task)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --- errors (the root's _guard and main) ----------------------------------------------------------
@@ -121,19 +172,6 @@ def train_summary(result) -> None:
 
 # --- predict, overlay -----------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def predict_progress(total: int):
-    """A transient bar on stderr; yields predict_files' progress callback (done, total, path)."""
-    with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        task = bar.add_task("", total=total)
-
-        def step(done, total, path):
-            bar.update(task, completed=done, description=escape(Path(path).name))
-
-        yield step
-
-
 def predictions_written(count: int, out, *, overlay: bool, probabilities: bool) -> None:
     extras = [what for what, on in (("overlays", overlay), ("probabilities", probabilities)) if on]
     console.print(f"{count} mask{'s' if count != 1 else ''}"
@@ -146,19 +184,6 @@ def overlay_written(path) -> None:
 
 
 # --- evaluate -------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def evaluate_progress(split: str, *, disable: bool = False):
-    """A transient bar on stderr; yields evaluate's progress callback (stage, done, total)."""
-    with Progress(TextColumn("evaluate {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=disable) as bar:
-        task = bar.add_task(split, total=None)
-
-        def step(stage, done, total):
-            bar.update(task, completed=done, total=total, description=split if stage == "images" else stage)
-
-        yield step
-
 
 def evaluation(result: dict, model, data_dir, split: str, out) -> None:
     """segcli.evaluation.evaluate's result: notes, the per-class table, the overall figures, the files written."""
@@ -234,23 +259,140 @@ def bench_progress(message: str) -> None:
     err_console.print(f"bench: {message}", style="dim", highlight=False, markup=False)
 
 
-def bench_tables(result: dict) -> None:
-    from segcli.bench import bench_tables as tables
+def _bench_fig(value, spec: str = ".1f") -> str:
+    """A bench figure formatted with `spec`; "-" for None, NaN or infinity."""
+    import math
 
-    for part in tables(result):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:{spec}}"
+
+
+def _bench_table(title: str, columns, rows, *, right=(), caption: str | None = None) -> Table:
+    table = Table(title=title, caption=caption)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def bench_parts(result: dict) -> list:
+    """The lines and tables of a segcli.bench.run_bench result, in order (rich renderables)."""
+    s, sysinfo = result["settings"], result["system"]
+    out: list = [Text(f"{sysinfo['hardware']}; TensorFlow {sysinfo['tensorflow']}, Keras {sysinfo['keras']}, "
+                      f"Python {sysinfo['python']}; jit {'on' if sysinfo['jit'] else 'off'}"
+                      f"{'; QUICK (tiny sizes)' if result['quick'] else ''}")]
+    if "data" in result:
+        d = result["data"]
+        out.append(Text(f"data: {d['source']} ({d['train_pairs']} train + {d['val_pairs']} val pairs linked, "
+                        f"{d['classes']} classes; {d['classes_note']})"))
+    if "matmul_gflops" in result:
+        out.append(Text(f"matmul peak ({s['matmul_n']}x{s['matmul_n']}): " + ", ".join(
+            f"{k} {v:,.0f} GFLOP/s" for k, v in result["matmul_gflops"].items())))
+    if "pipeline_images_per_sec" in result:
+        out.append(Text(f"input pipeline alone: {result['pipeline_images_per_sec']:,.1f} images/s "
+                        f"({s['train_size'][0]}x{s['train_size'][1]} crops, batch {s['batch_size']})"))
+    if result.get("training"):
+        rows = result["training"]
+        out.append(_bench_table(
+            f"training images/s ({s['train_size'][0]}x{s['train_size'][1]}, batch {s['batch_size']}, "
+            f"medians of {s['steps']}-step epochs)",
+            ("model", "precision", "train", "fit", "fit (loss)", "train/fit"),
+            [(r["model"], r["precision"], _bench_fig(r.get("train_images_per_sec")),
+              _bench_fig(r.get("fit_images_per_sec")), _bench_fig(r.get("fit_plain_images_per_sec")),
+              _bench_fig(r.get("train_over_fit"), ".2f")) for r in rows],
+            right=("train", "fit", "fit (loss)", "train/fit"),
+            caption=f"train: segcli's train path, {s['epochs'] - 1} epochs after the first; fit: bare model.fit on "
+                    f"one cached batch (loss + metrics / loss only), {s['repeats']} timed epochs"))
+        if any(k.endswith("_peak_fraction") for r in rows for k in r):
+            out.append(_bench_table(
+                "share of the matmul peak", ("model", "precision", "GFLOPs/img", "train", "fit", "fit (loss)"),
+                [(r["model"], r["precision"], _bench_fig(r.get("gflops_per_image"), ".2f"),
+                  pct(r.get("train_peak_fraction")), pct(r.get("fit_peak_fraction")),
+                  pct(r.get("fit_plain_peak_fraction"))) for r in rows],
+                right=("GFLOPs/img", "train", "fit", "fit (loss)"),
+                caption="GFLOPs/image x 3 x images/s / matmul GFLOP/s of the precision's compute dtype"))
+    if result.get("predict"):
+        out.append(_bench_table(
+            f"predict_on_batch images/s ({s['predict_size'][0]}x{s['predict_size'][1]}, batch {s['predict_batch']})",
+            ("model", "precision", "images/s", "run at"),
+            [(r["model"], r["precision"], _bench_fig(r["images_per_sec"]),
+              f"{r['padded_size'][0]}x{r['padded_size'][1]}") for r in result["predict"]],
+            right=("images/s",)))
+    if "tiled" in result:
+        r = result["tiled"]
+        out.append(Text(f"tiled predict of a {r['size'][0]}x{r['size'][1]} image ({r['model']}, tile {r['tile']}, "
+                        f"overlap {r['overlap']}, child process): peak RSS {r['peak_rss_mib']:,.0f} MiB "
+                        f"({r['peak_rss_before_predict_mib']:,.0f} MiB before predict), {r['seconds']:.1f} s, "
+                        f"{r['megapixels_per_sec']:.2f} Mpx/s"))
+    if "precision" in result:
+        r = result["precision"]
+        base, reduced = r["policies"]
+        kind = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16, no AMX"}.get(r["cpu_bf16"],
+                                                                           "no native bf16: bf16 is emulated")
+        out.append(Text(f"precision on {r['cpu']} ({kind}): --precision auto picks {r['auto']} ({r['auto_reason']}). "
+                        f"{r['recipe']} trained {r['steps']} steps from the same weights on the same batches "
+                        f"({r['images']} images of {r['data']}, {r['size'][0]}x{r['size'][1]}, batch {r['batch']}); "
+                        f"images/s: {base} {_bench_fig(r['images_per_sec'][base])}, {reduced} "
+                        f"{_bench_fig(r['images_per_sec'][reduced])}; loss ratio {reduced}/{base} over the last half "
+                        f"{_bench_fig(r['ratio_mean_last_half'], '.3f')}"))
+        out.append(_bench_table(
+            f"training loss (mean of every {r['every']} steps)", ("step", base, reduced, "ratio"),
+            [(str(step), _bench_fig(a, ".4f"), _bench_fig(b, ".4f"), _bench_fig(q, ".3f"))
+             for step, a, b, q in zip(r["steps_at"], r["curves"][base], r["curves"][reduced], r["ratio"])],
+            right=("step", base, reduced, "ratio")))
+    return out
+
+
+def bench_tables(result: dict) -> None:
+    for part in bench_parts(result):
         console.print(part, highlight=False, soft_wrap=True)
 
 
 def bench_text(result: dict) -> str:
     """The bench tables as plain text 110 columns wide, in a fenced block (for README.md)."""
-    from segcli.bench import bench_tables as tables
-
     buffer = io.StringIO()
     plain = Console(file=buffer, width=110, color_system=None)
-    for part in tables(result):
+    for part in bench_parts(result):
         plain.print(part, highlight=False, soft_wrap=True)
     return "```text\n" + buffer.getvalue().rstrip() + "\n```\n"
 
 
 def figures_written(path) -> None:
     console.print(f"figures written to {path}", highlight=False, markup=False)
+
+
+# --- tune -----------------------------------------------------------------------------------------
+
+def tune_interrupted(out) -> None:
+    err_console.print(f"\n[yellow]interrupted.[/] Finished trials are kept; continue with:\n"
+                      f"  segcli tune --resume {escape(str(out))}", highlight=False, soft_wrap=True)
+
+
+def tune_summary(result: dict) -> None:
+    """segcli.tune.tune's result: the trials (knobs, val mIoU, pixel accuracy, minutes), the best, the files."""
+    from segcli.tune import TABLE_COLUMNS, table_cells
+
+    s, knobs, best = result["settings"], [k["name"] for k in result["knobs"]], result["best"]
+    table = Table(title=escape(f"segcli tune: {s['model']}, {s['algorithm']} search, {len(result['rows'])}/"
+                               f"{s['trials']} trials, {result['minutes']:.1f} min"))
+    table.add_column("trial", no_wrap=True)
+    for name in knobs:  # model.options.base_filters: base_filters (tune.md has the whole name)
+        table.add_column(escape(name.rsplit(".", 1)[-1]))
+    for name in TABLE_COLUMNS:
+        table.add_column(name, justify="right")
+    for row in result["rows"]:
+        status = "" if row["status"] == "completed" else f" ({row['status']})"
+        table.add_row(escape(row["trial"] + status), *[escape(c) for c in table_cells(row, knobs)],
+                      style="bold green" if best and row["trial"] == best["trial"] else None)
+    console.print(table)
+    if result["stopped_by_budget"]:
+        console.print("the time budget was spent before the last trials", highlight=False, markup=False)
+    out = result["out"]
+    if best:
+        console.print(f"best: {best['trial']} (val mIoU {pct(best['val_miou'])}); train it with:\n"
+                      f"  segcli train {s['model']} DATA_DIR --recipe {out}/best-recipe.toml",
+                      highlight=False, markup=False, soft_wrap=True)
+    console.print(f"written: {out}/tune.md, tune.json, tune.png, best-recipe.toml", highlight=False, markup=False,
+                  soft_wrap=True)

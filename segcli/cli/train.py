@@ -43,8 +43,9 @@ def train_cmd(
     if resume is None and (model is None or data_dir is None):
         raise SegcliError("MODEL and DATA_DIR are required (or --resume RUN_DIR)")
     try:
-        result = train_and_evaluate(model, data_dir, recipe_file=recipe, overrides=overrides, out=out,
-                                    resume=resume, force=force, classes_file=classes, console=render.console)
+        with render.RichProgress() as progress:
+            result = train_and_evaluate(model, data_dir, recipe_file=recipe, overrides=overrides, out=out,
+                                        resume=resume, force=force, classes_file=classes, progress=progress)
     except TrainingInterrupted as exc:
         render.train_interrupted(exc.run_dir)
         raise typer.Exit(130)

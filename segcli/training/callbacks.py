@@ -1,6 +1,6 @@
 """Callbacks for what Keras does not log itself: images/s, per-class IoU, a time budget,
 the best model by val mIoU (saved atomically with its classes), a crash-safe backup of each finished
-epoch with the history, and a rich progress display."""
+epoch with the history, and progress reports (segcli.progress)."""
 
 from __future__ import annotations
 
@@ -159,42 +159,46 @@ class RunBackup(keras.callbacks.Callback):
         write_text(self.history_path, history_csv(self.history))
 
 
-class RichProgress(keras.callbacks.Callback):
-    """A bar per epoch with the running loss, then one line of train and val figures."""
+class ProgressCallback(keras.callbacks.Callback):
+    """Reports training to a segcli.progress.Progress: a task per epoch ("epoch N/M", steps done, the running
+    loss), then one line of train and val figures."""
 
-    def __init__(self, console):
+    def __init__(self, progress):
         super().__init__()
-        self.console = console
+        self.progress = progress
+        self._task = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._epoch = epoch
-        self._progress = Progress(
-            TextColumn(f"epoch {epoch + 1}/{self.params.get('epochs')}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=self.console, transient=True)
-        self._task = self._progress.add_task("train", total=self.params.get("steps"), info="")
-        self._progress.start()
+        self._task = f"epoch {epoch + 1}/{self.params.get('epochs')}"
+        self.progress.start(self._task, self.params.get("steps"))
 
     def on_train_batch_end(self, batch, logs=None):
         info = f"loss {float(logs['loss']):.4f}" if logs and "loss" in logs else ""
-        self._progress.update(self._task, completed=batch + 1, info=info)
+        self.progress.advance(self._task, batch + 1, info=info)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._progress.stop()
-        logs = logs or {}
-
-        def fmt(key, pct=False):
-            if key not in logs:
-                return "-"
-            value = float(logs[key])
-            return f"{100 * value:.1f}%" if pct else f"{value:.4f}"
-
-        line = (f"epoch {epoch + 1}/{self.params.get('epochs')}: loss {fmt('loss')} acc {fmt('pixel_accuracy', True)}"
-                f" mIoU {fmt('miou', True)} | val loss {fmt('val_loss')} acc {fmt('val_pixel_accuracy', True)}"
-                f" mIoU {fmt('val_miou', True)} | {float(logs.get('images_per_sec', float('nan'))):.1f} img/s")
-        self.console.print(line, highlight=False)
+        self._end()
+        self.progress.message(epoch_line(epoch, self.params.get("epochs"), logs or {}))
 
     def on_train_end(self, logs=None):
-        if getattr(self, "_progress", None) is not None:
-            self._progress.stop()
+        self._end()
+
+    def _end(self):
+        if self._task is not None:
+            self.progress.end(self._task)
+            self._task = None
+
+
+def epoch_line(epoch: int, epochs, logs: dict) -> str:
+    """The line after an epoch: "epoch N/M: loss .. acc ..% mIoU ..% | val loss .. acc .. mIoU .. | N img/s"
+    ("-" for a figure not logged)."""
+
+    def fmt(key, pct=False):
+        if key not in logs:
+            return "-"
+        value = float(logs[key])
+        return f"{100 * value:.1f}%" if pct else f"{value:.4f}"
+
+    return (f"epoch {epoch + 1}/{epochs}: loss {fmt('loss')} acc {fmt('pixel_accuracy', True)}"
+            f" mIoU {fmt('miou', True)} | val loss {fmt('val_loss')} acc {fmt('val_pixel_accuracy', True)}"
+            f" mIoU {fmt('val_miou', True)} | {float(logs.get('images_per_sec', float('nan'))):.1f} img/s")

@@ -25,17 +25,18 @@ from segcli.errors import SegcliError
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, gflops, output_stride
 from segcli.precision import policy, resolve_precision
+from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
 from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
-from segcli.training.callbacks import PerClassIoU, RichProgress, RunBackup, SaveBest, Throughput, TimeBudget
+from segcli.training.callbacks import PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput, TimeBudget
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import resolve_strategy
 from segcli.training.losses import median_frequency_weights
 from segcli.training.plots import plot_curves
 
-# evaluate_best(run folder, data folder, the dataset's classes, console) -> metrics.json's "evaluation" part
-Evaluator = Callable[[RunFolder, Path, ClassMap, object], dict]
+# evaluate_best(run folder, data folder, the dataset's classes) -> metrics.json's "evaluation" part
+Evaluator = Callable[[RunFolder, Path, ClassMap], dict]
 
 
 class TrainingInterrupted(SegcliError):
@@ -142,17 +143,16 @@ def _summary(model, recipe: Recipe, run: RunFolder, run_info: dict, best: SaveBe
 
 
 def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=None, overrides: dict | None = None,
-          out=None, resume=None, force: bool = False, classes_file=None, console=None,
+          out=None, resume=None, force: bool = False, classes_file=None, progress: Progress | None = None,
           evaluate_best: Evaluator | None = None) -> TrainResult:
     """Train one model; returns the run folder and its final metrics. Raises TrainingInterrupted on Ctrl-C.
 
     The recipe: defaults < recipe_file (a path or a shipped recipe's name) < overrides (the flags, as text;
     see segcli.recipe.resolve); with resume, the run's own recipe.toml. evaluate_best: the final evaluation
     of best.keras, when the data has a val split (segcli.runs.train_and_evaluate passes segcli.evaluation's);
-    None leaves metrics.json's "evaluation" empty."""
-    from rich.console import Console
-
-    console = console or Console(quiet=True)
+    None leaves metrics.json's "evaluation" empty. progress: what is happening is reported there (notes, the run
+    folder, a task per epoch and the epoch's figures; segcli.progress); by default nothing is."""
+    progress = progress or NullProgress()
     run = None
     if resume is not None:
         _check_resume_args({"model_name": model_name, "data_dir": data_dir, "recipe_file": recipe_file, "out": out,
@@ -164,7 +164,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     else:
         recipe, note = recipes.resolve_for_model(model_name, recipe_file, overrides)
         if note:
-            console.print(f"[yellow]note:[/] {note}")
+            progress.note(note)
         RunFolder.check_new(out, force, data_dir)  # before any work: a folder that may not be replaced is refused now
     data_spec, train_spec, model_spec = recipe.data, recipe.train, recipe.model
     keras.utils.set_random_seed(train_spec.seed)
@@ -173,7 +173,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                            val_fraction=data_spec.val_fraction, seed=train_spec.seed)
     report = check_dataset(dataset)
     for notice in report.notices:
-        console.print(f"note: {notice}", markup=False, highlight=False)
+        progress.note(notice)
     if not report.ok:
         first = report.problems[0]
         raise SegcliError(f"{len(report.problems)} problem(s) in the dataset, first: {first.path}: {first.problem} "
@@ -216,11 +216,10 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         callbacks = [Throughput(train_spec.batch_size), PerClassIoU(compiled.metrics[1], dataset.classes.names),
                      budget, best, backup,
                      keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0),
-                     RichProgress(console)]
-        console.print(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "
-                      f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
-                      f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch",
-                      highlight=False, markup=False)
+                     ProgressCallback(progress)]
+        progress.message(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "
+                         f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
+                         f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch")
         try:
             model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=train_spec.epochs,
                       verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
@@ -233,8 +232,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
             save_model(model, run.best_path, classes, meta)
         evaluation = None
         if evaluate_best is not None and dataset.splits.get("val"):
-            console.print("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
-            evaluation = evaluate_best(run, Path(run_info["data_dir"]), dataset.classes, console)
+            progress.message("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
+            evaluation = evaluate_best(run, Path(run_info["data_dir"]), dataset.classes)
         metrics_out = _summary(model, recipe, run, run_info, best, budget, dataset, classes, evaluation)
         run.write_metrics(metrics_out)
         history = run.history()

@@ -1,0 +1,46 @@
+"""`segcli bench`: how fast this machine trains and predicts, and where the time goes.
+
+Sections (each can be skipped by name; `SECTIONS`, in the order they run):
+
+- ``matmul``: peak matmul GFLOP/s per compute dtype (float32, bfloat16; float16 with mixed_float16);
+- ``pipeline``: the input pipeline's images/s alone (``pipeline_throughput``);
+- ``train``: training images/s through the real ``segcli.training.train`` path (PNG files, augmentation,
+  metrics, callbacks), the median of the run's epochs after the first;
+- ``fit``: a bare ``model.fit`` of the same model, compiled the same way, on one cached in-memory batch
+  (with the loss + metrics train uses, and with the loss only), the median of ``repeats`` timed fits;
+  ``train`` / ``fit`` is segcli's overhead;
+- ``predict``: ``model.predict_on_batch`` images/s at 360x480 (padded to the output stride);
+- ``tiled``: the peak resident memory of ``predict_files`` on one 8000x8000 image, in a child process;
+- ``precision``: a CamVid recipe (``camvid-fcn``) trained a few hundred steps from the same weights on the
+  same batches in float32 and in the device's reduced policy (mixed_bfloat16 on a CPU): both loss curves and
+  their ratio, with the CPU's bf16 kind and what ``--precision auto`` picks on it.
+
+Every training figure also gets its share of the matmul peak of its compute dtype:
+GFLOPs per image (segcli.models.gflops) x 3 (forward + backward) x images/s / peak GFLOP/s.
+
+The modules: `settings` (what a run measures, full and --quick), `data` (CamVid or synthetic PNGs),
+`timing` (the timing harness), `child` (the child-process protocol), `sections` (one function per section,
+`SECTION_TABLE`, `run_bench`). The result is a plain dict; segcli/cli/render.py prints it. Importing this
+package imports neither TensorFlow nor Keras (benchmarks/bench_keras_backend.py runs without TensorFlow).
+
+>>> from segcli.bench import run_bench
+>>> result = run_bench(quick=True)          # a dict, as `segcli bench --json -` prints it
+"""
+
+from segcli.bench.child import run_in_child
+from segcli.bench.data import (DEFAULT_DATA, VAL_FRACTION, BenchData, precision_data, prepare_data, write_big_image,
+                               write_synthetic_dataset)
+from segcli.bench.sections import (SECTION_TABLE, SECTIONS, BenchRun, fit_rates, matmul_gflops, pipeline_rate,
+                                   precision_curves, predict_rate, resolved_recipe, run_bench, tiled_predict_memory,
+                                   train_path_rate)
+from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, _parse_jit, default_jit,
+                                   default_precisions, gpu_available, make_settings)
+from segcli.bench.timing import median_after_first, peak_fraction, time_calls
+
+__all__ = [
+    "BenchData", "BenchRun", "BenchSettings", "COMPUTE_DTYPE", "DEFAULT_DATA", "DEFAULT_MODELS", "SECTIONS",
+    "SECTION_TABLE", "VAL_FRACTION", "default_jit", "default_precisions", "fit_rates", "gpu_available",
+    "make_settings", "matmul_gflops", "median_after_first", "peak_fraction", "pipeline_rate", "precision_curves",
+    "precision_data", "predict_rate", "prepare_data", "resolved_recipe", "run_bench", "run_in_child",
+    "tiled_predict_memory", "time_calls", "train_path_rate", "write_big_image", "write_synthetic_dataset",
+]

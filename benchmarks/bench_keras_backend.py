@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segcli.bench import COMPUTE_DTYPE, peak_fraction, time_calls  # noqa: E402  (no TensorFlow imported)
+from segcli.errors import describe  # noqa: E402
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
 from segcli.recipe import RECIPES_DIR as RECIPES  # noqa: E402  (the shipped recipes; no TensorFlow imported)
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
                                                      result["matmul_gflops"][COMPUTE_DTYPE[precision]])
                 row["predict_images_per_sec"] = predict_rate(model, args.batch, tuple(args.size))
             except Exception as exc:  # one configuration failing must not lose the others' figures
-                row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                row["error"] = describe(exc)
             finally:
                 keras.mixed_precision.set_dtype_policy("float32")
                 keras.backend.clear_session()

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 import segcli
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, describe
 from segcli.files import atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, write_json, write_text
 from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
+from segcli.sizes import round_up
 from segcli.training.plots import number
 
 COLUMNS = [  # key, header, format
@@ -138,7 +139,7 @@ def _train_child() -> None:
         Path(error_path).write_text("interrupted")
         code = 130
     except Exception as exc:  # noqa: BLE001 - anything else still ends as one line in the parent
-        Path(error_path).write_text(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        Path(error_path).write_text(describe(exc))
         code = 1
     sys.exit(code)
 
@@ -149,7 +150,7 @@ def inference_latency_ms(model_path: Path, height: int, width: int, repeats: int
 
     loaded = load_model(model_path)
     stride = loaded.output_stride
-    h, w = -(-height // stride) * stride, -(-width // stride) * stride
+    h, w = round_up(height, stride), round_up(width, stride)
     x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype("float32")
     for _ in range(2):
         loaded.model.predict_on_batch(x)

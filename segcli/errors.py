@@ -22,3 +22,16 @@ class DataError(SegcliError):
 
 class ModelError(SegcliError):
     """An unknown architecture or option, or a file that is not a segcli/Keras model."""
+
+
+def first_line(exc: BaseException, empty: str = "") -> str:
+    """The first line of ``exc``'s message (TensorFlow's and h5py's run to pages), or ``empty`` when it has none:
+    how a caught foreign exception goes into a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else empty
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as "TypeName: first line of its message" (just "TypeName" when it has none)."""
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -30,12 +30,12 @@ import keras
 import numpy as np
 
 from segcli.data import ClassMap, load_classes
-from segcli.errors import DataError, SegcliError
+from segcli.errors import DataError, SegcliError, describe, first_line
 from segcli.files import (TMP_TAG, atomic_path, check_replaceable, check_writable_dir, mark_segcli_folder,
                           segcli_folder_kind)
 from segcli.modelfile import load_model
 from segcli.precision import reduced_policy, with_policy
-from segcli.sizes import parse_size
+from segcli.sizes import parse_size, round_up
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
@@ -70,9 +70,9 @@ class ExportResult:
 
 # --- helpers ----------------------------------------------------------------------------------------
 
-def _round_up(size: tuple[int, int], stride: int) -> tuple[int, int]:
+def _round_up_pair(size: tuple[int, int], stride: int) -> tuple[int, int]:
     stride = max(1, int(stride))
-    return tuple(int(math.ceil(v / stride) * stride) for v in size)
+    return tuple(round_up(int(v), stride) for v in size)
 
 
 def missing_onnx_packages() -> list[str]:
@@ -117,8 +117,7 @@ def _compare(fmt: str, model: keras.Model, run, sizes) -> tuple[list, float]:
         try:
             got = np.asarray(run(x), dtype=np.float32)
         except Exception as exc:
-            raise ExportError(f"the {FORMAT_NAMES[fmt]} export fails on a {h}x{w} image: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise ExportError(f"the {FORMAT_NAMES[fmt]} export fails on a {h}x{w} image: {describe(exc)}") from None
         if got.shape != ref.shape:
             raise ExportError(f"the {FORMAT_NAMES[fmt]} export returns shape {got.shape} for a {h}x{w} image, "
                               f"Keras {ref.shape}")
@@ -255,8 +254,7 @@ def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
         try:
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
         except Exception as exc:
-            raise ExportError(f"tf2onnx cannot convert the model (opset {opset}): {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise ExportError(f"tf2onnx cannot convert the model (opset {opset}): {describe(exc)}") from None
     _onnx_rename(proto)
     onnx.checker.check_model(proto)
     with atomic_path(out, suffix=".onnx") as tmp:
@@ -318,8 +316,8 @@ def _export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, 
             checks, tol = _write_tflite(model, out, None, sizes)
             return checks, tol, None, notes
         except Exception as exc:  # the converter or the interpreter cannot take dynamic height/width
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            size = _round_up(DEFAULT_TFLITE_SIZE, stride)
+            reason = first_line(exc, type(exc).__name__)
+            size = _round_up_pair(DEFAULT_TFLITE_SIZE, stride)
             notes.append(f"TFLite could not take dynamic height/width ({reason}); exported at a fixed "
                          f"{size[0]}x{size[1]} (choose with --size HxW)")
     checks, tol = _write_tflite(model, out, size, [size])
@@ -427,11 +425,11 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     except SegcliError as exc:
         raise ExportError(exc.problem, model_path) from None
     stride = loaded.output_stride
-    sizes = [_round_up(s, stride) for s in CHECK_SIZES]
+    sizes = [_round_up_pair(s, stride) for s in CHECK_SIZES]
     notes: list[str] = []
     fixed = None
     if size is not None and (size[0] % stride or size[1] % stride):
-        rounded = _round_up(size, stride)
+        rounded = _round_up_pair(size, stride)
         notes.append(f"--size {size[0]}x{size[1]} rounded up to {rounded[0]}x{rounded[1]} "
                      f"(a multiple of the output stride {stride})")
         size = rounded

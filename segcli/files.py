@@ -46,18 +46,8 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     """Create ``folder`` (with its parents) if needed; a one-line error naming it when it cannot hold files
     (a file in the way, no permission, a read-only disk). Call it before the work whose output goes there."""
     folder = Path(folder)
-    for parent in (folder, *folder.parents):
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                raise SegcliError("is a file, not a folder", parent)
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise SegcliError(f"cannot write here ({exc.strerror or exc})", folder) from None
+    _nearest_existing(folder)
+    _probe_writable(folder, make=True)
     return folder
 
 
@@ -108,7 +98,7 @@ def check_replaceable(folder: str | Path, force: bool, what: str = "output folde
         return False
     found = segcli_folder_kind(folder)
     if found is None:
-        raise SegcliError(f"exists, is not empty and was not made by segcli; choose another --out (--force "
+        raise SegcliError("exists, is not empty and was not made by segcli; choose another --out (--force "
                           "replaces only segcli's own run, export and compare folders)", folder)
     if kind is not None and found != kind:
         raise SegcliError(f"is a segcli {found} folder, not a {kind} folder; choose another --out", folder)
@@ -173,15 +163,29 @@ def check_writable_dir(folder: str | Path) -> Path:
     does not exist yet, must be a folder that takes new files; else a one-line error naming it. For checks
     before the work, so that a failure later (a bad model, a bad flag) leaves no empty folder behind."""
     folder = Path(folder)
+    parent = _nearest_existing(folder)
+    if parent is not None:
+        _probe_writable(parent)
+    return folder
+
+
+def _nearest_existing(folder: Path) -> Path | None:
+    """``folder``, or its nearest parent that exists (None when none does); a one-line error when that is a file."""
     for parent in (folder, *folder.parents):
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
                 raise SegcliError("is a file, not a folder", parent)
-            try:
-                fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=parent)
-                os.close(fd)
-                os.unlink(probe)
-            except OSError as exc:
-                raise SegcliError(f"cannot write here ({exc.strerror or exc})", parent) from None
-            break
-    return folder
+            return parent
+    return None
+
+
+def _probe_writable(folder: Path, make: bool = False) -> None:
+    """Create ``folder`` (``make``) and a file in it, then delete the file; a one-line error naming it if it cannot."""
+    try:
+        if make:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SegcliError(f"cannot write here ({exc.strerror or exc})", folder) from None

@@ -11,6 +11,7 @@ float16 (H, W, K) array the caller provides (a memory-mapped .npy file in `predi
 from __future__ import annotations
 
 import glob
+import json
 import os
 import tempfile
 import weakref
@@ -20,12 +21,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from segcli.data import read_image, write_image, write_mask_png
+from segcli.data import IMAGE_EXTS, read_image, write_image, write_mask_png
 from segcli.errors import DataError, SegcliError
-from segcli.files import TMP_TAG, check_writable_dir, ensure_writable_dir
+from segcli.files import (MARKER_NAME, TMP_TAG, check_writable_dir, ensure_writable_dir, segcli_folder_kind,
+                          write_json)
 from segcli.progress import NullProgress, Progress
+from segcli.sizes import round_up
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # At most this many pixels per model call (whatever the batch size): one 1024x1024 tile. The activations
 # of a batch, not the image, set the peak memory; on CPU one big tile per call was also the fastest.
 MAX_BATCH_PIXELS = 1024 * 1024
@@ -68,10 +70,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
     """Indices past the end mirrored back into 0..n-1 (reflect without repeating the edge)."""
     if n == 1:
@@ -96,7 +94,7 @@ def _tile_geometry(stride: int, tile: int, overlap: int) -> tuple[int, int]:
     if tile < 1 or overlap < 0:
         raise SegcliError(f"tile must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}")
     tile = max(stride, tile // stride * stride)
-    overlap = min(_round_up(overlap, stride), tile - stride)
+    overlap = min(round_up(overlap, stride), tile - stride)
     return tile, overlap
 
 
@@ -113,7 +111,7 @@ def _axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int, in
 def needs_tiles(height: int, width: int, *, stride: int, tile: int = 1024, overlap: int = 128) -> bool:
     """True when an image of height x width goes through more than one tile."""
     tile, _ = _tile_geometry(stride, tile, overlap)
-    return _round_up(height, stride) > tile or _round_up(width, stride) > tile
+    return round_up(height, stride) > tile or round_up(width, stride) > tile
 
 
 def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
@@ -121,8 +119,8 @@ def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
     """(y0, y1, x0, x1, logits (y1-y0, x1-x0, K)) covering the image once, tile batch by tile batch."""
     height, width = image.shape[:2]
     tile, overlap = _tile_geometry(stride, tile, overlap)
-    ys = _axis_tiles(_round_up(height, stride), tile, overlap)
-    xs = _axis_tiles(_round_up(width, stride), tile, overlap)
+    ys = _axis_tiles(round_up(height, stride), tile, overlap)
+    xs = _axis_tiles(round_up(width, stride), tile, overlap)
     jobs = [(ty, tx) for ty in ys for tx in xs]
     per_call = max(1, min(batch_size, MAX_BATCH_PIXELS // (ys[0][1] * xs[0][1])))
     for i in range(0, len(jobs), per_call):
@@ -198,7 +196,7 @@ def predict_batch(model, images: np.ndarray, *, stride: int | None = None) -> np
     images = np.asarray(images)
     stride = _stride_of(model, stride)
     b, h, w = images.shape[:3]
-    hp, wp = _round_up(h, stride), _round_up(w, stride)
+    hp, wp = round_up(h, stride), round_up(w, stride)
     if (hp, wp) != (h, w):
         rows, cols = _reflect_index(np.arange(hp), h), _reflect_index(np.arange(wp), w)
         images = images[:, rows[:, None], cols[None, :]]
@@ -338,6 +336,28 @@ def output_names(stem: str, *, overlay: bool = False, probabilities: bool = Fals
             + ([f"{stem}_probs.npy"] if probabilities else []))
 
 
+PREDICTIONS_KIND = "predictions"  # the .segcli mark of a folder predict writes into, with the names it wrote
+
+
+def written_by_predict(out_dir: Path) -> set[str]:
+    """The output names an earlier `segcli predict` wrote in ``out_dir`` (from its .segcli mark): only those may
+    be replaced; a file of the user's with a mask's name never is."""
+    try:
+        mark = json.loads((Path(out_dir) / MARKER_NAME).read_text())
+        return set(mark["files"]) if mark.get("kind") == PREDICTIONS_KIND else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _record_outputs(out_dir: Path, names: list[str]) -> None:
+    """Before writing: add ``names`` to the mark (so a run killed half-way may be run again); a folder that is
+    another segcli folder (a run folder, say) keeps its own mark."""
+    if segcli_folder_kind(out_dir) not in (None, PREDICTIONS_KIND):
+        return
+    write_json(out_dir / MARKER_NAME, {"made_by": "segcli", "kind": PREDICTIONS_KIND,
+                                       "files": sorted(written_by_predict(out_dir) | set(names))})
+
+
 def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool = False,
                       probabilities: bool = False) -> Path:
     """Refuse, before any model runs, an `out_dir` that holds input images (an input folder, or the folder of
@@ -357,6 +377,7 @@ def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool =
             stats[(st.st_dev, st.st_ino)] = path
         except OSError:
             pass
+    ours = written_by_predict(out_dir)  # what an earlier `segcli predict` wrote there may be replaced
     by_name: dict[str, Path] = {}
     for path in files:
         for name in output_names(path.stem, overlay=overlay, probabilities=probabilities):
@@ -374,6 +395,9 @@ def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool =
             if real in inputs or same is not None:
                 raise SegcliError(f"--out would overwrite the input {same or inputs[real]} with {name}; "
                                   "choose another --out", out_dir)
+            if name not in ours and (target.exists() or target.is_symlink()):
+                raise SegcliError(f"{name} exists in --out and segcli predict did not write it; choose another "
+                                  "--out", out_dir)
     return check_writable_dir(out_dir)
 
 
@@ -407,6 +431,8 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     files = resolve_inputs(inputs)
     out_dir = check_predict_out(files, out_dir, overlay=overlay, probabilities=probabilities)
     ensure_writable_dir(out_dir)
+    _record_outputs(out_dir, [name for path in files
+                              for name in output_names(path.stem, overlay=overlay, probabilities=probabilities)])
     classes, palette = loaded.classes, loaded.classes.palette()
     open_probs: dict[Path, NpyRowWriter] = {}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 
 from segcli.data import ClassMap, default_classes, load_classes
-from segcli.errors import ModelError, SegcliError
+from segcli.errors import ModelError, SegcliError, first_line
 from segcli.files import atomic_path
 from segcli.models import output_stride
 from segcli.precision import reduced_policy, resolve_precision, with_policy
@@ -71,7 +71,7 @@ def load_model(path: str | Path, precision: str | None = "auto") -> LoadedModel:
         model = keras.saving.load_model(path, compile=False)
         meta = read_meta(path)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
-        raise ModelError(f"cannot load model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        raise ModelError(f"cannot load model: {first_line(exc, type(exc).__name__)}",
                          path) from None
     num_classes = int(model.output_shape[-1])
     if "classes" in meta:

@@ -7,12 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segcli.data import ClassMap, load_classes, read_image, read_label_png, write_image
+from segcli.data import IMAGE_EXTS, ClassMap, load_classes, read_image, read_label_png, write_image
 from segcli.errors import DataError, SegcliError
 from segcli.files import check_writable_dir
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-OUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what --out may end in
 _CHUNK_ROWS = 512
 
 
@@ -166,8 +165,8 @@ def overlay_output(image_path: str | Path, mask_path: str | Path, out: str | Pat
     out = Path(out) if out is not None else Path(name)
     if out.is_dir():
         out = out / name
-    if out.suffix.lower() not in OUT_EXTS:
-        raise SegcliError(f"--out needs an image extension ({', '.join(OUT_EXTS)}) or an existing folder", out)
+    if out.suffix.lower() not in IMAGE_EXTS:
+        raise SegcliError(f"--out needs an image extension ({', '.join(IMAGE_EXTS)}) or an existing folder", out)
     for source in (image_path, mask_path):
         if source.exists() and (out.exists() and out.samefile(source)):
             raise SegcliError(f"--out would overwrite the input {source}; choose another --out", out)

@@ -2,8 +2,8 @@
 resolve_precision for why not on AMX); and copies of a model under another precision.
 
 Model files are saved in float32 and loaded under the precision of the machine that runs them: a model
-trained with mixed_float16 on a GPU would otherwise run float16 convolutions on a CPU, measured 6x slower
-than float32 and 11x slower than bfloat16 on our 2-core CPU.
+trained with mixed_float16 on a GPU would otherwise run float16 convolutions on a CPU (6x slower than float32
+on the project's AMD EPYC with AVX512-BF16).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 
 import keras
-import tensorflow as tf
+import tensorflow as tf  # noqa: F401  (loaded with this module; tests reach tf.config through it)
 
-from segcli.errors import SegcliError
-from segcli.system import cpu_flags
+from segcli.errors import SegcliError, describe
+from segcli.system import cpu_flags, gpu_available
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
@@ -23,7 +23,7 @@ FLOAT_POLICIES = ("float32", *REDUCED_POLICIES)  # the plain ones with_policy re
 
 def cpu_bf16() -> str | None:
     """How this CPU computes bf16: "amx_bf16" (AMX tiles; such CPUs also have AVX512-BF16), "avx512_bf16",
-    or None (no native bf16: TensorFlow emulates it, 10-18x slower than float32 on our AVX2 EPYC)."""
+    or None (no native bf16: TensorFlow emulates it, 10-18x slower than float32 on an AVX2-only AMD EPYC)."""
     flags = cpu_flags()
     for flag in ("amx_bf16", "avx512_bf16"):
         if flag in flags:
@@ -44,28 +44,22 @@ def resolve_precision(choice: str = "auto") -> tuple[str, str]:
     """Return (policy name, reason). ``auto`` never trades accuracy for speed:
 
     - a GPU: mixed_float16 (with loss scaling);
-    - a CPU with AVX512-BF16 and no AMX: mixed_bfloat16. On an AMD EPYC of that kind camvid-fcn trained to
-      89.7% / 58.4% val pixel accuracy / mIoU in bf16, 1.6x faster than float32;
-    - a CPU with AMX: float32. On a 2-core Xeon with AMX the same recipe ended at 81.2% / 43.7% in bf16
-      against 89.8% / 60.7% in float32, its train loss 10-80% higher from the first epochs, and bf16 barely
-      paid there for the BatchNorm nets (10-11 images/s against 9.7). The ``precision`` section of
-      `segcli bench` (loss curves in both) and benchmarks/precision_layers.py check a CPU;
+    - a CPU with AVX512-BF16 and no AMX: mixed_bfloat16 (on an AMD EPYC Zen 4, camvid-fcn reached 58.4% val mIoU
+      in bf16, 1.6x faster than float32);
+    - a CPU with AMX: float32 (on a Xeon with AMX, camvid-fcn lost 17 mIoU points in bf16, its train loss high
+      from the first epochs; the AMX kernels are suspected, not identified);
     - any other CPU: float32 (bf16 is emulated there, many times slower).
 
-    On an AVX2-only EPYC, emulated bf16 tracked float32 within 0.2% over camvid-fcn's first 50 steps, where
-    the AMX Xeon was 9% above after one epoch: the loss points at the AMX kernels, not at bf16 arithmetic,
-    but no AMX machine was at hand to find which of them.
-
-    The same choice serves inference (load_model, so predict / evaluate / compare): on AMX it is float32
-    too. With the AMX kernels at fault but not identified, the forward ones are not cleared (the loss gap
-    showed from the first epochs), and evaluate should score what training scored. bf16 on AMX stays one
-    flag away (--precision mixed_bfloat16), e.g. for the BatchNorm-free lambda nets, about 2x faster there.
+    The same choice serves inference (load_model, so predict / evaluate / compare): with the AMX kernels at
+    fault but not identified, the forward ones are not cleared either, and evaluate should score what training
+    scored; --precision mixed_bfloat16 opts in. The figures: README, "Precision and GPUs"; the ``precision``
+    section of `segcli bench` and benchmarks/precision_layers.py check a CPU.
     """
     if choice not in ("auto", *PRECISIONS):
         raise SegcliError(f"unknown precision {choice!r}; valid: auto, {', '.join(PRECISIONS)}")
     if choice != "auto":
         return choice, "chosen"
-    if tf.config.list_physical_devices("GPU"):
+    if gpu_available():
         return "mixed_float16", "GPU found"
     if not cpu_has_bf16():
         return "float32", "no GPU and no native bf16 on this CPU"
@@ -158,8 +152,7 @@ def with_policy(model: keras.Model, name: str) -> keras.Model:
         copy = type(model).from_config(config)
         copy.set_weights(model.get_weights())
     except Exception as exc:  # a layer that does not round-trip through its config, a non-functional model
-        raise SegcliError(f"cannot rebuild the model in {name}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise SegcliError(f"cannot rebuild the model in {name}: {describe(exc)}") from None
     if name == "float32" and reduced_policy(copy) is not None:
         raise SegcliError(f"cannot rebuild the model in float32: a layer keeps the {reduced_policy(copy)} policy")
     return copy

@@ -97,6 +97,7 @@ class TrainSpec:
     steps_per_execution: int = 0                 # 0: automatic
     max_minutes: float = 0.0                     # stop after this much training time (0: no limit)
     seed: int = 0
+    freeze_encoder_epochs: int = 0               # a pretrained encoder stays frozen (decoder only) this many epochs
 
 
 _TABLES = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
@@ -285,6 +286,7 @@ RULES = {
     ("train", "steps_per_execution"): lambda v: _integer(v, 0),  # 0: automatic
     ("train", "max_minutes"): _number,  # 0: no limit
     ("train", "seed"): lambda v: _integer(v, 0, 2 ** 32 - 1),  # what NumPy's seeding takes
+    ("train", "freeze_encoder_epochs"): lambda v: _integer(v, 0),
 }
 
 
@@ -344,10 +346,76 @@ def _model_options(name: str, options: dict, source) -> dict:
                 value = _number(value, None)
             elif isinstance(default, str):
                 value = _string(value)
-        except _Invalid as exc:
-            raise _error(source, f"[model.options] {key}", str(exc)) from None
+            if key == "encoder":
+                value = _encoder_name(value)
+            elif key == "encoder_weights":
+                value = _encoder_weights(value)
+        except _Invalid as exc:  # flags set only the options they name (--encoder, --encoder-weights)
+            where = _flag("model", key) if source == FLAGS else f"[model.options] {key}"
+            raise _error(source, where, str(exc)) from None
         out[key] = value
     return out
+
+
+def _encoder_name(value) -> str:
+    from segcli.models import list_encoders
+    from segcli.models.blocks import ENCODERS
+
+    valid = (*ENCODERS, *list_encoders())
+    if value not in valid:
+        raise _Invalid(f"must be one of {', '.join(valid)}, got {_shown(value)}")
+    return value
+
+
+WEIGHTS_WORDS = ("none", "imagenet")  # encoder_weights: one of these, or a weights file's path
+
+
+def _encoder_weights(value) -> str:
+    """none | imagenet | a path (kept as text; the builder checks the file); TOML has no None, so "none"."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be none, imagenet or a weights file path, got {_shown(value)}")
+    word = value.strip().lower()
+    return word if word in WEIGHTS_WORDS else value
+
+
+def weights_path(value: str, base: str | Path | None = None) -> str:
+    """encoder_weights with a relative path made absolute: against ``base`` (the recipe file's folder), else
+    the working directory; none/imagenet unchanged."""
+    if not isinstance(value, str) or value.strip().lower() in WEIGHTS_WORDS:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (Path(base or ".") / path).resolve())
+
+
+def _model_encoder(name: str, options: dict) -> str:
+    """The encoder the model will be built with: its option, else the registry preset, else the builder's default."""
+    import inspect
+
+    from segcli.models import model_entry
+
+    entry = model_entry(name)
+    if "encoder" in options:
+        return options["encoder"]
+    if "encoder" in entry.presets:
+        return entry.presets["encoder"]
+    param = inspect.signature(entry.builder).parameters.get("encoder")
+    return None if param is None else param.default
+
+
+def _check_encoder_training(recipe: dict) -> None:
+    """freeze_encoder_epochs needs a pretrained encoder (segcli.models.encoders)."""
+    from segcli.models import list_encoders
+
+    freeze = recipe["train"]["freeze_encoder_epochs"]
+    if freeze != DEFAULTS["train"]["freeze_encoder_epochs"]:
+        name = recipe["model"]["name"]
+        encoder = _model_encoder(name, recipe["model"]["options"])
+        if encoder not in list_encoders():
+            raise SegcliError(f"freeze_encoder_epochs = {freeze} needs a pretrained encoder, and model {name!r} has "
+                              f"encoder {encoder!r}; set [model.options] encoder (--encoder) to one of "
+                              f"{', '.join(list_encoders())}")
 
 
 def _check(recipe: dict, source) -> dict:
@@ -428,6 +496,9 @@ def read_recipe_file(path: str | Path) -> dict:
     classes = recipe.get("data", {}).get("classes")
     if classes and not Path(classes).is_absolute():
         recipe["data"]["classes"] = str((path.parent / classes).resolve())
+    options = recipe.get("model", {}).get("options") or {}
+    if "encoder_weights" in options:
+        options["encoder_weights"] = weights_path(options["encoder_weights"], path.parent)
     return recipe
 
 
@@ -444,9 +515,12 @@ def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None
     elif recipe_file is not None:
         recipe = merge(recipe, read_recipe_file(recipe_file))
     if overrides:
-        recipe = merge(recipe, _check({t: {k: v for k, v in kv.items() if v is not None}
-                                       for t, kv in overrides.items()}, FLAGS))
+        given = _check({t: {k: v for k, v in kv.items() if v is not None} for t, kv in overrides.items()}, FLAGS)
+        recipe = merge(recipe, given)
+        if given.get("model", {}).get("options"):  # flags (--encoder) are named when the model comes from the file
+            _model_options(recipe["model"]["name"], given["model"]["options"], FLAGS)
     recipe["model"]["options"] = _model_options(recipe["model"]["name"], recipe["model"]["options"], None)
+    _check_encoder_training(recipe)
     return _typed(recipe)
 
 

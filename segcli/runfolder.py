@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from segcli.errors import SegcliError
-from segcli.files import (check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder, remove_leftovers,
-                          write_json, write_text)
+from segcli.files import (TMP_TAG, check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder,
+                          remove_leftovers, segcli_folder_kind, write_json, write_text)
 
 STATE_NAME = "state.json"  # in backup/: the last finished epoch
 
@@ -194,7 +194,10 @@ class RunFolder:
         if state is None and (run_info.get("finished") or self.metrics_path.is_file()):
             raise SegcliError(f"this run is finished ({len(history)}/{recipe.train.epochs} epochs); nothing to "
                               "resume. To train longer, start a new run with more --epochs", self.path)
-        if state is None and (history or self.backup_dir.exists()):
+        # No finished epoch yet (killed during the first, or while its backup was written: only temporaries in
+        # backup/): resuming starts at epoch 1. A history or a model without a backup is never trained over.
+        backup_files = [p for p in self.backup_dir.rglob("*") if TMP_TAG not in p.name]
+        if state is None and (history or backup_files or self.model_path.exists()):
             raise SegcliError("no usable training backup (backup/state.json) to resume from; start the run again "
                               "with --force", self.path)
         return recipe, data_dir, ClassMap.from_dict(dataset_classes)
@@ -219,6 +222,12 @@ class RunFolder:
         (a kill before the mark resumes from the backup without training; after it the run is complete)."""
         self.write_info({**info, "finished": dt.datetime.now().isoformat(timespec="seconds")})
         shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Delete this run folder, for a new run that failed before its first epoch ended (only segcli's files
+        are in it: `create` accepts nothing else)."""
+        if segcli_folder_kind(self.path) == "run":
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 __all__ = ["RunFolder", "read_history", "history_csv", "read_backup_state", "STATE_NAME"]

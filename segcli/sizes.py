@@ -26,3 +26,10 @@ def parse_size(size, what: str = "--size") -> tuple[int, int] | None:
     if height < 1 or width < 1:
         raise SegcliError(f"bad {what}: expected HEIGHTxWIDTH with both >= 1, e.g. 368x480, got {size!r}")
     return height, width
+
+
+def round_up(n, multiple: int):
+    """``n`` rounded up to a multiple of ``multiple`` (an output stride, a pad multiple): 37, 8 -> 40.
+
+    Plain arithmetic, so ``n`` may be an int, a NumPy array or a TensorFlow tensor."""
+    return -(-n // multiple) * multiple

@@ -8,34 +8,45 @@ import resource
 from pathlib import Path
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo; None where there is none (macOS, no such line)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == field:
+                return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     """The CPU's feature flags ("avx2", "avx512_bf16", "amx_bf16", ...) from /proc/cpuinfo; empty where
     there is none (macOS, or an ARM CPU, whose line is "Features")."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags", cpuinfo) or "").split())
+
+
+def gpus() -> list:
+    """TensorFlow's physical GPUs (imports TensorFlow on the first call, not at import)."""
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow sees a GPU: the one test behind every "auto" that differs with a GPU."""
+    return bool(gpus())
 
 
 def gpu_names() -> list[str]:
     import tensorflow as tf
 
     names = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in gpus():
         details = tf.config.experimental.get_device_details(gpu)
         names.append(details.get("device_name", gpu.name))
     return names

@@ -37,7 +37,7 @@ from typing import Any
 import tomli_w
 
 from segcli import recipe as recipes
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, describe, first_line
 from segcli.files import (atomic_path, check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder,
                           remove_leftovers, write_json, write_text)
 from segcli.progress import NullProgress, Progress
@@ -371,7 +371,7 @@ def _make_tuner(kt, search: _Search, progress: Progress):
             except SegcliError as exc:  # bad data or settings: every trial would meet it
                 raise _Fatal(exc) from None
             except Exception as exc:  # noqa: BLE001 - this trial failed (out of memory, ...): the search goes on
-                line = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                line = describe(exc)
                 progress.message(f"tune: {run.path.name} failed ({line})")
                 raise kt.errors.FailedTrialError(line) from None
             minutes = (time.monotonic() - start) / 60.0
@@ -404,7 +404,7 @@ def _make_tuner(kt, search: _Search, progress: Progress):
         try:
             tuner = SegcliTuner(oracle=oracle, directory=str(search.out), project_name=PROJECT, overwrite=False)
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise SegcliError(f"KerasTuner's state cannot be read ({str(exc).splitlines()[0]}); start the search "
+            raise SegcliError(f"KerasTuner's state cannot be read ({first_line(exc)}); start the search "
                               "again with --force", search.out / PROJECT) from None
     tuner.oracle.max_trials = trials  # --resume may ask for more (or fewer) trials than the first run
     tuner.oracle.verbose = 0
@@ -471,7 +471,7 @@ def tune(model_name: str | None, data_dir: str | Path | None, *, recipe_file=Non
             raise exc.error from None
         except RuntimeError as exc:  # KerasTuner: too many failed trials in a row
             write_report(search, tuner.oracle)
-            raise SegcliError(f"the search stopped: {str(exc).splitlines()[0]} (see {PROJECT}/trial_*/trial.json)",
+            raise SegcliError(f"the search stopped: {first_line(exc)} (see {PROJECT}/trial_*/trial.json)",
                               out) from None
         result = write_report(search, tuner.oracle, finished=True)
     if result["rows"] and result["best"] is None:

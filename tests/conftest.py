@@ -10,6 +10,25 @@ SAMPLE_DATA = ROOT / "sample_data"
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 
 
+def tiny_recipe_text(epochs: int = 2, extra: str = "", precision: str | None = "float32",
+                     lr: float | None = 0.003) -> str:
+    """The recipe of the tests that train: a depth-2 U-Net with 4 base filters on 64x64 crops, batch 8.
+    precision or lr None leaves the recipe's default; ``extra``: more lines of its [train] table."""
+    train = [f"epochs = {epochs}", "batch_size = 8"]
+    train += [f"lr = {lr}"] if lr is not None else []
+    train += [f'precision = "{precision}"'] if precision is not None else []
+    return ('[model]\nname = "unet"\n[model.options]\ndepth = 2\nbase_filters = 4\n[data]\nsize = [64, 64]\n'
+            "[train]\n" + "\n".join([*train, extra]) + "\n")
+
+
+def tiny_recipe(tmp_path: Path, epochs: int = 2, extra: str = "", precision: str | None = "float32",
+                lr: float | None = 0.003) -> Path:
+    """tiny_recipe_text(...) written to tmp_path/tiny.toml."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_recipe_text(epochs, extra, precision, lr))
+    return path
+
+
 @pytest.fixture
 def sample_data() -> Path:
     return SAMPLE_DATA

@@ -118,8 +118,37 @@ def test_predict_rerun_replaces_its_own_masks_and_keeps_other_files(cli, model_f
     for _ in range(2):  # the second run replaces the masks of the first
         result = cli("predict", model_file, images, "--out", out)
         assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["im0.png", "im1.png", "keep.txt"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".segcli") == ["im0.png", "im1.png", "keep.txt"]
     assert (out / "keep.txt").read_text() == "mine" and snapshot(images) == before
+
+
+def test_predict_never_replaces_a_users_file_that_has_a_masks_name(cli, model_file, images, tmp_path):
+    """The user's ground truth (or any file of theirs) named like an output is never overwritten, even in a
+    folder predict has written into before: only the names predict wrote there may be replaced."""
+    truth = tmp_path / "valannot"
+    truth.mkdir()
+    (truth / "im0.png").write_bytes(b"ground truth")
+    result = cli("predict", model_file, images, "--out", truth)
+    assert "im0.png exists in --out" in one_line_error(result, truth)
+    assert (truth / "im0.png").read_bytes() == b"ground truth" and sorted(p.name for p in truth.iterdir()) == ["im0.png"]
+
+    out = tmp_path / "preds"
+    assert cli("predict", model_file, images / "im1.png", "--out", out).exit_code == 0
+    (out / "im0.png").write_bytes(b"mine")  # the user's file, in predict's folder, under another output's name
+    result = cli("predict", model_file, images, "--out", out)
+    assert "im0.png exists in --out" in one_line_error(result, out)
+    assert (out / "im0.png").read_bytes() == b"mine"
+
+
+def test_ctrl_c_in_predict_is_one_line_and_exit_130(cli, model_file, images, tmp_path, monkeypatch):
+    import segcli.inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segcli.inference, "predict_files", interrupted)
+    result = cli("predict", model_file, images, "--out", tmp_path / "p")
+    assert result.exit_code == 130 and result.stderr.strip() == "interrupted", result.output
 
 
 def test_predict_out_below_a_file_fails_before_the_model_loads(cli, images, tmp_path):

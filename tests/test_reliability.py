@@ -4,7 +4,6 @@ every epoch appears once, every model file loads, and no temporary file is left.
 --force refuse."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -143,3 +142,42 @@ def test_force_replaces_only_folders_segcli_made(cli, sample_data, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and str(out) in result.stderr
     assert sorted(p.relative_to(sample_data) for p in sample_data.rglob("*")) == listing
     assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.slow
+def test_kill_in_the_first_backup_then_ctrl_c_in_the_final_save_both_resume(sample_data, tmp_path):
+    """Killed while the first epoch's backup is written (backup/ holds only a temporary): --resume starts from
+    epoch 1 and removes it. Ctrl-C while the final files are written: exit 130 with the resume command, and
+    --resume writes them without training again."""
+    out = tmp_path / "run"
+    proc = start_paused("backup:0", ["unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", out],
+                        tmp_path / "paused-0")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert leftovers(out / "backup") and not (out / "backup" / "state.json").exists()
+
+    proc = start_paused("after-fit", ["--resume", out], tmp_path / "paused-1")
+    assert not leftovers(out)  # the resumed run removed the killed writer's temporary
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "segcli train --resume" in output and "Traceback" not in output, output
+
+    resumed = resume(out)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")], resumed.stdout
+    assert_complete(out, epochs=1)
+
+
+def test_out_of_memory_is_one_line_and_leaves_no_run_folder(cli, sample_data, tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    def oom(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\nwith many lines")
+
+    monkeypatch.setattr(keras.Model, "fit", oom)
+    out = tmp_path / "run"
+    result = cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "out of memory" in result.stderr and "--size" in result.stderr
+    assert not out.exists()

@@ -11,29 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "64x64", "--batch-size", "8", "--precision", "float32"]
-
-
-def tiny_recipe(tmp_path, epochs=2, extra="", precision="float32"):
-    path = tmp_path / "tiny.toml"
-    path.write_text(textwrap.dedent(f"""
-        [model]
-        name = "unet"
-        [model.options]
-        depth = 2
-        base_filters = 4
-        [data]
-        size = [64, 64]
-        [train]
-        epochs = {epochs}
-        batch_size = 8
-        lr = 0.003
-        precision = "{precision}"
-        {extra}
-    """))
-    return path
 
 
 def rows(path):

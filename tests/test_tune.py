@@ -5,22 +5,9 @@ import sys
 import tomllib
 
 import pytest
+from conftest import tiny_recipe_text
 
-BASE = """
-[model]
-name = "unet"
-
-[model.options]
-depth = 2
-base_filters = 4
-
-[data]
-size = [64, 64]
-
-[train]
-epochs = 1
-batch_size = 8
-"""
+BASE = tiny_recipe_text(epochs=1, precision=None, lr=None)
 
 TUNE = """
 [tune]

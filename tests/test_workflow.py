@@ -2,29 +2,16 @@
 the trained model, overlay, evaluate."""
 
 import json
-import textwrap
 
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_recipe
 
 
 @pytest.mark.slow
 def test_train_predict_overlay_evaluate(cli, sample_data, tmp_path):
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(textwrap.dedent("""
-        [model]
-        name = "unet"
-        [model.options]
-        depth = 2
-        base_filters = 4
-        [data]
-        size = [64, 64]
-        [train]
-        epochs = 1
-        batch_size = 8
-        precision = "float32"
-    """))
+    recipe = tiny_recipe(tmp_path, epochs=1, lr=None)
     run = tmp_path / "run"
     assert cli("train", "unet", sample_data, "--recipe", recipe, "--out", run).exit_code == 0
 

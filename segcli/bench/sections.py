@@ -25,6 +25,7 @@ from segcli.bench.data import BenchData, VAL_FRACTION, precision_data, prepare_d
 from segcli.bench.settings import COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, check_choices, make_settings
 from segcli.bench.timing import free_memory, median_after_first, peak_fraction, time_calls
 from segcli.errors import SegcliError
+from segcli.sizes import round_up
 
 Progress = Callable[[str], None]
 
@@ -164,7 +165,7 @@ def predict_rate(model_name: str, precision: str, settings: BenchSettings, jit: 
         model = build_model(model_name, num_classes)
     model.compile(jit_compile=jit)
     stride = output_stride(model)
-    h, w = (-(-s // stride) * stride for s in settings.predict_size)
+    h, w = (round_up(s, stride) for s in settings.predict_size)
     x = np.random.default_rng(0).uniform(0, 255, (settings.predict_batch, h, w, 3)).astype(np.float32)
     calls, seconds = time_calls(lambda: model.predict_on_batch(x), warmup=2, min_calls=3,
                                 min_seconds=settings.min_seconds)
@@ -235,9 +236,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     from segcli.precision import cpu_bf16, policy, resolve_precision
     from segcli.system import cpu_name
     from segcli.training.callbacks import Throughput
-    from segcli.training.distribute import execution_settings
-    from segcli.training.losses import make_loss
-    from segcli.training.optim import make_optimizer
+    from segcli.training.compile import compile_for_training
 
     gpu = bench_settings.gpu_available() if gpu is None else gpu
     recipe = recipes.resolve(recipes.find_recipe(settings.precision_recipe))
@@ -255,7 +254,6 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.from_tensor_slices(order.reshape(-1, batch).astype(np.int32)).map(
         lambda idx: (tf.cast(tf.gather(images_t, idx), tf.float32), tf.cast(tf.gather(labels_t, idx), tf.int32)))
-    jit, _ = execution_settings(train_cfg.jit, 0, gpu=gpu, distributed=False)
     steps_per_epoch = max(1, len(images) // batch)  # the schedule: the recipe's epochs over these images
 
     policies = ("float32", bench_settings.default_precisions(gpu)[-1])
@@ -272,9 +270,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
             initial = model.get_weights()
         else:
             model.set_weights(initial)  # the variables of a mixed policy are float32: the very same weights
-        model.compile(optimizer=make_optimizer(train_cfg, steps_per_epoch),
-                      loss=make_loss(train_cfg.loss, classes.num_classes, classes.ignore_index, None,
-                                     train_cfg.label_smoothing), jit_compile=jit)
+        compile_for_training(model, recipe, classes, steps_per_epoch, metrics=False, gpu=gpu)  # as train does
         history = model.fit(ds, steps_per_epoch=every, epochs=points, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
         curves[name] = [float(v) for v in history.history["loss"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from segcli.errors import SegcliError
+from segcli.system import gpu_available  # run_bench looks it up here (tests replace it)
 
 DEFAULT_MODELS = ("lambda-fcn", "lambda-unet")
 COMPUTE_DTYPE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -67,12 +68,6 @@ def make_settings(*, quick: bool, gpu: bool, steps: int | None = None, predict_b
                 raise SegcliError(f"{flag} must be >= 1, got {value}")
             settings = replace(settings, **{field: int(value)})
     return settings
-
-
-def gpu_available() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def default_precisions(gpu: bool | None = None) -> tuple[str, ...]:

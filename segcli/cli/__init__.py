@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ log 
 import typer
 
 from segcli.cli import render
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, describe
 
 app = typer.Typer(
     help="Semantic image segmentation: train FCN / U-Net, predict masks, evaluate, compare.",
@@ -45,9 +45,9 @@ def _import_tensorflow_quietly() -> None:
         return
     os.dup2(devnull, 2)
     try:
-        import tensorflow as tf
+        from segcli.system import gpu_available
 
-        tf.config.list_physical_devices("GPU")
+        gpu_available()  # imports TensorFlow and finds the devices, both of which print
     except Exception:
         pass  # the real import, later, reports the problem
     finally:
@@ -63,8 +63,13 @@ def _guard(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            render.interrupted()
+            raise typer.Exit(130)
         except SegcliError as exc:
             if _state["debug"]:
                 raise
@@ -73,7 +78,7 @@ def _guard(fn):
         except Exception as exc:
             if _state["debug"]:
                 raise
-            render.error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            render.error(f"{describe(exc)} (run with --debug for the traceback)")  # one line, whatever the message
             raise typer.Exit(1)
 
     return wrapper

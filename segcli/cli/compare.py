@@ -9,7 +9,7 @@ import typer
 
 from segcli.cli import render
 from segcli.cli.options import overrides as flag_overrides
-from segcli.cli.options import size_flag
+from segcli.cli.options import ENCODER_HELP, ENCODER_WEIGHTS_HELP, encoder_flags, size_flag
 from segcli.errors import SegcliError
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data"  # the checkout's sample_data/
@@ -22,6 +22,9 @@ def compare_cmd(
     epochs: Optional[str] = typer.Option(None, "--epochs", metavar="INT"),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="INT"),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", metavar="NAME", help=ENCODER_HELP),
+    encoder_weights: Optional[str] = typer.Option(None, "--encoder-weights", metavar="none|imagenet|PATH",
+                                                  help=ENCODER_WEIGHTS_HELP),
     max_minutes: Optional[str] = typer.Option(None, "--max-minutes", metavar="FLOAT",
                                               help="Training time budget per model."),
     precision: Optional[str] = typer.Option(None, "--precision"),
@@ -35,7 +38,8 @@ def compare_cmd(
     from segcli import recipe as recipes
     from segcli.compare import compare
 
-    overrides = flag_overrides(data={"size": size_flag(size)},
+    overrides = flag_overrides(model={"options": encoder_flags(encoder, encoder_weights)},
+                               data={"size": size_flag(size)},
                                train={"epochs": epochs, "batch_size": batch_size, "max_minutes": max_minutes,
                                       "precision": precision, "seed": seed})
     recipes.resolve(None, overrides)  # every flag checked before anything is trained or written
@@ -53,8 +57,8 @@ def compare_cmd(
             raise SegcliError("no DATA_DIR given and sample_data/ not found", data_dir)
         for name in recipe or []:  # each recipe file and MODEL checked before the first training
             recipes.read_recipe_file(name)
-        for name in args:
-            recipes.resolve(None, {"model": {"name": name}})
+        for name in args:  # with the model flags (--encoder), checked against each model's options
+            recipes.resolve(None, recipes.merge(overrides, {"model": {"name": name}}))
     with render.RichProgress() as progress:
         result = compare(args, data_dir, out, recipes=recipe, overrides=overrides, classes_file=classes,
                          from_runs=from_runs, progress=progress)

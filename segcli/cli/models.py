@@ -21,10 +21,12 @@ def models_main(
     size: str = typer.Option("360x480", "--size", help="Image size HEIGHTxWIDTH for the GFLOPs column."),
     classes: int = typer.Option(12, "--classes", min=1, help="Number of classes the models output."),
 ):
-    """Without a command: a table of the registered architectures with parameters and GFLOPs per image."""
+    """Without a command: a table of the registered architectures with parameters and GFLOPs per image, then
+    the pretrained encoders (the backbone alone)."""
     if ctx.invoked_subcommand is not None:
         return
-    from segcli.models import build_model, count_params, gflops, list_models, model_entry, output_stride
+    from segcli.models import (build_model, count_params, encoder_info, gflops, list_encoders, list_models,
+                               model_entry, output_stride)
 
     height, width = parse_size(size)
     rows = []
@@ -33,7 +35,11 @@ def models_main(
         rows.append((name, model_entry(name).description, count_params(model), gflops(model, height, width),
                      output_stride(model)))
         del model
-    render.models_table(rows, classes, height, width)
+    encoders = []
+    for name in list_encoders():  # built without weights: nothing is downloaded
+        info = encoder_info(name, height, width)
+        encoders.append((name, info["description"], info["params"], info["gflops"]))
+    render.models_table(rows, classes, height, width, encoders=encoders)
 
 
 @app.command("show")
@@ -42,6 +48,8 @@ def models_show(
     classes: int = typer.Option(12, "--classes", min=1, help="Number of classes the model outputs."),
     size: str = typer.Option("360x480", "--size", help="Image size HEIGHTxWIDTH for GFLOPs."),
     summary: bool = typer.Option(False, "--summary", help="Also print the Keras layer summary."),
+    encoder: str = typer.Option(None, "--encoder", metavar="NAME",
+                                help="Build it with this encoder (vgg, strided, or a backbone: see `segcli models`)."),
 ):
     """One model's parameter count, GFLOPs per image and output stride."""
     import math
@@ -56,6 +64,11 @@ def models_show(
         name, options = model_spec_from_toml(recipe)
     else:
         name, options = model, {}
+    if encoder is not None:  # checked as a recipe checks [model.options] encoder (one line listing the valid ones)
+        from segcli.recipe import resolve
+
+        options = dict(options, encoder=encoder)
+        options = resolve(None, {"model": {"name": name, "options": options}}).model.options
     entry = model_entry(name)
     net = build_model(name, classes, **options)
     render.model_facts(name=name, recipe=recipe, description=entry.description, options=options, classes=classes,

@@ -20,3 +20,20 @@ def overrides(**tables: dict) -> dict:
     given = {table: {key: value for key, value in values.items() if value is not None}
              for table, values in tables.items()}
     return {table: values for table, values in given.items() if values}
+
+
+ENCODER_HELP = ("Encoder: vgg or strided (segcli's own), or a Keras ImageNet backbone: vgg16, resnet50, "
+                "mobilenetv3small, ... (see `segcli models`): the recipe's model option encoder.")
+ENCODER_WEIGHTS_HELP = ("Backbone weights: none (random), imagenet (downloaded once into ~/.keras/models) or a "
+                        "weights file (the backbone's _notop .h5, or a .weights.h5): the recipe's model option "
+                        "encoder_weights.")
+
+
+def encoder_flags(encoder: str | None, weights: str | None) -> dict | None:
+    """--encoder / --encoder-weights as [model.options] overrides (None when neither was given); a relative
+    weights path is made absolute against the working directory (a recipe file's is against its folder)."""
+    from segcli.recipe import weights_path
+
+    options = {"encoder": encoder, "encoder_weights": None if weights is None else weights_path(weights)}
+    options = {key: value for key, value in options.items() if value is not None}
+    return options or None

@@ -7,6 +7,7 @@ What the library reports while it works (segcli.progress) is shown by `RichProgr
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 from rich.console import Console
@@ -116,8 +117,9 @@ def data_report(report) -> None:
 
 # --- models ---------------------------------------------------------------------------------------
 
-def models_table(rows, classes: int, height: int, width: int) -> None:
-    """rows: (name, description, params, GFLOPs, output stride) per registered model."""
+def models_table(rows, classes: int, height: int, width: int, *, encoders=()) -> None:
+    """rows: (name, description, params, GFLOPs, output stride) per registered model; encoders: (name,
+    description, params, GFLOPs) per pretrained backbone."""
     table = Table(title=f"Models ({classes} classes, GFLOPs per {height}x{width} image)")
     table.add_column("name", style="bold")
     table.add_column("description")
@@ -127,7 +129,17 @@ def models_table(rows, classes: int, height: int, width: int) -> None:
     for name, description, params, flops, stride in rows:
         table.add_row(name, description, f"{params:,}", f"{flops:.2f}", str(stride))
     console.print(table)
-    console.print("Details: segcli models show NAME|RECIPE.toml [--summary]", highlight=False)
+    if encoders:
+        table = Table(title=f"Pretrained encoders (--encoder NAME; the backbone alone, GFLOPs per {height}x{width} "
+                            "image)")
+        table.add_column("encoder", style="bold")
+        table.add_column("description")
+        table.add_column("params", justify="right")
+        table.add_column("GFLOPs", justify="right")
+        for name, description, params, flops in encoders:
+            table.add_row(name, description, f"{params:,}", f"{flops:.2f}")
+        console.print(table)
+    console.print("Details: segcli models show NAME|RECIPE.toml [--encoder NAME] [--summary]", highlight=False)
 
 
 def model_facts(*, name: str, recipe, description: str, options: dict, classes: int, params: int, trainable: int,
@@ -148,7 +160,7 @@ def model_facts(*, name: str, recipe, description: str, options: dict, classes: 
 
 def train_interrupted(run_dir) -> None:
     err_console.print(f"\n[yellow]interrupted.[/] The last finished epoch is saved; continue with:\n"
-                      f"  segcli train --resume {escape(str(run_dir))}", highlight=False, soft_wrap=True)
+                      f"  segcli train --resume {escape(shlex.quote(str(run_dir)))}", highlight=False, soft_wrap=True)
 
 
 def train_summary(result) -> None:
@@ -367,7 +379,7 @@ def figures_written(path) -> None:
 
 def tune_interrupted(out) -> None:
     err_console.print(f"\n[yellow]interrupted.[/] Finished trials are kept; continue with:\n"
-                      f"  segcli tune --resume {escape(str(out))}", highlight=False, soft_wrap=True)
+                      f"  segcli tune --resume {escape(shlex.quote(str(out)))}", highlight=False, soft_wrap=True)
 
 
 def tune_summary(result: dict) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from segcli.cli import render
 from segcli.cli.options import overrides as flag_overrides
-from segcli.cli.options import size_flag
+from segcli.cli.options import ENCODER_HELP, ENCODER_WEIGHTS_HELP, encoder_flags, size_flag
 from segcli.errors import SegcliError
 
 
@@ -22,6 +22,9 @@ def train_cmd(
                                              help="Global batch size (all replicas)."),
     lr: Optional[str] = typer.Option(None, "--lr", metavar="FLOAT", help="Learning rate."),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW, e.g. 368x480."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", metavar="NAME", help=ENCODER_HELP),
+    encoder_weights: Optional[str] = typer.Option(None, "--encoder-weights", metavar="none|imagenet|PATH",
+                                                  help=ENCODER_WEIGHTS_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto|float32|mixed_float16|mixed_bfloat16"),
     distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored"),
     jit: Optional[str] = typer.Option(None, "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
@@ -37,7 +40,8 @@ def train_cmd(
     from segcli.runs import train_and_evaluate
     from segcli.training import TrainingInterrupted
 
-    overrides = flag_overrides(data={"size": size_flag(size)},
+    overrides = flag_overrides(model={"options": encoder_flags(encoder, encoder_weights)},
+                               data={"size": size_flag(size)},
                                train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
                                       "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
     if resume is None and (model is None or data_dir is None):

@@ -6,7 +6,7 @@ Knows no models and no CLI. The pipeline names import TensorFlow on first use on
 from segcli.data.augment import Augment
 from segcli.data.check import CheckReport, check_dataset
 from segcli.data.classes import ClassMap, camvid_classes, default_classes, load_classes
-from segcli.data.imageio import read_image, read_label_png, write_image, write_mask_png
+from segcli.data.imageio import IMAGE_EXTS, read_image, read_label_png, write_image, write_mask_png
 from segcli.data.layout import Dataset, Pair, Problem, open_dataset
 from segcli.data.masks import ENCODINGS, decode_mask, detect_encoding, read_mask
 
@@ -14,7 +14,7 @@ _PIPELINE_NAMES = ("make_pipeline", "pipeline_throughput")
 
 __all__ = [
     "ClassMap", "load_classes", "default_classes", "camvid_classes",
-    "read_image", "read_label_png", "write_image", "write_mask_png",
+    "IMAGE_EXTS", "read_image", "read_label_png", "write_image", "write_mask_png",
     "ENCODINGS", "detect_encoding", "decode_mask", "read_mask",
     "Pair", "Dataset", "Problem", "open_dataset",
     "CheckReport", "check_dataset",

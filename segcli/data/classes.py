@@ -149,6 +149,7 @@ def default_classes(num_classes: int, names=None) -> ClassMap:
 
 
 def camvid_classes() -> ClassMap:
-    """The 11 CamVid classes (SegNet's version) with their usual colours; void = 11."""
-    text = (resources.files("segcli") / "resources" / "camvid_classes.json").read_text(encoding="utf-8")
+    """The 11 CamVid classes (SegNet's version) with their usual colours; void = 11. The file the CamVid recipes
+    name (`classes = "camvid-classes.json"`), shipped beside them."""
+    text = (resources.files("segcli") / "resources" / "recipes" / "camvid-classes.json").read_text(encoding="utf-8")
     return ClassMap.from_dict(json.loads(text))

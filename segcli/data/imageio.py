@@ -12,6 +12,8 @@ import numpy as np
 from segcli.errors import DataError
 from segcli.files import atomic_path
 
+# The image files segcli reads (datasets, predict inputs) and writes (overlay --out), in the order messages list them.
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CORRUPT = "cannot read image: corrupt, truncated or not an image"
 _BITS = (8, 10, 12, 14, 16)  # value ranges a 16-bit image may hold (camera data is often 10, 12 or 14 bit)

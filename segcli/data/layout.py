@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data.classes import ClassMap, load_classes
+from segcli.data.imageio import IMAGE_EXTS
 from segcli.data.masks import BINARY_NOTICE, detect_encoding, infer_classes
 from segcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LAYOUT_HINT = ("expected DIR/train + DIR/trainannot (also val/valannot, test/testannot), "
                "DIR/images + DIR/masks (or DIR/train/images + DIR/train/masks, ...), "
                "or a CSV file of image,mask rows")

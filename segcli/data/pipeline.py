@@ -17,6 +17,7 @@ from segcli.data.imageio import read_image
 from segcli.data.layout import Pair
 from segcli.data.masks import read_mask
 from segcli.errors import DataError
+from segcli.sizes import round_up
 
 __all__ = ["Augment", "make_pipeline", "pipeline_throughput"]
 
@@ -78,7 +79,7 @@ def _resized_crop(image, label, size, crop, pad_label, seed=None):
 
     What _resize then _crop give, but without the whole resized image: on the tutorial's 400-600 px
     short-side augmentation that image is up to 3x the crop, and resizing it cost the training loop about
-    6% on 2 CPU cores. The samples sit with corners aligned (resized pixel r at source r * (H - 1) /
+    6% on the project's 2-core AMD EPYC. The samples sit with corners aligned (resized pixel r at source r * (H - 1) /
     (size - 1)) where tf.image.resize centres them, a sub-pixel difference. Where the resized image is
     smaller than the crop, the bottom/right are padded (image 0, labels pad_label), as _crop pads.
     """
@@ -164,7 +165,7 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
             image, label = tf.cond(flip, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label))
         if pad_to_multiple > 1:
             hw = tf.shape(label)
-            image, label = _pad_at_least(image, label, -(-hw // pad_to_multiple) * pad_to_multiple, pad_label)
+            image, label = _pad_at_least(image, label, round_up(hw, pad_to_multiple), pad_label)
         return tf.cast(image, tf.float32), label
 
     ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))

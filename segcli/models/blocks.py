@@ -99,6 +99,11 @@ def _conv(x, filters: int, kernel_size: int = 3, *, strides: int = 1, batch_norm
     """Conv2D (+ BatchNorm) + activation; the conv has a bias only without BN."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
                       name=f"{name}_conv")(x)
+    return _bn_act(x, batch_norm, activation, name)
+
+
+def _bn_act(x, batch_norm: bool, activation: str | None, name: str):
+    """What follows a conv: BatchNorm (``{name}_bn``) if asked, then the activation (``{name}_{activation}``)."""
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     if activation:
@@ -130,11 +135,7 @@ def _upsample(x, filters: int, stride: int = 2, *, upsample: str = "transpose", 
     if upsample == "transpose":
         x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
                                    name=f"{name}_convT")(x)
-        if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn")(x)
-        if activation:
-            x = layers.Activation(activation, name=f"{name}_{activation}")(x)
-        return x
+        return _bn_act(x, batch_norm, activation, name)
     if upsample == "resize_bilinear":
         x = bilinear_upsample(x, stride, name=f"{name}_resize")
     else:

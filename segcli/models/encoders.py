@@ -46,7 +46,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from segcli.errors import ModelError
+from segcli.errors import ModelError, describe
 
 ENCODER_LAYER = "encoder"
 PREPROCESS_LAYER = "encoder_preprocess"
@@ -139,11 +139,6 @@ def keras_cache_dir() -> Path:
     return Path(os.path.expanduser(home)) / "models"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
 def _weights_choice(weights):
     """None (random init), "imagenet", or a Path; anything else is a ModelError."""
     if weights is None or (isinstance(weights, str) and weights.strip().lower() in ("", "none")):
@@ -179,7 +174,7 @@ def build_backbone(name: str, weights=None) -> keras.Model:
             return constructor(include_top=False, weights="imagenet", input_shape=(None, None, 3), **spec.extra)
         except Exception as exc:  # no network, a refused or truncated download, a bad cached file
             raise ModelError(
-                f"could not get the ImageNet weights of encoder {name!r} ({_first_line(exc)}): fetch "
+                f"could not get the ImageNet weights of encoder {name!r} ({describe(exc)}): fetch "
                 f"{spec.weights_file} from {spec.weights_url}{spec.weights_file} and pass it with "
                 f"--encoder-weights PATH, or put it in the Keras cache as "
                 f"{keras_cache_dir() / spec.weights_file}") from None
@@ -200,7 +195,7 @@ def build_backbone(name: str, weights=None) -> keras.Model:
                 if skipped:
                     raise ValueError(str(skipped[0].message))
             except Exception as exc:
-                raise ModelError(f"does not fit encoder {name!r} ({_first_line(exc)}); expected the backbone's "
+                raise ModelError(f"does not fit encoder {name!r} ({describe(exc)}); expected the backbone's "
                                  f"_notop .h5 ({spec.weights_file}) or a .weights.h5 saved from it",
                                  choice) from None
         if name == "efficientnetb0":

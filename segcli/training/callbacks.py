@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, first_line
 from segcli.files import atomic_path, write_json, write_text
 from segcli.runfolder import STATE_NAME, history_csv, read_backup_state
 from segcli.scoring import scores_from_confusion
@@ -60,16 +60,24 @@ class PerClassIoU(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop before an epoch that would end past the budget (the last epoch's length predicts the next)."""
+    """Stop before an epoch that would end past the budget (the last epoch's length predicts the next).
 
-    def __init__(self, minutes: float):
+    One budget for the whole run, also when it is trained in several fits (an encoder frozen, then not):
+    the clock starts at the first fit; `stopped` says the budget ended it (stop the later fits too).
+    epochs: the run's planned epochs (default: the fit's)."""
+
+    def __init__(self, minutes: float, epochs: int | None = None):
         super().__init__()
         self.seconds = minutes * 60.0
+        self.epochs = epochs
         self.stopped_early = False
+        self.stopped = False
+        self._start = None
 
     def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-        self._epoch_start = self._start
+        if self._start is None:
+            self._start = time.perf_counter()
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -77,7 +85,8 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         if self.seconds > 0 and now - self._start + (now - self._epoch_start) > self.seconds:
-            self.stopped_early = epoch + 1 < self.params.get("epochs", 0)
+            self.stopped_early = epoch + 1 < (self.epochs or self.params.get("epochs", 0))
+            self.stopped = True
             self.model.stop_training = True
 
 
@@ -106,8 +115,8 @@ class RunBackup(keras.callbacks.Callback):
     Each epoch's weights go to a new file (temp name, then rename); then ``state.json`` (also renamed into
     place) points to it; only then is the previous weights file deleted. history.csv is rewritten from the
     state, so it always lists exactly the epochs the backup holds. On resume, ``on_train_begin`` restores the
-    weights, the optimizer and the epoch to start from. The caller deletes the folder once the run's final
-    files are written."""
+    weights, the optimizer and the epoch to start from (once: a run trained in several fits restores at the
+    first). The caller deletes the folder once the run's final files are written."""
 
     def __init__(self, backup_dir: str | Path, history_path: str | Path, best=None):
         super().__init__()
@@ -116,6 +125,7 @@ class RunBackup(keras.callbacks.Callback):
         self.best = best  # a SaveBest, whose best-so-far is saved and restored with the epoch
         self.history: list[dict] = []
         self.state = read_backup_state(self.backup_dir)
+        self._restore = self.state is not None
         if self.state is not None:
             self.history = [dict(row) for row in self.state["history"]]
             if best is not None and self.state.get("best_epoch") is not None:
@@ -126,18 +136,22 @@ class RunBackup(keras.callbacks.Callback):
         return 0 if self.state is None else int(self.state["epoch"])
 
     def on_train_begin(self, logs=None):
-        if self.state is None:
+        if not self._restore:
             return
+        self._restore = False
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         weights = self.backup_dir / self.state["weights"]
         try:
             self.model.load_weights(weights)
         except Exception as exc:  # h5py / Keras raise many types for a damaged file
-            raise SegcliError(f"cannot restore the training backup ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            raise SegcliError(f"cannot restore the training backup ({first_line(exc, type(exc).__name__)}); "
                               "start the run again with --force", weights) from None
         self.model._initial_epoch = self.epochs_done  # how Keras' BackupAndRestore tells fit where to start
         write_text(self.history_path, history_csv(self.history))  # drops rows of an epoch that was lost
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # a later fit (the next training phase) starts where it is told
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch}
@@ -163,13 +177,14 @@ class ProgressCallback(keras.callbacks.Callback):
     """Reports training to a segcli.progress.Progress: a task per epoch ("epoch N/M", steps done, the running
     loss), then one line of train and val figures."""
 
-    def __init__(self, progress):
+    def __init__(self, progress, epochs: int | None = None):
         super().__init__()
         self.progress = progress
+        self.epochs = epochs  # the run's planned epochs (default: the fit's)
         self._task = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._task = f"epoch {epoch + 1}/{self.params.get('epochs')}"
+        self._task = f"epoch {epoch + 1}/{self.epochs or self.params.get('epochs')}"
         self.progress.start(self._task, self.params.get("steps"))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -178,7 +193,7 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._end()
-        self.progress.message(epoch_line(epoch, self.params.get("epochs"), logs or {}))
+        self.progress.message(epoch_line(epoch, self.epochs or self.params.get("epochs"), logs or {}))
 
     def on_train_end(self, logs=None):
         self._end()

@@ -18,17 +18,20 @@ class Compiled:
 
 
 def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_weights=None, strategy=None,
-                         metrics: bool = True, gpu: bool | None = None) -> Compiled:
+                         metrics: bool = True, gpu: bool | None = None, optimizer=None) -> Compiled:
     """Compile `model` as `segcli train` does and return the settings used.
 
     recipe: a segcli.recipe.Recipe (train.* for optimizer, schedule, loss, label smoothing, jit, steps per
     execution; data.void_as_class for the scoring rule). classes: the model's ClassMap (with void as its last
     class when data.void_as_class). steps_per_epoch: for the learning-rate schedule. class_weights: a list per
     class, or None. strategy: the tf.distribute strategy the model was built under (None: the default one).
-    metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow.
+    metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow. optimizer: compile
+    with this (already built) optimizer instead of a new one from the recipe, so its state (step count, hence the
+    schedule, and moments) carries over: `train` re-compiles this way when it freezes or unfreezes an encoder.
     """
     import tensorflow as tf
 
+    from segcli.system import gpu_available
     from segcli.training.distribute import execution_settings, is_distributed
     from segcli.training.losses import make_loss
     from segcli.training.metrics import training_metrics
@@ -36,7 +39,7 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
 
     strategy = strategy or tf.distribute.get_strategy()
     if gpu is None:
-        gpu = bool(tf.config.list_physical_devices("GPU"))
+        gpu = gpu_available()
     train = recipe.train
     jit, spe = execution_settings(train.jit, train.steps_per_execution, gpu=gpu,
                                   distributed=is_distributed(strategy))
@@ -44,7 +47,7 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
         compiled_metrics = training_metrics(classes, recipe.data.void_as_class) if metrics else []
         # The loss skips only the ignore label (padding, and void unless void is trained as class K); the
         # scores always leave void out (segcli.scoring).
-        model.compile(optimizer=make_optimizer(train, steps_per_epoch),
+        model.compile(optimizer=optimizer or make_optimizer(train, steps_per_epoch),
                       loss=make_loss(train.loss, classes.num_classes, classes.ignore_index, class_weights,
                                      train.label_smoothing),
                       metrics=compiled_metrics or None, jit_compile=jit, steps_per_execution=spe)

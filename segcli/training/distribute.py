@@ -49,11 +49,12 @@ def is_distributed(strategy) -> bool:
 
 
 def execution_settings(jit: bool | str | None = None, steps_per_execution: int = 0, *, gpu: bool, distributed: bool) -> tuple[bool, int]:
-    """(XLA on?, steps per execution): on a GPU XLA and 8 steps per call, on a CPU neither (XLA measured 3x
-    slower there); across replicas neither, since Keras 3 cannot run them under tf.distribute: XLA compiles
-    all replicas' step as one cluster that cannot reach the other devices' variables, and more than one step
-    per call fails with "You must feed a value for placeholder tensor" (keras-team/keras#19246). Both were
-    reproduced with MirroredStrategy over two logical CPUs; asking for them there is refused in one line.
+    """(XLA on?, steps per execution): on a GPU XLA and 8 steps per call, on a CPU neither (XLA was 3x slower
+    on the project's 2-core AMD EPYC); across replicas neither, since Keras 3 cannot run them under
+    tf.distribute: XLA compiles all replicas' step as one cluster that cannot reach the other devices'
+    variables, and more than one step per call fails with "You must feed a value for placeholder tensor"
+    (keras-team/keras#19246). Both were reproduced with MirroredStrategy over two logical CPUs; asking for
+    them there is refused in one line.
     """
     try:
         jit = parse_switch(jit)  # auto | on | off | true | false, or None / a bool

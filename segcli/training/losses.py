@@ -2,10 +2,9 @@
 focal, dice and cross-entropy + dice.
 
 The arithmetic runs as one XLA-compiled function, forward and gradient, and cross-entropy computes its
-gradient in the forward pass. Profiled on the tutorial's nets at 368x480, batch 16, on a 2-core CPU, Keras'
-SparseCategoricalCrossentropy(ignore_class=...) spent about a tenth of each training step in a dozen
-separate passes over the (B, H, W, classes) logits; fused, it takes three. Values and gradients equal
-Keras' own (tests/test_training_parts.py).
+gradient in the forward pass: Keras' SparseCategoricalCrossentropy(ignore_class=...) makes a dozen
+separate passes over the (B, H, W, classes) logits, this three (what that cost a training step: README,
+"Measured figures"). Values and gradients equal Keras' own (tests/test_training_parts.py).
 """
 
 from __future__ import annotations

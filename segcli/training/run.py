@@ -23,7 +23,7 @@ from segcli import recipe as recipes
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError
 from segcli.modelfile import save_model
-from segcli.models import build_model, count_params, gflops, output_stride
+from segcli.models import build_model, count_params, encoder_of, gflops, output_stride, set_encoder_trainable
 from segcli.precision import policy, resolve_precision
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
@@ -79,8 +79,11 @@ RESUME_CONFLICTS = {"model_name": "MODEL", "data_dir": "DATA_DIR", "recipe_file"
 def _check_resume_args(given: dict, overrides: dict | None) -> None:
     """--resume continues a run exactly as its recipe.toml says: anything that would change it is refused."""
     names = [flag for key, flag in RESUME_CONFLICTS.items() if given.get(key)]
-    names += [f"--{key.replace('_', '-')}" for section in (overrides or {}).values() if isinstance(section, dict)
-              for key, value in section.items() if value is not None]
+    given_keys = [(key, value) for section in (overrides or {}).values() if isinstance(section, dict)
+                  for key, value in section.items() if value is not None]
+    given_keys = [item for key, value in given_keys  # [model.options] flags (--encoder) by their own names
+                  for item in (value.items() if key == "options" and isinstance(value, dict) else [(key, value)])]
+    names += [f"--{key.replace('_', '-')}" for key, value in given_keys if value is not None]
     if names:
         raise SegcliError(f"--resume continues a run with its own recipe.toml and cannot take {', '.join(names)}; "
                           "to train with other settings, start a new run (--out)")
@@ -94,13 +97,15 @@ def _pipelines(dataset, recipe: Recipe, stride: int, replicas: int):
     data, batch, seed = recipe.data, recipe.train.batch_size, recipe.train.seed
     crop = data.size
     if any(c % stride for c in crop):
-        raise SegcliError(f"training size {crop[0]}x{crop[1]} must divide by the model's output stride {stride}")
+        raise SegcliError(f"training size {crop[0]}x{crop[1]} (--size, [data] size) must divide by the model's "
+                          f"output stride {stride}")
     cache = "auto" if data.cache is None else data.cache
     aug = Augment(scale=data.scale, short_side=data.short_side or None, crop=crop, center_crop=data.center_crop,
                   flip=data.flip)
     steps = len(dataset.splits["train"]) // batch
     if steps == 0:
-        raise SegcliError(f"batch size {batch} is larger than the {len(dataset.splits['train'])} training pairs")
+        raise SegcliError(f"batch size {batch} (--batch-size, [train] batch_size) is larger than the "
+                          f"{len(dataset.splits['train'])} training pairs")
     train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
                              training=True, augment=aug, seed=seed, cache=cache, void_as_class=data.void_as_class,
                              repeat=True)
@@ -115,6 +120,15 @@ def _pipelines(dataset, recipe: Recipe, stride: int, replicas: int):
                            eval_short_side=data.eval_short_side or None, cache=cache,
                            void_as_class=data.void_as_class)
     return train_ds, steps, val_ds
+
+
+def _phases(model, train_spec) -> list[tuple[int, int, bool | None]]:
+    """(first epoch, end epoch, encoder trainable) per fit: with freeze_encoder_epochs N and a pretrained encoder,
+    [0, N) frozen then [N, epochs) all trainable; else one fit of everything (None: nothing to change)."""
+    epochs, frozen = train_spec.epochs, min(train_spec.freeze_encoder_epochs, train_spec.epochs)
+    if not frozen or encoder_of(model) is None:
+        return [(0, epochs, None)]
+    return [(0, frozen, False)] + ([(frozen, epochs, True)] if frozen < epochs else [])
 
 
 def _summary(model, recipe: Recipe, run: RunFolder, run_info: dict, best: SaveBest, budget: TimeBudget, dataset,
@@ -189,6 +203,14 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
     compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
+    phases = _phases(model, train_spec)
+    if len(phases) > 1 or phases[0][2] is not None:
+        # Freezing the encoder: ONE optimizer, built over all variables, serves every phase (re-compiled with it),
+        # so the step count (the lr schedule), the decoder's moments and the backup's optimizer state carry across
+        # the switch, and a resume in either phase restores the same variables. The encoder's own moments start
+        # at zero when it is unfrozen (Adam then steps it a little more than lr for its first updates).
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
     new_run = run is None
     if new_run:
@@ -209,37 +231,55 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         run.write_info(run_info)
         meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name}
 
-        budget = TimeBudget(train_spec.max_minutes)
+        budget = TimeBudget(train_spec.max_minutes, train_spec.epochs)
         best = SaveBest(lambda m: save_model(m, run.best_path, classes, meta), monitor="val_miou")
         backup = RunBackup(run.backup_dir, run.history_path, best)  # resuming: restores the best so far
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
-        callbacks = [Throughput(train_spec.batch_size), PerClassIoU(compiled.metrics[1], dataset.classes.names),
-                     budget, best, backup,
+        per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
+        callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
                      keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0),
-                     ProgressCallback(progress)]
+                     ProgressCallback(progress, train_spec.epochs)]
         progress.message(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "
                          f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
                          f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch")
         try:
-            model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=train_spec.epochs,
-                      verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(run_dir) from None
+            for first, end, encoder_trainable in phases:
+                if backup.epochs_done >= end or budget.stopped:  # a resume past this phase; or out of time
+                    continue
+                if encoder_trainable is not None:  # the encoder frozen (its BN in inference mode) or unfrozen
+                    set_encoder_trainable(model, encoder_trainable)
+                    compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights,
+                                                    strategy=strategy, optimizer=model.optimizer)
+                    per_class.metric = compiled.metrics[1]
+                    progress.note(f"epochs {first + 1}-{end}: encoder "
+                                  f"{'trainable' if encoder_trainable else 'frozen (decoder only)'}")
+                model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end, initial_epoch=first,
+                          verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
+            set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 
-        # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.
-        save_model(model, run.model_path, classes, meta)
-        if best.best_epoch is None:  # no validation data: the last model is the best we know
-            save_model(model, run.best_path, classes, meta)
-        evaluation = None
-        if evaluate_best is not None and dataset.splits.get("val"):
-            progress.message("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
-            evaluation = evaluate_best(run, Path(run_info["data_dir"]), dataset.classes)
-        metrics_out = _summary(model, recipe, run, run_info, best, budget, dataset, classes, evaluation)
-        run.write_metrics(metrics_out)
-        history = run.history()
-        if history:
-            plot_curves(history, run.curves_path, title=f"{model_spec.name} on {Path(data_dir).name}")
-        run.finish(run_info)  # run.json marked finished, then backup/ removed: the order a kill may stop at
+            # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.
+            save_model(model, run.model_path, classes, meta)
+            if best.best_epoch is None:  # no validation data: the last model is the best we know
+                save_model(model, run.best_path, classes, meta)
+            evaluation = None
+            if evaluate_best is not None and dataset.splits.get("val"):
+                progress.message("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
+                evaluation = evaluate_best(run, Path(run_info["data_dir"]), dataset.classes)
+            metrics_out = _summary(model, recipe, run, run_info, best, budget, dataset, classes, evaluation)
+            run.write_metrics(metrics_out)
+            history = run.history()
+            if history:
+                plot_curves(history, run.curves_path, title=f"{model_spec.name} on {Path(data_dir).name}")
+            run.finish(run_info)  # run.json marked finished, then backup/ removed: the order a kill may stop at
+        except KeyboardInterrupt:  # during an epoch, or while the final files are written: --resume continues
+            raise TrainingInterrupted(run_dir) from None
+        except Exception as exc:
+            if type(exc).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory error
+                raise
+            if new_run and backup.epochs_done == 0:
+                run.remove()  # nothing trained: leave no half-made run folder behind
+            raise SegcliError(f"out of memory training {model_spec.name} at {'x'.join(map(str, recipe.data.size))}, "
+                              f"batch {train_spec.batch_size}: use a smaller --size or --batch-size") from None
         return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
 
 

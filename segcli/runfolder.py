@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from segcli.errors import SegcliError
-from segcli.files import (TMP_TAG, check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder,
-                          remove_leftovers, segcli_folder_kind, write_json, write_text)
+from segcli.files import (MARKER_NAME, TMP_TAG, check_replaceable, ensure_writable_dir, folder_lock,
+                          mark_segcli_folder, remove_leftovers, segcli_folder_kind, write_json, write_text)
 
 STATE_NAME = "state.json"  # in backup/: the last finished epoch
 
@@ -126,7 +126,7 @@ class RunFolder:
             if cls.check_new(path, force, data_dir):
                 with folder_lock(path):  # a folder another training is writing is refused, not emptied
                     for child in path.iterdir():
-                        if child.name == ".segcli.lock":
+                        if child.name in (".segcli.lock", MARKER_NAME):  # the mark goes last: a kill leaves it
                             continue
                         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         ensure_writable_dir(path)
@@ -189,14 +189,18 @@ class RunFolder:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SegcliError(f"run.json is damaged ({exc})", self.info_path) from None
         recipe = self.recipe()
-        state = self.backup_state()
         history = self.history()
-        if state is None and (run_info.get("finished") or self.metrics_path.is_file()):
+        if run_info.get("finished"):  # also when a kill left part of backup/ behind while it was being removed
+            raise SegcliError(f"this run is finished ({len(history)}/{recipe.train.epochs} epochs); nothing to "
+                              "resume. To train longer, start a new run with more --epochs", self.path)
+        state = self.backup_state()
+        if state is None and self.metrics_path.is_file():
             raise SegcliError(f"this run is finished ({len(history)}/{recipe.train.epochs} epochs); nothing to "
                               "resume. To train longer, start a new run with more --epochs", self.path)
         # No finished epoch yet (killed during the first, or while its backup was written: only temporaries in
         # backup/): resuming starts at epoch 1. A history or a model without a backup is never trained over.
-        backup_files = [p for p in self.backup_dir.rglob("*") if TMP_TAG not in p.name]
+        backup_files = [p for p in self.backup_dir.rglob("*")  # an epoch file no state.json names yet: unusable
+                        if TMP_TAG not in p.name and not p.name.startswith("epoch-")]
         if state is None and (history or backup_files or self.model_path.exists()):
             raise SegcliError("no usable training backup (backup/state.json) to resume from; start the run again "
                               "with --force", self.path)
@@ -221,7 +225,11 @@ class RunFolder:
         """The last two steps of a run, after metrics.json: run.json marked finished, then backup/ removed
         (a kill before the mark resumes from the backup without training; after it the run is complete)."""
         self.write_info({**info, "finished": dt.datetime.now().isoformat(timespec="seconds")})
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        if self.backup_dir.exists():  # renamed first, so a kill mid-removal leaves a leftover, not half a backup
+            gone = self.path / f".backup{TMP_TAG}removed"
+            shutil.rmtree(gone, ignore_errors=True)
+            os.replace(self.backup_dir, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def remove(self) -> None:
         """Delete this run folder, for a new run that failed before its first epoch ended (only segcli's files

@@ -11,6 +11,7 @@ keras = pytest.importorskip("keras")
 from segcli.data import default_classes, read_label_png, write_image  # noqa: E402
 from segcli.data.imageio import read_png_palette  # noqa: E402
 from segcli.errors import DataError  # noqa: E402
+from segcli.files import TMP_TAG  # noqa: E402
 from segcli.inference import (_axis_tiles, _tile_geometry, needs_tiles, predict_files, predict_labels,  # noqa: E402
                               predict_logits, resolve_inputs)
 from segcli.modelfile import load_model, save_model  # noqa: E402
@@ -103,7 +104,7 @@ def test_folder_glob_overlay_and_probabilities(loaded, tmp_path):
         assert probs.dtype == np.float16 and probs.shape == (h, w, K)
         np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=5e-3)
         assert (probs.argmax(-1) == read_label_png(r.mask)).mean() > 0.99  # float16 may flip near-ties
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert not [p for p in out.iterdir() if TMP_TAG in p.name]  # no temporary files left
 
     records = predict_files(loaded, [str(src / "*.png")], tmp_path / "out2")
     assert len(records) == 3 and records[0].overlay is None and records[0].probabilities is None
@@ -144,7 +145,7 @@ def test_missing_and_corrupt_inputs(loaded, tmp_path):
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match="b.png"):
         predict_files(loaded, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", batch_size=1)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]  # nothing half-written
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".segcli") == ["a.png"]  # nothing half-written
 
 
 def test_cli_predict(cli, model_file, tmp_path):

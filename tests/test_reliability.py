@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_train import rows, tiny_recipe
@@ -38,6 +39,23 @@ def resume(out):
 
 def leftovers(folder):
     return [p for p in Path(folder).rglob("*") if ".segcli-tmp-" in p.name]
+
+
+def layer_weights(path):
+    """{dataset path: array} of the layers' variables in a .weights.h5 file or a .keras file's weights."""
+    import io
+    import zipfile
+
+    import h5py
+
+    if path.suffix == ".keras":
+        with zipfile.ZipFile(path) as zf:
+            path = io.BytesIO(zf.read("model.weights.h5"))
+    found = {}
+    with h5py.File(path, "r") as f:
+        f["layers"].visititems(lambda name, obj: found.__setitem__(name, obj[()])
+                               if isinstance(obj, h5py.Dataset) else None)
+    return found
 
 
 def assert_complete(out, epochs):
@@ -73,11 +91,15 @@ def test_kill_9_at_each_phase_then_resume_loses_at_most_the_unfinished_epoch(sam
         if point in ("backup:1", "final-save"):
             assert leftovers(out), f"{point} should have left a half-written temporary"
 
+    backup_weights = layer_weights(out / "backup" / state["weights"])
     resumed = resume(out)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trained = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ") and "loss" in line]
     assert not trained, resumed.stdout  # both epochs were in the backup: nothing is trained again
     assert_complete(out, epochs=2)
+    saved = layer_weights(out / "model.keras")  # the backup's trained weights, not a freshly built model's
+    assert saved and saved.keys() <= backup_weights.keys()
+    assert all(np.array_equal(saved[k], backup_weights[k]) for k in saved)
 
 
 @pytest.mark.slow

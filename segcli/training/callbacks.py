@@ -114,44 +114,44 @@ class RunBackup(keras.callbacks.Callback):
 
     Each epoch's weights go to a new file (temp name, then rename); then ``state.json`` (also renamed into
     place) points to it; only then is the previous weights file deleted. history.csv is rewritten from the
-    state, so it always lists exactly the epochs the backup holds. On resume, ``on_train_begin`` restores the
-    weights, the optimizer and the epoch to start from (once: a run trained in several fits restores at the
-    first). The caller deletes the folder once the run's final files are written."""
+    state, so it always lists exactly the epochs the backup holds. On resume, ``restore`` loads the weights and
+    the optimizer before any fit, and ``epochs_done`` says where to start; a run the time budget stopped stays
+    stopped. The caller deletes the folder once the run's final files are written."""
 
-    def __init__(self, backup_dir: str | Path, history_path: str | Path, best=None):
+    def __init__(self, backup_dir: str | Path, history_path: str | Path, best=None, budget=None):
         super().__init__()
         self.backup_dir = Path(backup_dir)
         self.history_path = Path(history_path)
         self.best = best  # a SaveBest, whose best-so-far is saved and restored with the epoch
+        self.budget = budget  # a TimeBudget: a run it stopped stays stopped when resumed
         self.history: list[dict] = []
         self.state = read_backup_state(self.backup_dir)
-        self._restore = self.state is not None
         if self.state is not None:
             self.history = [dict(row) for row in self.state["history"]]
             if best is not None and self.state.get("best_epoch") is not None:
                 best.best, best.best_epoch = float(self.state["best"]), int(self.state["best_epoch"])
+            if budget is not None and self.state.get("budget_stopped"):
+                budget.stopped, budget.stopped_early = True, bool(self.state.get("stopped_early"))
 
     @property
     def epochs_done(self) -> int:
         return 0 if self.state is None else int(self.state["epoch"])
 
-    def on_train_begin(self, logs=None):
-        if not self._restore:
+    def restore(self, model) -> None:
+        """Resuming: load the backup's weights and optimizer state into ``model`` (compiled) and rewrite
+        history.csv from the backup. Called before any fit, also when every epoch is already done (then no fit
+        runs and the final files are written from these weights). A new run has nothing to restore."""
+        if self.state is None:
             return
-        self._restore = False
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
         weights = self.backup_dir / self.state["weights"]
         try:
-            self.model.load_weights(weights)
+            model.load_weights(weights)
         except Exception as exc:  # h5py / Keras raise many types for a damaged file
             raise SegcliError(f"cannot restore the training backup ({first_line(exc, type(exc).__name__)}); "
                               "start the run again with --force", weights) from None
-        self.model._initial_epoch = self.epochs_done  # how Keras' BackupAndRestore tells fit where to start
         write_text(self.history_path, history_csv(self.history))  # drops rows of an epoch that was lost
-
-    def on_train_end(self, logs=None):
-        self.model._initial_epoch = None  # a later fit (the next training phase) starts where it is told
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch}
@@ -164,7 +164,9 @@ class RunBackup(keras.callbacks.Callback):
         best = self.best
         state = {"epoch": epoch + 1, "weights": name, "history": self.history,
                  "best": None if best is None or best.best_epoch is None else best.best,
-                 "best_epoch": None if best is None else best.best_epoch}
+                 "best_epoch": None if best is None else best.best_epoch,
+                 "budget_stopped": bool(self.budget is not None and self.budget.stopped),
+                 "stopped_early": bool(self.budget is not None and self.budget.stopped_early)}
         write_json(self.backup_dir / STATE_NAME, state)
         for old in self.backup_dir.glob("epoch-*.weights.h5"):
             if old.name != name:

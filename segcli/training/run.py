@@ -233,7 +233,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
 
         budget = TimeBudget(train_spec.max_minutes, train_spec.epochs)
         best = SaveBest(lambda m: save_model(m, run.best_path, classes, meta), monitor="val_miou")
-        backup = RunBackup(run.backup_dir, run.history_path, best)  # resuming: restores the best so far
+        backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
         callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
@@ -243,8 +243,10 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                          f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
                          f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch")
         try:
+            backup.restore(model)  # resuming: weights, optimizer state and history of the last finished epoch
             for first, end, encoder_trainable in phases:
-                if backup.epochs_done >= end or budget.stopped:  # a resume past this phase; or out of time
+                start = max(first, backup.epochs_done)
+                if start >= end or budget.stopped:  # a resume past this phase; or out of time
                     continue
                 if encoder_trainable is not None:  # the encoder frozen (its BN in inference mode) or unfrozen
                     set_encoder_trainable(model, encoder_trainable)
@@ -253,7 +255,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
                     per_class.metric = compiled.metrics[1]
                     progress.note(f"epochs {first + 1}-{end}: encoder "
                                   f"{'trainable' if encoder_trainable else 'frozen (decoder only)'}")
-                model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end, initial_epoch=first,
+                model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end, initial_epoch=start,
                           verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 

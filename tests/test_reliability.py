@@ -203,3 +203,21 @@ def test_out_of_memory_is_one_line_and_leaves_no_run_folder(cli, sample_data, tm
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "out of memory" in result.stderr and "--size" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_run_its_time_budget_stopped_stays_stopped_when_resumed(sample_data, tmp_path):
+    """max_minutes ends the run after its first epoch; killed before the final files, --resume writes them and
+    trains no further epoch (the budget's stop is in the backup)."""
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path, epochs=3, extra="max_minutes = 0.0001")
+    proc = start_paused("after-fit", ["unet", sample_data, "--recipe", recipe, "--out", out], tmp_path / "paused")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert json.loads((out / "backup" / "state.json").read_text())["budget_stopped"] is True
+
+    resumed = resume(out)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")], resumed.stdout
+    assert_complete(out, epochs=1)
+    assert json.loads((out / "metrics.json").read_text())["stopped_by_time_budget"] is True

@@ -151,20 +151,23 @@ def test_ctrl_c_in_predict_is_one_line_and_exit_130(cli, model_file, images, tmp
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted", result.output
 
 
-def test_predict_out_below_a_file_fails_before_the_model_loads(cli, images, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_out_below_a_file_fails_before_the_model_loads(cli, command, images, sample_data, tmp_path):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("mine")
     missing_model = tmp_path / "nope.keras"  # the --out check comes first: this is never opened
-    result = cli("predict", missing_model, images, "--out", blocker / "preds")
+    inputs = images if command == "predict" else sample_data
+    result = cli(command, missing_model, inputs, "--out", blocker / "out")
     assert "is a file, not a folder" in one_line_error(result, blocker)
     assert blocker.read_text() == "mine"
 
 
-def test_predict_read_only_out_fails_before_the_model_loads(cli, images, tmp_path, read_only):
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_read_only_out_fails_before_the_model_loads(cli, command, images, sample_data, tmp_path, read_only):
     out = tmp_path / "ro"
     out.mkdir()
     read_only(out)
-    result = cli("predict", tmp_path / "nope.keras", images, "--out", out)
+    result = cli(command, tmp_path / "nope.keras", images if command == "predict" else sample_data, "--out", out)
     assert "cannot write here" in one_line_error(result, out)
     assert list(out.iterdir()) == []
 
@@ -296,22 +299,6 @@ def test_export_force_replaces_an_earlier_savedmodel_export(cli, model_copy):
 
 
 # --- evaluate -----------------------------------------------------------------------------------------
-
-def test_evaluate_out_below_a_file_fails_before_the_model_loads(cli, sample_data, tmp_path):
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("mine")
-    result = cli("evaluate", tmp_path / "nope.keras", sample_data, "--out", blocker / "eval")
-    assert "is a file, not a folder" in one_line_error(result, blocker)
-    assert blocker.read_text() == "mine"
-
-
-def test_evaluate_read_only_out(cli, sample_data, tmp_path, read_only):
-    out = tmp_path / "ro"
-    out.mkdir()
-    read_only(out)
-    result = cli("evaluate", tmp_path / "nope.keras", sample_data, "--out", out)
-    assert "cannot write here" in one_line_error(result, out)
-
 
 # --- paths printed as written -------------------------------------------------------------------------
 

@@ -96,14 +96,14 @@ def _guard_all(typer_app: typer.Typer) -> None:
 
 
 # --- the commands, in the order `segcli --help` lists them ---------------------------------------------
-from segcli.cli import bench, compare, data, evaluate, export, models, predict, train  # noqa: E402
+from segcli.cli import bench, compare, data, evaluate, export, models, predict, train, tune  # noqa: E402
 
 app.command("train")(train.train_cmd)
 app.command("predict")(predict.predict_cmd)
 app.command("overlay")(predict.overlay_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("compare")(compare.compare_cmd)
-app.command("tune")(__import__("segcli.cli.tune", fromlist=["tune_cmd"]).tune_cmd)  # one line: the import above is shared
+app.command("tune")(tune.tune_cmd)
 app.command("export")(export.export_cmd)
 app.command("bench")(bench.bench_cmd)
 app.add_typer(data.app, name="data")

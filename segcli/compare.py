@@ -36,6 +36,9 @@ COLUMNS = [  # key, header, format
     ("gflops_per_image", "GFLOPs/image", "{:.2f}"),
     ("latency_ms", "inference ms/image", "{:.1f}"),
     ("peak_rss_mb", "peak memory (MiB)", "{:.0f}"),
+    ("precision", "precision", "{}"),  # what each run trained with, and where (runs may come from several machines)
+    ("backend", "backend", "{}"),
+    ("hardware", "hardware", "{}"),
 ]
 
 
@@ -176,7 +179,7 @@ def summarize_run(run_dir: Path, latency_size: tuple[int, int]) -> dict:
         "gflops_per_image": m["gflops_per_image"], "gflops_size": m.get("gflops_size"),
         "latency_ms": inference_latency_ms(model_path, *latency_size), "latency_size": list(latency_size),
         "peak_rss_mb": m["peak_rss_mb"], "precision": m["precision"], "hardware": m["hardware"],
-        "strategy": m.get("strategy"),
+        "strategy": m.get("strategy"), "backend": m.get("backend") or "tensorflow",
     }
 
 
@@ -192,8 +195,14 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def hardware_line(rows: list[dict]) -> str:
-    precisions = sorted({r["precision"] for r in rows})
-    return f"Hardware: {rows[0]['hardware']}; precision {', '.join(precisions)}; {rows[0].get('strategy') or ''}".strip()
+    """The hardware, precision, backend and devices the runs share; "per model" where they differ (the table's
+    rows say each)."""
+    def shared(key):
+        values = sorted({str(r.get(key) or "") for r in rows})
+        return values[0] if len(values) == 1 else "per model"
+
+    return (f"Hardware: {shared('hardware')}; precision {shared('precision')}; {shared('backend')}; "
+            f"{shared('strategy')}")
 
 
 def to_markdown(rows: list[dict], title: str) -> str:

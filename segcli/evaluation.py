@@ -59,7 +59,7 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) 
                        cache=False, void_as_class=True)
     correct = counted = void = 0
     for images, labels in ds:
-        images, labels = images.numpy(), labels.numpy()
+        images, labels = np.asarray(images), np.asarray(labels)
         pred = predict_batch(loaded.model, images, stride=loaded.output_stride).argmax(axis=-1)
         scored = labels != pad_label
         counted += int(scored.sum())

@@ -40,8 +40,10 @@ _COMPILED: dict[int, tuple[weakref.ref, Callable]] = {}
 
 
 def _compiled(model) -> Callable:
-    """A tf.function calling `model(x, training=False)` (traced once per tile size, no XLA), cached per model."""
-    import tensorflow as tf
+    """model(x, training=False) compiled once per tile size, cached per model: on TensorFlow a tf.function (no
+    XLA: it was slower on CPUs), on JAX and PyTorch Keras' own predict_on_batch (jax.jit per input shape on JAX,
+    eager under no_grad on PyTorch)."""
+    import keras
 
     entry = _COMPILED.get(id(model))
     if entry is not None and entry[0]() is model:
@@ -49,7 +51,12 @@ def _compiled(model) -> Callable:
     for key in [k for k, (ref, _) in _COMPILED.items() if ref() is None]:
         del _COMPILED[key]
     ref = weakref.ref(model)
-    fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True, jit_compile=False)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True, jit_compile=False)
+    else:
+        fn = lambda x: ref().predict_on_batch(x)  # noqa: E731
     _COMPILED[id(model)] = (ref, fn)
     return fn
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 
 import keras
-import tensorflow as tf  # noqa: F401  (loaded with this module; tests reach tf.config through it)
 
 from segcli.errors import SegcliError, describe
 from segcli.system import cpu_flags, gpu_available

@@ -30,33 +30,25 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set((_cpuinfo("flags", cpuinfo) or "").split())
 
 
-def gpus() -> list:
-    """TensorFlow's physical GPUs (imports TensorFlow on the first call, not at import)."""
-    import tensorflow as tf
+def gpu_names() -> list[str]:
+    """The GPUs the Keras backend computes on, by name (imports the backend on the first call, not at import)."""
+    from segcli.backend import gpu_names as backend_gpu_names
 
-    return tf.config.list_physical_devices("GPU")
+    return backend_gpu_names()
 
 
 def gpu_available() -> bool:
-    """Whether TensorFlow sees a GPU: the one test behind every "auto" that differs with a GPU."""
-    return bool(gpus())
-
-
-def gpu_names() -> list[str]:
-    import tensorflow as tf
-
-    names = []
-    for gpu in gpus():
-        details = tf.config.experimental.get_device_details(gpu)
-        names.append(details.get("device_name", gpu.name))
-    return names
+    """Whether the backend sees a GPU: the one test behind every "auto" that differs with a GPU."""
+    return bool(gpu_names())
 
 
 def hardware_summary() -> str:
     gpus = gpu_names()
     if gpus:
         return f"{len(gpus)}x {gpus[0]}" if len(set(gpus)) == 1 else ", ".join(gpus)
-    return f"CPU: {cpu_name()}, {os.cpu_count()} cores"
+    flags = cpu_flags()
+    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no native bf16"
+    return f"CPU: {cpu_name()}, {os.cpu_count()} cores, {bf16}"
 
 
 def peak_rss_mb() -> float:

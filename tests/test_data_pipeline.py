@@ -63,7 +63,7 @@ def test_scale_then_crop_interpolates_only_the_window():
     padded at the bottom/right."""
     import tensorflow as tf
 
-    from segcli.data.pipeline import _crop, _resized_crop
+    from segcli.data.tfdata import _crop, _resized_crop
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (6, 8, 3)).astype(np.uint8)

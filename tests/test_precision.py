@@ -99,7 +99,7 @@ def test_model_files_are_float32_and_load_under_the_machine_precision(tmp_path, 
     assert load_model(path, precision=None).precision == "float32"  # as stored
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
-    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
     auto = load_model(path)
     assert auto.precision == "float32" and reduced_policy(auto.model) is None
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
@@ -130,7 +130,7 @@ def test_auto_precision_per_cpu_kind(tmp_path, monkeypatch, cpuinfo, expected, r
 
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags(tmp_path / "cpuinfo"))
-    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
     policy_name, why = precision.resolve_precision("auto")
     assert policy_name == expected and reason in why
     assert precision.cpu_has_bf16() == (cpuinfo != EPYC_AVX2)
@@ -138,8 +138,7 @@ def test_auto_precision_per_cpu_kind(tmp_path, monkeypatch, cpuinfo, expected, r
         assert precision.cpu_bf16() == "amx_bf16" and "AMX" in why and "--precision mixed_bfloat16" in why
         assert "vnmi" not in cpu_flags(tmp_path / "cpuinfo")
     assert precision.resolve_precision("mixed_bfloat16") == ("mixed_bfloat16", "chosen")  # opting in works
-    monkeypatch.setattr(precision.tf.config, "list_physical_devices",
-                        lambda kind=None: ["gpu"] if kind == "GPU" else [])
+    monkeypatch.setattr(precision, "gpu_available", lambda: True)
     assert precision.resolve_precision("auto")[0] == "mixed_float16"  # a GPU beside any CPU
 
 
@@ -149,7 +148,7 @@ def test_auto_loads_models_in_float32_on_amx_cpus(tmp_path, monkeypatch):
     path = tmp_path / "model.keras"
     save_model(model, path, default_classes(3))
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
     auto = load_model(path)
     assert auto.precision == "float32" and reduced_policy(auto.model) is None
     chosen = load_model(path, precision="mixed_bfloat16")  # the opt-in still runs bf16

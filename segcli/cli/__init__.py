@@ -13,8 +13,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ log lines out of the output
 
+from typing import Optional
+
 import typer
 
+from segcli.backend import BACKENDS
+from segcli.backend import select as select_backend
 from segcli.cli import render
 from segcli.errors import SegcliError, describe
 
@@ -29,15 +33,27 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
+def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
+          backend: Optional[str] = typer.Option(
+              None, "--backend", metavar="|".join(BACKENDS),
+              help="Keras backend (default: KERAS_BACKEND, else ~/.keras/keras.json, else the first installed of "
+                   f"{', '.join(BACKENDS)}).")):
     _state["debug"] = debug
+    try:
+        select_backend(backend)  # before anything imports Keras
+    except SegcliError as exc:
+        if debug:
+            raise
+        render.error(str(exc))
+        raise typer.Exit(exc.exit_code)
     if not debug:
-        _import_tensorflow_quietly()
+        _import_backend_quietly()
 
 
-def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ side prints start-up lines to fd 2 before its log level applies: mute them once."""
-    if "tensorflow" in sys.modules:
+def _import_backend_quietly() -> None:
+    """TensorFlow's C++ side (and JAX's device probe) print start-up lines to fd 2 before any log level applies:
+    mute them while Keras loads its backend and finds the devices."""
+    if "keras" in sys.modules:
         return
     try:
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -47,7 +63,7 @@ def _import_tensorflow_quietly() -> None:
     try:
         from segcli.system import gpu_available
 
-        gpu_available()  # imports TensorFlow and finds the devices, both of which print
+        gpu_available()  # imports Keras and its backend and finds the devices, all of which may print
     except Exception:
         pass  # the real import, later, reports the problem
     finally:
@@ -85,7 +101,7 @@ def _guard(fn):
 
 
 def _guard_all(typer_app: typer.Typer) -> None:
-    """_guard every command and every group's callback (the root's callback only sets --debug)."""
+    """_guard every command and every group's callback (the root's callback sets --debug and --backend and reports its own errors)."""
     for info in typer_app.registered_commands:
         info.callback = _guard(info.callback)
     for group in typer_app.registered_groups:

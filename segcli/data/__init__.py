@@ -1,6 +1,7 @@
-"""Datasets: classes files, layouts on disk, mask encodings, checks and tf.data pipelines.
+"""Datasets: classes files, layouts on disk, mask encodings, checks and input pipelines (tf.data or NumPy).
 
-Knows no models and no CLI. The pipeline names import TensorFlow on first use only.
+Knows no models and no CLI. Importing it imports neither TensorFlow nor Keras: make_pipeline imports its
+engine's (tf.data on the TensorFlow backend, a keras.utils.PyDataset elsewhere) when it builds one.
 """
 
 from segcli.data.augment import Augment

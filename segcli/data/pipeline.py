@@ -1,32 +1,45 @@
-"""tf.data input pipelines: decode (cv2, in parallel) -> cache -> shuffle -> augment -> batch -> prefetch.
+"""Input pipelines, one entry point: `make_pipeline` builds tf.data (segcli.data.tfdata) on the TensorFlow
+backend and the NumPy/OpenCV loader (segcli.data.loader, a keras.utils.PyDataset) on the others.
 
 Batches are `(images float32 (B, H, W, 3) in 0..255, labels int32 (B, H, W))`; pixels that are not
-scored (void, padding) carry the classes' ignore_index.
+scored (void, padding) carry the classes' ignore_index. Importing this module imports neither TensorFlow nor
+Keras; the engine is picked (and imported) when a pipeline is built.
 """
 
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
+import numpy as np
 import psutil
-import tensorflow as tf
 
 from segcli.data.augment import Augment
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.layout import Pair
-from segcli.data.masks import read_mask
+from segcli.data.masks import _label_dtype
 from segcli.errors import DataError
-from segcli.sizes import round_up
 
-__all__ = ["Augment", "make_pipeline", "pipeline_throughput"]
+__all__ = ["Augment", "ENGINES", "make_pipeline", "pipeline_engine", "pipeline_throughput"]
 
-AUTOTUNE = tf.data.AUTOTUNE
+ENGINES = ("auto", "tfdata", "numpy")  # auto: tfdata on the TensorFlow backend, numpy (the loader) elsewhere
 CACHE_SHARE_OF_RAM = 0.25
 
 
-def _label_dtype(classes: ClassMap):
-    return tf.uint8 if max(classes.num_classes - 1, classes.ignore_index) <= 255 else tf.int32
+class Settings(NamedTuple):
+    """What both engines derive from make_pipeline's arguments (checked once, here)."""
+
+    pairs: list[Pair]
+    aug: Augment | None  # training only
+    crop: tuple[int, int] | None  # augment.crop, else `crop`
+    random_crop: bool
+    shuffle: bool
+    pad_label: int  # padding's label: the ignore index (of the K+1 classes with void_as_class)
+    label_dtype: np.dtype  # decoded labels: uint8, or int32 past 255
+    use_cache: bool
+    shard: tuple[int, int]  # (index, count)
+    shard_slice: tuple[int, int]  # this process's rows of a global batch
 
 
 def _fits_in_memory(pairs: list[Pair], label_bytes: int) -> bool:
@@ -35,75 +48,51 @@ def _fits_in_memory(pairs: list[Pair], label_bytes: int) -> bool:
     return len(pairs) * h * w * (3 + label_bytes) < CACHE_SHARE_OF_RAM * psutil.virtual_memory().total
 
 
-def _resize(image, label, size):
-    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")  # float input: faster kernel
-    label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]  # labels never interpolate
-    return image, label
+def resolve(pairs, classes: ClassMap, *, batch_size: int, training: bool, augment: Augment | None,
+            crop, pad_to_multiple: int, cache, void_as_class: bool, shuffle: bool | None,
+            shard: tuple[int, int]) -> Settings:
+    pairs = list(pairs)
+    if not pairs:
+        raise DataError("no image/mask pairs to build a pipeline from")
+    if batch_size < 1 or pad_to_multiple < 1:
+        raise DataError(f"batch size and pad multiple must be >= 1, got {batch_size} and {pad_to_multiple}")
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count or batch_size % count:
+        raise DataError(f"shard {index} of {count}: needs 0 <= index < count and a batch size ({batch_size}) "
+                        "that divides by count")
+    aug = augment if training else None
+    label_dtype = np.dtype(_label_dtype(classes))
+    local = batch_size // count
+    return Settings(
+        pairs=pairs, aug=aug,
+        crop=tuple(aug.crop) if aug and aug.crop else (tuple(crop) if crop else None),
+        random_crop=training and not (aug and aug.center_crop),
+        shuffle=training if shuffle is None else bool(shuffle),
+        pad_label=classes.with_void_as_class().ignore_index if void_as_class else classes.ignore_index,
+        label_dtype=label_dtype,
+        use_cache=_fits_in_memory(pairs, label_dtype.itemsize) if cache == "auto" else bool(cache),
+        shard=(index, count), shard_slice=(index * local, (index + 1) * local))
 
 
-def _scaled_size(hw, factor):
-    return tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32)
+def pipeline_engine(engine: str = "auto") -> str:
+    """"tfdata" or "numpy": `engine` itself, or for "auto" the one for Keras' backend (tfdata on TensorFlow)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown pipeline engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        import keras
 
-
-def _pad_at_least(image, label, min_hw, pad_label):
-    """Pad at the bottom/right to at least min_hw: image with 0, labels with pad_label."""
-    hw = tf.shape(label)
-    extra = tf.maximum(tf.convert_to_tensor(min_hw, tf.int32) - hw, 0)
-    image = tf.pad(image, [[0, extra[0]], [0, extra[1]], [0, 0]])
-    label = tf.pad(label, [[0, extra[0]], [0, extra[1]]], constant_values=pad_label)
-    return image, label
-
-
-def _window_start(size, crop, seed, offset):
-    """First row/column of a crop window: random with a seed, else central; 0 where size < crop (padded)."""
-    room = tf.maximum(size - crop, 0)
-    if seed is None:
-        return room // 2
-    return tf.random.stateless_uniform([], seed + [0, offset], 0, room + 1, dtype=tf.int32)
-
-
-def _crop(image, label, crop, pad_label, seed=None):
-    """A crop of `crop` (H, W): random with a seed, else central; padded first where the image is smaller."""
-    image, label = _pad_at_least(image, label, crop, pad_label)
-    hw = tf.shape(label)
-    top, left = (_window_start(hw[i], crop[i], seed, i) for i in (0, 1))
-    image = image[top:top + crop[0], left:left + crop[1]]
-    label = label[top:top + crop[0], left:left + crop[1]]
-    image.set_shape([crop[0], crop[1], 3])
-    label.set_shape([crop[0], crop[1]])
-    return image, label
-
-
-def _resized_crop(image, label, size, crop, pad_label, seed=None):
-    """The `crop` window of the image resized to `size`, interpolating only the crop's pixels.
-
-    What _resize then _crop give, but without the whole resized image: on the tutorial's 400-600 px
-    short-side augmentation that image is up to 3x the crop, and resizing it cost the training loop about
-    6% on the project's 2-core AMD EPYC. The samples sit with corners aligned (resized pixel r at source r * (H - 1) /
-    (size - 1)) where tf.image.resize centres them, a sub-pixel difference. Where the resized image is
-    smaller than the crop, the bottom/right are padded (image 0, labels pad_label), as _crop pads.
-    """
-    ends = []
-    for i in (0, 1):  # normalised source coordinates (0..1 = first..last pixel) of the window's first and last
-        top = _window_start(size[i], crop[i], seed, i)
-        # a hair under 1 / (size - 1): float rounding must not push the last real pixel past the image's
-        # edge, where crop_and_resize would fill in padding
-        per_pixel = (1.0 - 1e-6) / tf.cast(tf.maximum(size[i] - 1, 1), tf.float32)
-        ends.append((tf.cast(top, tf.float32) * per_pixel, tf.cast(top + crop[i] - 1, tf.float32) * per_pixel))
-    boxes = tf.stack([ends[0][0], ends[1][0], ends[0][1], ends[1][1]])[None]  # [y1, x1, y2, x2]
-    image = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], boxes, [0], crop, method="bilinear")[0]
-    label = tf.image.crop_and_resize(tf.cast(label, tf.float32)[None, ..., None], boxes, [0], crop,
-                                     method="nearest", extrapolation_value=float(pad_label))[0, ..., 0]
-    image.set_shape([crop[0], crop[1], 3])
-    label.set_shape([crop[0], crop[1]])
-    return image, tf.cast(label, tf.int32)
+        return "tfdata" if keras.backend.backend() == "tensorflow" else "numpy"
+    return engine
 
 
 def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
                   augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
                   eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
-                  shuffle: bool | None = None, repeat: bool = False) -> tf.data.Dataset:
-    """A tf.data.Dataset of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)) batches.
+                  shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
+                  engine: str = "auto"):
+    """Batches of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)): a tf.data.Dataset (engine
+    "tfdata"; "auto" on the TensorFlow backend) or a segcli.data.loader.Loader, a keras.utils.PyDataset
+    (engine "numpy"; "auto" on the others). Both give NumPy arrays through np.asarray, both go to model.fit.
 
     training: seeded shuffle, then `augment` (None: no augmentation): random scale or short-side resize,
     crop (augment.crop, else `crop`; random unless center_crop) padded with 0 / ignore_index, flip; full
@@ -111,92 +100,35 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
     Both: padded at the bottom/right to a multiple of `pad_to_multiple`, and to the largest in the batch.
     cache: "auto" keeps decoded images in memory when they fit in a quarter of the RAM; True/False force it.
     void_as_class: void pixels become class K (see ClassMap.with_void_as_class); padding stays ignored.
-    Deterministic: the same seed gives the same batches (augmentation uses stateless random ops).
+    repeat: endless (model.fit with steps_per_epoch), reshuffled each pass; batches run across pass ends.
+    shard (index, count): for one process of `count` (multi-host data parallel): `batch_size` stays the global
+    batch (it must divide by count) and this process gets the index-th contiguous slice of each one, so the
+    shards together are exactly the unsharded pipeline's batches, padded alike.
+    Deterministic: the same seed gives the same batches (for one engine; the engines draw differently).
     """
-    pairs = list(pairs)
-    if not pairs:
-        raise DataError("no image/mask pairs to build a pipeline from")
-    if batch_size < 1 or pad_to_multiple < 1:
-        raise DataError(f"batch size and pad multiple must be >= 1, got {batch_size} and {pad_to_multiple}")
-    aug = augment if training else None
-    crop = tuple(aug.crop) if aug and aug.crop else (tuple(crop) if crop else None)
-    random_crop = training and not (aug and aug.center_crop)
-    shuffle = training if shuffle is None else shuffle
-    k, ignore = classes.num_classes, classes.ignore_index
-    pad_label = classes.with_void_as_class().ignore_index if void_as_class else ignore
-    label_dtype = _label_dtype(classes)
-    use_cache = _fits_in_memory(pairs, label_dtype.size) if cache == "auto" else bool(cache)
+    kwargs = dict(batch_size=batch_size, training=training, augment=augment, crop=crop,
+                  pad_to_multiple=pad_to_multiple, eval_short_side=eval_short_side, seed=seed, cache=cache,
+                  void_as_class=void_as_class, shuffle=shuffle, repeat=repeat, shard=shard)
+    if pipeline_engine(engine) == "tfdata":
+        from segcli.data import tfdata
 
-    def load(image_path, mask_path):
-        image = read_image(image_path.decode())
-        label = read_mask(mask_path.decode(), encoding, classes)
-        return image, label.astype(label_dtype.as_numpy_dtype, copy=False)
+        return tfdata.make_pipeline(pairs, classes, encoding, **kwargs)
+    from segcli.data import loader
 
-    def decode(image_path, mask_path):
-        image, label = tf.numpy_function(load, [image_path, mask_path], [tf.uint8, label_dtype], stateful=False)
-        image.set_shape([None, None, 3])
-        label.set_shape([None, None])
-        return image, label
-
-    def transform(example, rand):
-        image, label = example[0], tf.cast(example[1], tf.int32)  # image: uint8 until resized or the end
-        if void_as_class:
-            label = tf.where(label == ignore, k, label)
-        seeds = [tf.stack([rand, tf.constant(i, tf.int64)]) for i in range(3)]
-        hw = tf.shape(label)
-        size = None  # the size to resize to, if any
-        if aug and aug.short_side:
-            side = tf.random.stateless_uniform([], seeds[0], aug.short_side[0], aug.short_side[1] + 1, dtype=tf.int32)
-            size = _scaled_size(hw, tf.cast(side, tf.float32) / tf.cast(tf.reduce_min(hw), tf.float32))
-        elif aug and aug.scale != (1.0, 1.0):
-            size = _scaled_size(hw, tf.random.stateless_uniform([], seeds[0], aug.scale[0], aug.scale[1]))
-        elif not training and eval_short_side:
-            image, label = _resize(image, label, _scaled_size(hw, eval_short_side /
-                                                              tf.cast(tf.reduce_min(hw), tf.float32)))
-        crop_seed = seeds[1] if random_crop else None
-        if size is not None and crop:
-            image, label = _resized_crop(image, label, size, crop, pad_label, crop_seed)
-        elif size is not None:
-            image, label = _resize(image, label, size)
-        elif crop:
-            image, label = _crop(image, label, crop, pad_label, crop_seed)
-        if aug and aug.flip:
-            flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
-            image, label = tf.cond(flip, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label))
-        if pad_to_multiple > 1:
-            hw = tf.shape(label)
-            image, label = _pad_at_least(image, label, round_up(hw, pad_to_multiple), pad_label)
-        return tf.cast(image, tf.float32), label
-
-    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))
-    if shuffle and not use_cache:  # streaming: shuffle the file names, not decoded images
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
-    if use_cache:
-        ds = ds.cache()
-        if shuffle:
-            ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((ds, randoms)).map(transform, num_parallel_calls=AUTOTUNE)
-    ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.prefetch(AUTOTUNE).with_options(options)
+    return loader.make_loader(pairs, classes, encoding, **kwargs)
 
 
 def pipeline_throughput(pairs, classes: ClassMap, encoding: str, *, batch_size: int = 16, batches: int = 50,
-                        **pipeline_kwargs) -> float:
+                        engine: str = "auto", **pipeline_kwargs) -> float:
     """Images/s of a repeating training pipeline, timed after one warm-up epoch (which fills the cache)."""
     pairs = list(pairs)
     ds = make_pipeline(pairs, classes, encoding, batch_size=batch_size, training=True, repeat=True,
-                       **pipeline_kwargs)
+                       engine=engine, **pipeline_kwargs)
     it = iter(ds)
     for _ in range(max(1, -(-len(pairs) // batch_size))):
         next(it)
     start = time.perf_counter()
     for _ in range(batches):
         images, _ = next(it)
-    images.numpy()
+    np.asarray(images)
     return batches * batch_size / (time.perf_counter() - start)

@@ -156,7 +156,7 @@ def _fix_efficientnet_variance(backbone: keras.Model) -> None:
     for layer in backbone.layers:
         variance = getattr(layer, "adapt_variance", None)
         if isinstance(layer, layers.Normalization) and variance is not None:
-            value = np.asarray(variance.numpy()).ravel()
+            value = keras.ops.convert_to_numpy(variance).ravel()
             if value.shape == (3,) and np.allclose(value, IMAGENET_STDDEV_RGB, atol=1e-6):
                 variance.assign(np.square(value).reshape(variance.shape).astype(variance.dtype))
                 layer.finalize_state()

@@ -24,25 +24,25 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
     recipe: a segcli.recipe.Recipe (train.* for optimizer, schedule, loss, label smoothing, jit, steps per
     execution; data.void_as_class for the scoring rule). classes: the model's ClassMap (with void as its last
     class when data.void_as_class). steps_per_epoch: for the learning-rate schedule. class_weights: a list per
-    class, or None. strategy: the tf.distribute strategy the model was built under (None: the default one).
+    class, or None. strategy: the training.distribute.Placement the model was built under (None: the default device).
     metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow. optimizer: compile
     with this (already built) optimizer instead of a new one from the recipe, so its state (step count, hence the
     schedule, and moments) carries over: `train` re-compiles this way when it freezes or unfreezes an encoder.
     """
-    import tensorflow as tf
+    import keras
 
     from segcli.system import gpu_available
-    from segcli.training.distribute import execution_settings, is_distributed
+    from segcli.training.distribute import Placement, execution_settings, is_distributed
     from segcli.training.losses import make_loss
     from segcli.training.metrics import training_metrics
     from segcli.training.optim import make_optimizer
 
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or Placement("default")
     if gpu is None:
         gpu = gpu_available()
     train = recipe.train
     jit, spe = execution_settings(train.jit, train.steps_per_execution, gpu=gpu,
-                                  distributed=is_distributed(strategy))
+                                  distributed=is_distributed(strategy), backend=keras.backend.backend())
     with strategy.scope():
         compiled_metrics = training_metrics(classes, recipe.data.void_as_class) if metrics else []
         # The loss skips only the ignore label (padding, and void unless void is trained as class K); the

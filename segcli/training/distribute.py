@@ -1,72 +1,177 @@
-"""Pick a tf.distribute strategy, and how training steps run on it (XLA, steps per call).
+"""Where training runs (one device, data-parallel over a machine's devices, several processes), on each Keras
+backend, and how training steps run there (XLA, steps per call).
 
 The batch size in a recipe is always the global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from dataclasses import dataclass
 
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, describe
 from segcli.recipe import parse_switch
+from segcli.system import gpu_names
 
-STRATEGIES = ("auto", "none", "mirrored")  # what --distribute takes
+STRATEGIES = ("auto", "none", "mirrored", "multi")  # what --distribute takes
+# Keras' own variables for several processes (keras.distribution.initialize reads them)
+MULTI_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
-def resolve_strategy(choice: str = "auto"):
-    """Return (strategy, description).
+@dataclass
+class Placement:
+    """Where a model trains: `scope()` to build and compile it in, the devices that share each global batch
+    (`num_replicas_in_sync`), and this process's place among several (`process_index` of `process_count`;
+    only process 0 writes files and reports). On TensorFlow, `strategy` is the tf.distribute strategy."""
 
-    auto: MirroredStrategy over all GPUs when there are two or more, else the default (single-device)
-    strategy. Several machines are refused: Keras 3's model.fit fails under MultiWorkerMirroredStrategy
-    (keras-team/keras#20585; reproduced with two workers on localhost, Keras 3.15).
+    description: str
+    num_replicas_in_sync: int = 1
+    distributed: bool = False
+    process_index: int = 0
+    process_count: int = 1
+    strategy: object = None
+    distribution: object = None  # keras.distribution's, on JAX
+
+    def scope(self):
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()
+
+    @property
+    def is_chief(self) -> bool:
+        return self.process_index == 0
+
+
+def multi_process_env() -> int:
+    """How many processes Keras' variables ask for (0: not set; 1: one)."""
+    if not os.environ.get(MULTI_ENV[1]):
+        return 0
+    missing = [name for name in MULTI_ENV if not os.environ.get(name)]
+    try:
+        count = int(os.environ[MULTI_ENV[1]])
+        int(os.environ.get(MULTI_ENV[2], "0"))
+    except ValueError:
+        raise SegcliError(f"{MULTI_ENV[1]} and {MULTI_ENV[2]} must be whole numbers") from None
+    if count > 1 and missing:
+        raise SegcliError(f"training on {count} processes needs {', '.join(missing)} set too (Keras' distribution "
+                          "variables: README, \"Several machines\")")
+    return count
+
+
+def resolve_strategy(choice: str = "auto") -> tuple[Placement, str]:
+    """Return (placement, description) on the Keras backend in use.
+
+    - auto: several processes where Keras' KERAS_DISTRIBUTION_* variables name more than one (JAX only), else
+      data-parallel over every GPU when there are two or more, else one device.
+    - mirrored: data-parallel over this machine's devices (tf.distribute.MirroredStrategy on TensorFlow,
+      keras.distribution.DataParallel on JAX; PyTorch has no such path in Keras 3).
+    - multi: several processes (one per host), keras.distribution.initialize() then DataParallel over every
+      process's devices: JAX only. TensorFlow's way, MultiWorkerMirroredStrategy, fails in Keras 3's model.fit
+      (keras-team/keras#20585, reproduced with two workers on localhost).
     """
+    import keras
+
+    backend = keras.backend.backend()
+    if choice not in STRATEGIES:
+        raise SegcliError(f"unknown --distribute {choice!r}; choose {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
+    processes = multi_process_env()
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
+    if choice == "multi" or (choice == "auto" and (processes > 1 or len(cluster.get("worker", [])) > 1)):
+        if backend != "jax":
+            raise SegcliError(f"training on several machines runs on the JAX backend (segcli --backend jax, with "
+                              f"{', '.join(MULTI_ENV)} set); the {backend} backend cannot: "
+                              + ("Keras 3's model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)"
+                                 if backend == "tensorflow" else "Keras 3 has no multi-process path for it"))
+        if processes < 1:
+            raise SegcliError(f"--distribute multi needs Keras' variables {', '.join(MULTI_ENV)} set in every process "
+                              "(README, \"Several machines\")")
+        return _jax_data_parallel(multi=True)
+    if backend == "tensorflow":
+        return _tf_strategy(choice)
+    gpus = gpu_names()
+    if choice == "auto":
+        choice = "mirrored" if len(gpus) > 1 else "none"
+    if choice == "mirrored":
+        if backend == "jax":
+            return _jax_data_parallel(multi=False)
+        raise SegcliError("--distribute mirrored runs on the tensorflow and jax backends; Keras 3's torch backend "
+                          "trains on one device")
+    return Placement(f"single device ({gpus[0] if gpus else 'CPU'})"), f"single device ({gpus[0] if gpus else 'CPU'})"
+
+
+def _tf_strategy(choice: str) -> tuple[Placement, str]:
     import tensorflow as tf
 
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
-    if choice == "multiworker" or (choice == "auto" and len(cluster.get("worker", [])) > 1):
-        raise SegcliError("training on several machines is not supported: Keras 3's model.fit fails under "
-                          "MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine "
-                          "(several GPUs there: --distribute mirrored)")
     gpus = tf.config.list_logical_devices("GPU")
     if choice == "auto":
         choice = "mirrored" if len(gpus) > 1 else "none"
     if choice == "none":
-        device = gpus[0].name if gpus else "CPU"
-        return tf.distribute.get_strategy(), f"single device ({device})"
-    if choice == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
-        return strategy, f"MirroredStrategy over {strategy.num_replicas_in_sync} devices"
-    raise SegcliError(f"unknown --distribute {choice!r}; choose {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
+        desc = f"single device ({gpus[0].name if gpus else 'CPU'})"
+        return Placement(desc, strategy=tf.distribute.get_strategy()), desc
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    desc = f"MirroredStrategy over {strategy.num_replicas_in_sync} devices"
+    return Placement(desc, strategy.num_replicas_in_sync, True, strategy=strategy), desc
+
+
+def _jax_data_parallel(multi: bool) -> tuple[Placement, str]:
+    """keras.distribution.DataParallel over this machine's devices, or (multi) over every process's, after
+    keras.distribution.initialize() has joined the processes (it reads Keras' KERAS_DISTRIBUTION_* variables)."""
+    import jax
+    import keras
+
+    if multi and not _JAX_STATE.get("initialized"):
+        try:
+            keras.distribution.initialize()
+        except Exception as exc:  # a peer that never comes, an address in use
+            raise SegcliError(f"joining the other processes failed ({describe(exc)}); check "
+                              f"{', '.join(MULTI_ENV)} on every host") from None
+        _JAX_STATE["initialized"] = True
+    devices = jax.devices() if multi else jax.local_devices()
+    distribution = keras.distribution.DataParallel(devices=devices)
+    index, count = (jax.process_index(), jax.process_count()) if multi else (0, 1)
+    kind = devices[0].platform.upper()
+    desc = (f"DataParallel over {len(devices)} {kind} devices in {count} processes (this is process {index})"
+            if multi else f"DataParallel over {len(devices)} {kind} devices")
+    return Placement(desc, len(devices), True, index, count, distribution=distribution), desc
+
+
+_JAX_STATE: dict = {}
 
 
 def is_distributed(strategy) -> bool:
-    """Any strategy but TensorFlow's default single-device one (what get_strategy() gives outside a scope)."""
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
+    """Whether the placement spreads each batch over several devices or processes."""
+    return bool(getattr(strategy, "distributed", False))
 
 
-def execution_settings(jit: bool | str | None = None, steps_per_execution: int = 0, *, gpu: bool, distributed: bool) -> tuple[bool, int]:
-    """(XLA on?, steps per execution): on a GPU XLA and 8 steps per call, on a CPU neither (XLA was 3x slower
-    on the project's 2-core AMD EPYC); across replicas neither, since Keras 3 cannot run them under
-    tf.distribute: XLA compiles all replicas' step as one cluster that cannot reach the other devices'
-    variables, and more than one step per call fails with "You must feed a value for placeholder tensor"
-    (keras-team/keras#19246). Both were reproduced with MirroredStrategy over two logical CPUs; asking for
-    them there is refused in one line.
+def execution_settings(jit: bool | str | None = None, steps_per_execution: int = 0, *, gpu: bool, distributed: bool,
+                       backend: str = "tensorflow") -> tuple[bool, int]:
+    """(XLA on?, steps per execution) for `backend`.
+
+    tensorflow: on a GPU XLA and 8 steps per call, on a CPU neither (XLA was 3x slower on the project's 2-core
+    AMD EPYC); across replicas neither, since Keras 3 cannot run them under tf.distribute: XLA compiles all
+    replicas' step as one cluster that cannot reach the other devices' variables, and more than one step per
+    call fails with "You must feed a value for placeholder tensor" (keras-team/keras#19246). Both were
+    reproduced with MirroredStrategy over two logical CPUs; asking for them there is refused in one line.
+    jax: always XLA (without it Keras' JAX backend runs op by op), 8 steps per call on a GPU.
+    torch: jit is torch.compile, off unless asked (README, "Backends").
     """
     try:
         jit = parse_switch(jit)  # auto | on | off | true | false, or None / a bool
     except ValueError as exc:
         raise SegcliError(f"--jit: {exc}") from None
+    tf_distributed = distributed and backend == "tensorflow"
     if jit is None:
-        jit = gpu and not distributed
-    spe = int(steps_per_execution) or (8 if gpu and not distributed else 1)
-    if distributed and jit:
+        jit = backend == "jax" or (gpu and backend == "tensorflow" and not distributed)
+    spe = int(steps_per_execution) or (8 if gpu and not tf_distributed else 1)
+    if tf_distributed and jit:
         raise SegcliError("--jit true does not work with a tf.distribute strategy in Keras 3 (XLA cannot reach the "
                           "other replicas' variables); use --jit auto or false")
-    if distributed and spe > 1:
+    if tf_distributed and spe > 1:
         raise SegcliError(f"steps_per_execution = {spe} fails with a tf.distribute strategy in Keras 3 "
                           "(keras-team/keras#19246); use 0 (auto) or 1")
     return jit, spe

@@ -20,6 +20,7 @@ from typing import Callable
 import keras
 
 from segcli import recipe as recipes
+from segcli.backend import version as backend_version
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError
 from segcli.modelfile import save_model
@@ -89,12 +90,15 @@ def _check_resume_args(given: dict, overrides: dict | None) -> None:
                           "to train with other settings, start a new run (--out)")
 
 
-def _pipelines(dataset, recipe: Recipe, stride: int, replicas: int):
-    """(train, steps per epoch, val or None): tf.data pipelines; val images whole, padded to the output stride.
+def _pipelines(dataset, recipe: Recipe, stride: int, placement):
+    """(train, steps per epoch, val or None): input pipelines (segcli.data.make_pipeline: tf.data on TensorFlow,
+    else NumPy + OpenCV); val images whole, padded to the output stride. With several processes each reads its
+    own slice of every global batch.
 
     The training pipeline repeats: one iterator lives through all epochs, so its prefetching carries on
     across epoch ends and validation instead of starting cold each epoch."""
     data, batch, seed = recipe.data, recipe.train.batch_size, recipe.train.seed
+    replicas, shard = placement.num_replicas_in_sync, (placement.process_index, placement.process_count)
     crop = data.size
     if any(c % stride for c in crop):
         raise SegcliError(f"training size {crop[0]}x{crop[1]} (--size, [data] size) must divide by the model's "
@@ -108,7 +112,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, replicas: int):
                           f"{len(dataset.splits['train'])} training pairs")
     train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
                              training=True, augment=aug, seed=seed, cache=cache, void_as_class=data.void_as_class,
-                             repeat=True)
+                             repeat=True, shard=shard)
     val_pairs = dataset.splits.get("val") or []
     if not val_pairs:
         return train_ds, steps, None
@@ -118,7 +122,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, replicas: int):
     val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=val_batch, training=False,
                            crop=data.eval_crop or None, pad_to_multiple=stride,
                            eval_short_side=data.eval_short_side or None, cache=cache,
-                           void_as_class=data.void_as_class)
+                           void_as_class=data.void_as_class, shard=shard)
     return train_ds, steps, val_ds
 
 
@@ -152,7 +156,7 @@ def _summary(model, recipe: Recipe, run: RunFolder, run_info: dict, best: SaveBe
         "evaluation": evaluation,
         "best_epoch": best.best_epoch, "best_val_miou": None if best.best_epoch is None else best.best,
         "precision": run_info["precision"], "strategy": run_info["strategy"], "hardware": run_info["hardware"],
-        "peak_rss_mb": peak_rss_mb(), "classes": list(classes.names),
+        "backend": run_info.get("backend"), "peak_rss_mb": peak_rss_mb(), "classes": list(classes.names),
     }
 
 
@@ -200,7 +204,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     strategy, strategy_desc = resolve_strategy(train_spec.distribute)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)
-    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy.num_replicas_in_sync)
+    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
     compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
     phases = _phases(model, train_spec)
@@ -222,7 +226,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
             classes.save(run.classes_path)
         run_info = {
             "data_dir": str(Path(data_dir).resolve()), "model": model_spec.name, "precision": precision,
-            "precision_reason": why, "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
+            "precision_reason": why, "backend": backend_version(), "strategy": strategy_desc, "replicas": strategy.num_replicas_in_sync,
             "jit": compiled.jit, "steps_per_execution": compiled.steps_per_execution, "hardware": hardware_summary(),
             "layout": dataset.layout, "encoding": dataset.encoding, "dataset_classes": dataset.classes.to_dict(),
             "train_pairs": len(dataset.splits["train"]), "val_pairs": len(dataset.splits.get("val") or []),
@@ -237,10 +241,11 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
         callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
-                     keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0),
                      ProgressCallback(progress, train_spec.epochs)]
+        if keras.backend.backend() == "tensorflow":  # Keras' TensorBoard callback writes through tf.summary
+            callbacks.insert(-1, keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0))
         progress.message(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "
-                         f"precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
+                         f"{run_info['backend']}, precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
                          f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch")
         try:
             backup.restore(model)  # resuming: weights, optimizer state and history of the last finished epoch
@@ -276,13 +281,21 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         except KeyboardInterrupt:  # during an epoch, or while the final files are written: --resume continues
             raise TrainingInterrupted(run_dir) from None
         except Exception as exc:
-            if type(exc).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory error
+            if not _out_of_memory(exc):
                 raise
             if new_run and backup.epochs_done == 0:
                 run.remove()  # nothing trained: leave no half-made run folder behind
             raise SegcliError(f"out of memory training {model_spec.name} at {'x'.join(map(str, recipe.data.size))}, "
                               f"batch {train_spec.batch_size}: use a smaller --size or --batch-size") from None
         return TrainResult(run_dir=run_dir, metrics=metrics_out, history=history)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """TensorFlow's ResourceExhaustedError, XLA's RESOURCE_EXHAUSTED (JAX), torch's OutOfMemoryError or its CPU
+    allocator's failure."""
+    text = str(exc)
+    return (type(exc).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
+            or "RESOURCE_EXHAUSTED" in text or "can't allocate memory" in text)
 
 
 def _float(value) -> float:

@@ -1,0 +1,115 @@
+"""Which Keras 3 backend segcli runs on (tensorflow, jax or torch), chosen before Keras is imported, and what it
+sees: its version and its GPUs.
+
+The choice, first that applies: `segcli --backend NAME` (select), the KERAS_BACKEND variable, the "backend" of
+Keras' own config file (~/.keras/keras.json), else the first installed of DEFAULT_ORDER. TensorFlow comes first
+on a CPU because it trained fastest there (README, "Backends"); a machine without TensorFlow gets JAX, then
+PyTorch, with nothing to set. Importing this module imports no backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+from segcli.errors import SegcliError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DEFAULT_ORDER = BACKENDS  # what an unset backend falls back to: the first of these that is installed
+_ENV = "KERAS_BACKEND"
+
+
+def installed(name: str) -> bool:
+    """Whether the backend's package can be imported (found, not imported)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a poisoned sys.modules entry (tests) reads as "not installed"
+        return False
+
+
+def _keras_config_backend() -> str | None:
+    """The backend named in Keras' config file, as Keras itself reads it (KERAS_HOME, else ~/.keras)."""
+    home = os.environ.get("KERAS_HOME") or str(Path(os.path.expanduser("~")) / ".keras")
+    try:
+        value = json.loads((Path(home) / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _install_hint(name: str) -> str:
+    return f"pip install 'segcli[{name}]'"
+
+
+def select(name: str | None = None) -> str:
+    """Settle the backend for this process (and the child processes it starts) and return its name.
+
+    name: what `--backend` asked for, or None to take KERAS_BACKEND / keras.json / the first installed.
+    One line (SegcliError) for an unknown name, a backend that is not installed, or a different backend
+    asked for after Keras was already imported in this process.
+    """
+    source = "--backend"
+    if name is None:
+        name, source = os.environ.get(_ENV), _ENV
+    if not name:  # Keras writes keras.json itself, naming tensorflow, on any machine: used only when installed
+        configured = _keras_config_backend()
+        if configured in BACKENDS and installed(configured):
+            name, source = configured, "~/.keras/keras.json"
+    if not name:
+        found = [b for b in DEFAULT_ORDER if installed(b)]
+        if not found:
+            raise SegcliError(f"no Keras backend is installed; install one: {_install_hint('tensorflow')} "
+                              f"(or [jax], or [torch])")
+        name, source = found[0], None
+    if name not in BACKENDS:
+        where = f" ({source})" if source else ""
+        raise SegcliError(f"unknown backend {name!r}{where}; valid: {', '.join(BACKENDS)}")
+    if not installed(name):
+        where = f" ({source})" if source else ""
+        raise SegcliError(f"backend {name}{where} is not installed: {_install_hint(name)}")
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        current = keras.backend.backend()
+        if current != name:
+            raise SegcliError(f"Keras is already loaded on {current} in this process; the backend must be chosen "
+                              f"before Keras is imported (set {_ENV}={name} before starting Python)")
+    os.environ[_ENV] = name
+    return name
+
+
+def name() -> str:
+    """The backend Keras runs on (imports Keras)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def version() -> str:
+    """'jax 0.10.2', 'torch 2.13.0', 'tensorflow 2.21.0': the backend's package and version."""
+    backend = name()
+    module = importlib.import_module(backend)
+    return f"{backend} {getattr(module, '__version__', '?')}"
+
+
+def is_tensorflow() -> bool:
+    return name() == "tensorflow"
+
+
+def gpu_names() -> list[str]:
+    """The GPUs the backend computes on, by name ([] on a CPU-only machine)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+                for gpu in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [getattr(d, "device_kind", str(d)) for d in jax.local_devices() if d.platform != "cpu"]
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

@@ -1,0 +1,145 @@
+"""segcli on each Keras backend: the backend choice (--backend, KERAS_BACKEND, what is installed), and a whole
+train -> predict -> evaluate on jax and torch in an environment without TensorFlow, whose model then gives the
+same masks under TensorFlow (this process's backend)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_recipe
+from segcli import backend
+from segcli.errors import SegcliError
+
+NO_TF = ROOT / "tests" / "no_tensorflow.py"
+
+# one process per backend: train, predict and evaluate through the CLI, as a user would run them in turn
+E2E = """
+import json, sys
+import keras
+from typer.testing import CliRunner
+from segcli.cli import app
+data, recipe, out = sys.argv[1:4]
+runner = CliRunner()
+results = {}
+for name, args in (
+        ("train", ["train", "unet", data, "--recipe", recipe, "--out", f"{out}/run"]),
+        ("predict", ["predict", f"{out}/run/model.keras", f"{data}/val", "--out", f"{out}/masks"]),
+        ("evaluate", ["evaluate", f"{out}/run/model.keras", data, "--out", f"{out}/eval"])):
+    r = runner.invoke(app, args)
+    results[name] = {"code": r.exit_code, "output": r.output}
+results["tensorflow_imported"] = "tensorflow" in sys.modules
+results["backend"] = keras.backend.backend()
+print("RESULT" + json.dumps(results))
+"""
+
+
+def _run_without_tensorflow(backend_name: str, code: str, *args, timeout=600) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend_name, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(NO_TF), "-c", code, *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def test_select_follows_flag_then_variable_and_refuses_in_one_line(monkeypatch):
+    import keras  # noqa: F401  (the suite runs on TensorFlow)
+
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert backend.select(None) == "tensorflow"
+    with pytest.raises(SegcliError, match=r"unknown backend 'theano' \(--backend\); valid: tensorflow, jax, torch"):
+        backend.select("theano")
+    monkeypatch.setenv("KERAS_BACKEND", "mxnet")
+    with pytest.raises(SegcliError, match=r"unknown backend 'mxnet' \(KERAS_BACKEND\)"):
+        backend.select(None)
+    monkeypatch.setattr(backend, "installed", lambda name: name != "jax")
+    with pytest.raises(SegcliError, match=r"backend jax \(--backend\) is not installed: pip install 'segcli\[jax\]'"):
+        backend.select("jax")
+    monkeypatch.setattr(backend, "installed", lambda name: True)
+    with pytest.raises(SegcliError, match="already loaded on tensorflow"):  # this process imported Keras on TF
+        backend.select("torch")
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setitem(sys.modules, "keras", None)  # as before Keras is imported
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent")  # no keras.json: the first installed one
+    monkeypatch.setattr(backend, "installed", lambda name: name in ("jax", "torch"))
+    assert backend.select(None) == "jax" and os.environ["KERAS_BACKEND"] == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setattr(backend, "installed", lambda name: False)
+    with pytest.raises(SegcliError, match=r"no Keras backend is installed; install one: pip install 'segcli\[tensorflow\]'"):
+        backend.select(None)
+
+
+def test_keras_json_backend_is_used_only_where_installed(monkeypatch, tmp_path):
+    """Keras writes keras.json naming tensorflow on any machine: on one without TensorFlow it must not block."""
+    monkeypatch.setenv("KERAS_BACKEND", "")  # restored after the test (select sets the variable itself)
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    monkeypatch.setattr(backend, "installed", lambda name: name == "torch")
+    monkeypatch.setitem(sys.modules, "keras", None)  # as before Keras is imported
+    assert backend.select(None) == "torch"
+    monkeypatch.delenv("KERAS_BACKEND")  # select sets it, for the child processes
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    monkeypatch.setattr(backend, "installed", lambda name: True)
+    assert backend.select(None) == "jax"  # a user's own choice there is followed
+
+
+def test_cli_backend_flag_errors_are_one_line(cli):
+    result = cli("--backend", "nope", "models")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown backend 'nope' (--backend); valid: tensorflow, jax, torch"]
+
+
+def test_several_processes_are_refused_off_jax_naming_the_way_that_works(monkeypatch):
+    from segcli.training.distribute import resolve_strategy
+
+    with pytest.raises(SegcliError, match=r"runs on the JAX backend \(segcli --backend jax"):
+        resolve_strategy("multi")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with pytest.raises(SegcliError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_PROCESS_ID set too"):
+        resolve_strategy("auto")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["jax", "torch"])
+def test_train_predict_evaluate_without_tensorflow(backend_name, sample_data, tmp_path, cli):
+    """Done when of issue 14: with TensorFlow absent, KERAS_BACKEND=jax|torch trains a complete run folder, and
+    predict and evaluate work on it; the model then evaluates under TensorFlow with the same labels."""
+    pytest.importorskip(backend_name)
+    result = _run_without_tensorflow(backend_name, E2E, sample_data, tiny_recipe(tmp_path, epochs=2), tmp_path)
+    for step in ("train", "predict", "evaluate"):
+        assert result[step]["code"] == 0, (step, result[step]["output"][-2000:])
+    assert result["backend"] == backend_name and not result["tensorflow_imported"]
+    run = tmp_path / "run"
+    for name in ("model.keras", "best.keras", "metrics.json", "history.csv", "run.json", "recipe.toml"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists() and not (run / "logs").exists()  # finished; no TensorBoard without TF
+    info = json.loads((run / "run.json").read_text())
+    assert info["backend"].startswith(backend_name + " ") and info.get("finished")
+    assert json.loads((run / "metrics.json").read_text())["backend"] == info["backend"]
+    assert len([ln for ln in (run / "history.csv").read_text().splitlines() if ln.strip()]) == 3  # header + 2
+    assert f"{backend_name} " in result["train"]["output"]  # the backend printed with the precision and devices
+
+    masks = sorted((tmp_path / "masks").glob("*.png"))
+    assert len(masks) == len(list((sample_data / "val").glob("*.png")))
+    # the same model file under TensorFlow (this process) predicts the same labels
+    tf_pred = cli("predict", run / "model.keras", sample_data / "val", "--out", tmp_path / "tf_masks")
+    assert tf_pred.exit_code == 0, tf_pred.output
+    from segcli.data import read_label_png
+
+    differ = total = 0
+    for mask in masks:
+        theirs, ours = read_label_png(mask), read_label_png(tmp_path / "tf_masks" / mask.name)
+        differ += int((theirs != ours).sum())
+        total += theirs.size
+    assert differ <= total * 1e-3, f"{differ} of {total} pixels differ between {backend_name} and tensorflow"
+    tf_eval = cli("evaluate", run / "model.keras", sample_data, "--out", tmp_path / "tf_eval")
+    assert tf_eval.exit_code == 0
+    scores = [json.loads(p.read_text()) for p in (tmp_path / "eval" / "evaluation.json", tmp_path / "tf_eval" / "evaluation.json")]
+    assert abs(scores[0]["miou"] - scores[1]["miou"]) < 2e-3, scores

@@ -113,3 +113,28 @@ def gpu_names() -> list[str]:
     import torch
 
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def set_seed(seed: int) -> None:
+    """keras.utils.set_random_seed (Python, NumPy, Keras, torch), without importing TensorFlow off its backend:
+    Keras seeds TensorFlow too whenever it is installed, which imports it."""
+    import keras
+
+    if name() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    try:
+        from keras.src.utils import rng_utils
+    except ImportError:  # a Keras without that module: its public function, whatever it imports
+        keras.utils.set_random_seed(seed)
+        return
+    saved = rng_utils.tf
+    rng_utils.tf = _Unavailable()
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        rng_utils.tf = saved
+
+
+class _Unavailable:
+    available = False

@@ -1,5 +1,13 @@
 """Export a trained model to TensorFlow SavedModel, ONNX or TFLite, checked against Keras.
 
+What each format needs, by the Keras backend segcli runs on (segcli.backend): SavedModel and TFLite are
+written by TensorFlow, on the tensorflow backend only (on jax or torch, one line names the command to run
+instead, or how to install TensorFlow; TensorFlow is never imported there). ONNX is written by tf2onnx on
+tensorflow and by torch's own exporter (torch.onnx, the TorchScript exporter Keras' ``model.export`` uses
+for dynamic shapes) on torch; not on jax: Keras' jax exporter (jax2onnx 0.17) writes NHWC max-pooling as
+an ONNX MaxPool with a 4-D kernel that onnxruntime rejects, so one line names the torch/tensorflow command.
+A model trained on any backend is a plain .keras file that any backend loads.
+
 ``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if the
 file stores a mixed precision policy (saved by plain Keras; segcli saves float32), writes the export beside
 a temporary name, runs it on random images and compares the logits with Keras', and only then moves it
@@ -9,15 +17,18 @@ SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folde
 
 SavedModel and ONNX take any batch, height and width; TFLite takes dynamic height and width where the
 converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
-size. ONNX needs the ``export`` extra: ``pip install 'segcli[export]'`` (tf2onnx, onnx, onnxruntime).
+size. ONNX needs the ``export`` extra: ``pip install 'segcli[export]'`` (tf2onnx, onnx, onnxruntime; torch
+needs only onnx and onnxruntime beside it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -29,6 +40,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from segcli import backend as backends
 from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError, describe, first_line
 from segcli.files import (TMP_TAG, atomic_path, check_replaceable, check_writable_dir, mark_segcli_folder,
@@ -39,8 +51,11 @@ from segcli.sizes import parse_size, round_up
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
-ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx
+ONNX_PRODUCERS = ("tf2onnx", "pytorch")  # an ONNX file with one of these producer names may be an earlier export
 INSTALL_HINT = "pip install 'segcli[export]'"
+TF_FORMATS = ("savedmodel", "tflite")  # written by TensorFlow: the tensorflow backend only
+ONNX_BACKENDS = ("torch", "tensorflow")  # the backends ONNX is exported from, in the order offered
 DEFAULT_OPSET = 17
 DEFAULT_TFLITE_SIZE = (360, 480)  # the fallback fixed size, rounded up to the output stride
 CHECK_SIZES = ((64, 96), (96, 64))  # verification inputs (rounded up to the output stride)
@@ -75,9 +90,42 @@ def _round_up_pair(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple(round_up(int(v), stride) for v in size)
 
 
-def missing_onnx_packages() -> list[str]:
-    """The packages of the export extra that are not installed (found without importing them)."""
-    return [name for name in ONNX_PACKAGES if find_spec(name) is None]
+def missing_onnx_packages(backend: str | None = None) -> list[str]:
+    """The packages ONNX export needs on ``backend`` (default: Keras') that are not installed (found, not imported):
+    tf2onnx, onnx and onnxruntime on tensorflow; onnx and onnxruntime on torch (torch.onnx is part of torch)."""
+    backend = backend or backends.name()
+    names = ONNX_PACKAGES if backend == "tensorflow" else tuple(n for n in ONNX_PACKAGES if n != "tf2onnx")
+    return [name for name in names if find_spec(name) is None]
+
+
+def _command_on(backend: str, model_path: Path, fmt: str, out, size, force: bool, opset: int) -> str:
+    """The `segcli --backend BACKEND export ...` line that repeats this export's arguments."""
+    args = ["segcli", "--backend", backend, "export", str(model_path), "--format", fmt]
+    args += ["--out", str(out)] if out is not None else []
+    args += ["--size", f"{size[0]}x{size[1]}"] if size is not None else []
+    args += ["--opset", str(opset)] if opset != DEFAULT_OPSET else []
+    args += ["--force"] if force else []
+    return shlex.join(args)
+
+
+def backend_problem(fmt: str, backend: str, model_path: Path, out=None, size=None, force: bool = False,
+                    opset: int = DEFAULT_OPSET) -> str | None:
+    """Why ``fmt`` cannot be exported on ``backend`` (one line naming the command or the install), else None.
+    Looks for the other backends without importing them."""
+    if fmt in TF_FORMATS and backend != "tensorflow":
+        if backends.installed("tensorflow"):
+            return (f"{FORMAT_NAMES[fmt]} needs the TensorFlow backend (this is {backend}): "
+                    f"{_command_on('tensorflow', model_path, fmt, out, size, force, opset)}")
+        return (f"{FORMAT_NAMES[fmt]} needs TensorFlow, which is not installed (this is {backend}): "
+                f"{backends._install_hint('tensorflow')}")
+    if fmt == "onnx" and backend not in ONNX_BACKENDS:
+        why = (f"ONNX export is not available on {backend} (Keras' {backend} exporter, jax2onnx, writes max-pooling "
+               "that onnxruntime rejects)")
+        other = next((b for b in ONNX_BACKENDS if backends.installed(b)), None)
+        if other:
+            return f"{why}; export from {other}: {_command_on(other, model_path, fmt, out, size, force, opset)}"
+        return f"{why}; install torch to export from it: {backends._install_hint('torch')}"
+    return None
 
 
 def default_output(model_path: Path, fmt: str) -> Path:
@@ -136,7 +184,7 @@ def _compare(fmt: str, model: keras.Model, run, sizes) -> tuple[list, float]:
 @contextlib.contextmanager
 def _quiet_converters():
     """Keep tf2onnx's and absl's INFO lines and the converters' warnings out of the command's output."""
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow")]
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow", "torch.onnx")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -152,6 +200,20 @@ def _quiet_converters():
 @contextlib.contextmanager
 def _exact_float32():
     """No TF32 matmuls/convolutions on Ampere+ GPUs while checking: compare true float32 with float32."""
+    backend = backends.name()
+    if backend == "torch":
+        import torch
+
+        previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+        return
+    if backend != "tensorflow":  # nothing is exported on jax (backend_problem)
+        yield
+        return
     import tensorflow as tf
 
     previous = tf.config.experimental.tensor_float_32_execution_enabled()
@@ -242,9 +304,7 @@ def _onnx_rename(proto, output_name: str = "logits") -> None:
                 dim.dim_param = label
 
 
-def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
-    import onnx
-    import onnxruntime as ort
+def _onnx_proto_tf(model, opset: int):
     import tensorflow as tf
     import tf2onnx
 
@@ -255,6 +315,46 @@ def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
         except Exception as exc:
             raise ExportError(f"tf2onnx cannot convert the model (opset {opset}): {describe(exc)}") from None
+    return proto
+
+
+def _onnx_proto_torch(model, opset: int, sample_size: tuple[int, int]):
+    """torch.onnx's TorchScript exporter, traced on one image of ``sample_size`` with batch, height and width
+    dynamic. Keras' own ``model.export(format="onnx")`` calls this exporter too but traces a 1x1 image when
+    height and width are None (which a model that pools cannot take), and its dynamo route fixes the shape."""
+    import onnx
+    import torch
+
+    class _Inference(torch.nn.Module):  # the Keras model (a torch Module) as a submodule: its weights go along
+        def __init__(self, wrapped):
+            super().__init__()
+            self.wrapped = wrapped
+
+        def forward(self, image):
+            return self.wrapped(image, training=False)
+
+    module = _Inference(model).eval()
+    sample = keras.ops.convert_to_tensor(_random_image(*sample_size))  # on Keras' device
+    dims = {0: "batch", 1: "height", 2: "width"}
+    buffer = io.BytesIO()
+    with _quiet_converters(), torch.no_grad():
+        try:
+            torch.onnx.export(module, (sample,), buffer, input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": dims, "logits": dims}, opset_version=opset,
+                              export_params=True, do_constant_folding=True, dynamo=False)
+        except Exception as exc:
+            raise ExportError(f"torch.onnx cannot export the model (opset {opset}): {describe(exc)}") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
+    import onnx
+    import onnxruntime as ort
+
+    if backends.name() == "torch":
+        proto = _onnx_proto_torch(model, opset, sizes[0])
+    else:
+        proto = _onnx_proto_tf(model, opset)
     _onnx_rename(proto)
     onnx.checker.check_model(proto)
     with atomic_path(out, suffix=".onnx") as tmp:
@@ -327,7 +427,8 @@ def _export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, 
 # --- the command --------------------------------------------------------------------------------------
 
 def _is_export_file(path: Path, fmt: str) -> bool:
-    """Whether the file at ``path`` is an ONNX (as tf2onnx writes it) or TFLite model: what --force may replace."""
+    """Whether the file at ``path`` is an ONNX (as tf2onnx or torch.onnx write it) or TFLite model: what --force
+    may replace."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -343,7 +444,7 @@ def _is_export_file(path: Path, fmt: str) -> bool:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:
         return False
-    return proto.producer_name == "tf2onnx" and len(proto.graph.node) > 0
+    return proto.producer_name in ONNX_PRODUCERS and len(proto.graph.node) > 0
 
 
 def _check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:
@@ -407,11 +508,15 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     size = parse_size(size)
     if size is not None and fmt != "tflite":
         raise SegcliError("--size applies to --format tflite only (SavedModel and ONNX take any height and width)")
+    model_path = Path(model_path)
+    backend = backends.name()
+    problem = backend_problem(fmt, backend, model_path, out, size, force, opset)
+    if problem:
+        raise SegcliError(problem)
     if fmt == "onnx":
-        missing = missing_onnx_packages()
+        missing = missing_onnx_packages(backend)
         if missing:
             raise SegcliError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
-    model_path = Path(model_path)
     out = Path(out) if out is not None else default_output(model_path, fmt)
     _check_output(model_path, out, fmt, force)
     inside = fmt == "savedmodel"  # a SavedModel folder holds its classes.json; a file has it beside

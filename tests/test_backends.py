@@ -143,3 +143,48 @@ def test_train_predict_evaluate_without_tensorflow(backend_name, sample_data, tm
     assert tf_eval.exit_code == 0
     scores = [json.loads(p.read_text()) for p in (tmp_path / "eval" / "evaluation.json", tmp_path / "tf_eval" / "evaluation.json")]
     assert abs(scores[0]["miou"] - scores[1]["miou"]) < 2e-3, scores
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _history_losses(run_dir: Path) -> list[float]:
+    import csv
+
+    with open(run_dir / "history.csv") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
+    """Issue 14: `segcli train` started twice on localhost with Keras' variables set trains one model (JAX
+    DataParallel, one CPU device per process, gloo), into process 0's run folder; its per-epoch losses match a
+    one-process run with the same global batch and seed."""
+    pytest.importorskip("jax")
+    recipe = tiny_recipe(tmp_path, epochs=2)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    segcli = [sys.executable, "-c", "from segcli.cli import main; main()"]
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([*segcli, "train", "unet", str(sample_data), "--recipe", str(recipe), "--out",
+                               str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**env, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+                                   "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(i)})
+             for i in (0, 1)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert "in 2 processes (this is process 0)" in outputs[0]
+    assert outputs[1].strip().splitlines()[-1].startswith("process 1 of 2 finished; process 0 wrote")
+    assert "epoch 1/2" not in outputs[1]  # only process 0 reports
+    one = subprocess.run([*segcli, "train", "unet", str(sample_data), "--recipe", str(recipe), "--out",
+                          str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    two_losses, one_losses = _history_losses(tmp_path / "two"), _history_losses(tmp_path / "one")
+    assert len(two_losses) == 2 and np.allclose(two_losses, one_losses, rtol=1e-3), (two_losses, one_losses)
+    info = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert info.get("finished") and "2 processes" in info["strategy"]
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("segcli-process1-*/run/history.csv"))  # scratch gone

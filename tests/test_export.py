@@ -1,7 +1,10 @@
 """segcli.export and `segcli export`: SavedModel / ONNX / TFLite round trips on a tiny U-Net."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from segcli.export import ExportError, export_model, missing_onnx_packages  # no
 from segcli.modelfile import load_model, save_model  # noqa: E402
 from segcli.models import build_model  # noqa: E402
 from segcli.precision import policy, reduced_policy  # noqa: E402
+from segcli import backend as backends  # noqa: E402
 
 TINY = dict(depth=2, base_filters=4, convs_per_block=1)  # output stride 4, ~6k parameters
 SIZES = [(32, 48), (40, 24)]  # two input sizes for the dynamic formats (multiples of the stride)
@@ -248,3 +252,105 @@ def test_tflite_falls_back_to_a_fixed_size_when_dynamic_fails(model_file, monkey
     assert any("could not take dynamic height/width" in n and "360x480" in n for n in result.notes)
     interpreter = tf.lite.Interpreter(model_path=str(result.path))
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, 360, 480, 3]
+
+
+# --- on jax and torch (TensorFlow hidden, as if not installed) -----------------------------------------
+
+from conftest import ROOT  # noqa: E402
+
+# `segcli export` through the CLI in a process on another backend; prints what each call did
+OTHER_BACKEND = """
+import json, sys
+from typer.testing import CliRunner
+from segcli.cli import app
+model, calls = sys.argv[1], json.loads(sys.argv[2])
+runner = CliRunner()
+results = []
+for args in calls:
+    r = runner.invoke(app, ["export", model, *args])
+    results.append({"code": r.exit_code, "output": r.output})
+print("RESULT" + json.dumps({"calls": results, "tensorflow_imported": "tensorflow" in sys.modules,
+                             "backend": __import__("keras").backend.backend()}))
+"""
+
+
+def _export_without_tensorflow(backend_name, model_file, *calls):
+    if not backends.installed(backend_name):
+        pytest.skip(f"{backend_name} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend_name, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "no_tensorflow.py"), "-c", OTHER_BACKEND,
+                           str(model_file), json.dumps([[str(a) for a in c] for c in calls])],
+                          capture_output=True, text=True, env=env, cwd=model_file.parent, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    assert result["backend"] == backend_name and not result["tensorflow_imported"]
+    return result["calls"]
+
+
+def _one_line(call):
+    lines = [line for line in call["output"].splitlines() if line.strip()]
+    assert call["code"] == 2 and len(lines) == 1, call
+    return lines[0]
+
+
+@needs_onnx
+def test_onnx_on_torch_matches_keras_and_savedmodel_and_tflite_name_tensorflow(model_file):
+    import onnx
+    import onnxruntime as ort
+
+    user = model_file.parent / "user.onnx"  # an ONNX file segcli did not write: kept, --force or not
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph, producer_name="someone"), str(user))
+    user_bytes = user.read_bytes()
+    first, again, forced, refused, saved, lite = _export_without_tensorflow(
+        "torch", model_file, ["--format", "onnx"], ["--format", "onnx"], ["--format", "onnx", "--force"],
+        ["--format", "onnx", "--out", user, "--force"], ["--format", "savedmodel"], ["-f", "tflite"])
+    assert first["code"] == 0 and "max abs diff" in first["output"], first
+    assert "already exists" in _one_line(again) and forced["code"] == 0, (again, forced)  # torch's file: --force
+    assert "is not a ONNX export" in _one_line(refused) and user.read_bytes() == user_bytes
+    for call, name in ((saved, "SavedModel"), (lite, "TFLite")):
+        line = _one_line(call)
+        assert name in line and "needs TensorFlow" in line and "pip install 'segcli[tensorflow]'" in line
+    assert not (model_file.parent / "model_savedmodel").exists() and not model_file.with_suffix(".tflite").exists()
+    out = model_file.with_suffix(".onnx")
+    proto = onnx.load(str(out))
+    assert proto.producer_name == "pytorch" and [o.name for o in proto.graph.output] == ["logits"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]
+    assert json.loads((model_file.parent / "classes.json").read_text()) == default_classes(3).to_dict()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model = load_model(model_file, precision="float32").model  # on TensorFlow, this process's backend
+    for i, (h, w) in enumerate(SIZES):  # other sizes than the export's own check, a batch of 2 included
+        x = np.concatenate([_image(h, w, seed=i), _image(h, w, seed=i + 10)]) if i else _image(h, w, seed=i)
+        got, ref = session.run(None, {"image": x})[0], _keras(model, x)
+        assert got.shape == (len(x), h, w, 3)
+        assert np.abs(got - ref).max() < _tolerance(ref)
+
+
+def test_on_jax_each_format_says_in_one_line_where_to_export_it(model_file):
+    saved, lite, onnx_call = _export_without_tensorflow(
+        "jax", model_file, ["--format", "savedmodel"], ["--format", "tflite"], ["--format", "onnx", "--opset", "13"])
+    for call, name in ((saved, "SavedModel"), (lite, "TFLite")):
+        line = _one_line(call)
+        assert name in line and "pip install 'segcli[tensorflow]'" in line
+    line = _one_line(onnx_call)
+    if backends.installed("torch"):
+        assert line.endswith(f"export from torch: segcli --backend torch export {model_file} --format onnx --opset 13")
+    assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.keras"]
+
+
+def test_with_tensorflow_installed_another_backend_names_the_command(monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda name: True)
+    line = export.backend_problem("savedmodel", "torch", export.Path("runs/my run/best.keras"), out="out dir",
+                                  force=True)
+    assert line == ("TensorFlow SavedModel needs the TensorFlow backend (this is torch): segcli --backend tensorflow "
+                    "export 'runs/my run/best.keras' --format savedmodel --out 'out dir' --force")
+    assert export.backend_problem("tflite", "jax", export.Path("m.keras"), size=(32, 48)).endswith(
+        "segcli --backend tensorflow export m.keras --format tflite --size 32x48")
+    assert export.backend_problem("onnx", "torch", export.Path("m.keras")) is None
+    assert export.backend_problem("onnx", "tensorflow", export.Path("m.keras")) is None
+    monkeypatch.setattr(backends, "installed", lambda name: name == "jax")
+    assert export.backend_problem("onnx", "jax", export.Path("m.keras")).endswith("pip install 'segcli[torch]'")

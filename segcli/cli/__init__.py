@@ -61,9 +61,13 @@ def _import_backend_quietly() -> None:
         return
     os.dup2(devnull, 2)
     try:
-        from segcli.system import gpu_available
+        import keras
 
-        gpu_available()  # imports Keras and its backend and finds the devices, all of which may print
+        if keras.backend.backend() == "tensorflow":
+            from segcli.system import gpu_available
+
+            gpu_available()  # TensorFlow prints when it finds the devices too (JAX's must wait: several
+            # processes join before JAX touches a device)
     except Exception:
         pass  # the real import, later, reports the problem
     finally:
@@ -90,14 +94,26 @@ def _guard(fn):
             if _state["debug"]:
                 raise
             render.error(str(exc))
+            _leave_now_if_joined(exc.exit_code)
             raise typer.Exit(exc.exit_code)
         except Exception as exc:
             if _state["debug"]:
                 raise
             render.error(f"{describe(exc)} (run with --debug for the traceback)")  # one line, whatever the message
+            _leave_now_if_joined(1)
             raise typer.Exit(1)
 
     return wrapper
+
+
+def _leave_now_if_joined(code: int) -> None:
+    """A process of a several-process training that failed exits at once: a normal exit would wait at JAX's
+    shutdown barrier for peers that are gone, then abort with a C++ trace."""
+    distribute = sys.modules.get("segcli.training.distribute")
+    if distribute is not None and distribute._JAX_STATE.get("joined"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _guard_all(typer_app: typer.Typer) -> None:

@@ -25,6 +25,10 @@ def export_cmd(
 
     Each export is run on random images right after writing and compared with Keras (max abs difference).
 
+    SavedModel and TFLite need the tensorflow backend; ONNX works on tensorflow and torch, not on jax.
+
+    A .keras model from any backend exports from any of them: segcli --backend NAME export ...
+
     ONNX needs the export extra: pip install 'segcli\\[export]'
     """
     from segcli.export import export_model

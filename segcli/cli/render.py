@@ -177,9 +177,16 @@ def train_summary(result) -> None:
     table.add_row("training time", f"{m['train_seconds'] / 60:.1f} min")
     table.add_row("parameters", f"{m['params']:,}")
     table.add_row("precision / devices", f"{m['precision']} / {m['strategy']}")
+    table.add_row("backend / hardware", f"{m.get('backend') or 'tensorflow'} / {m['hardware']}")
     console.print(table)
     console.print(f"outputs: {result.run_dir}/ (model.keras, best.keras, metrics.json, history.csv, curves.png)",
                   markup=False, highlight=False, soft_wrap=True)
+
+
+def train_other_process(result) -> None:
+    """Processes 1.. of a several-process training print one line; process 0 prints the summary."""
+    console.print(f"process {result.process_index} of {result.process_count} finished; process 0 wrote "
+                  f"{result.run_dir}", markup=False, highlight=False, soft_wrap=True)
 
 
 # --- predict, overlay -----------------------------------------------------------------------------
@@ -292,9 +299,11 @@ def _bench_table(title: str, columns, rows, *, right=(), caption: str | None = N
 def bench_parts(result: dict) -> list:
     """The lines and tables of a segcli.bench.run_bench result, in order (rich renderables)."""
     s, sysinfo = result["settings"], result["system"]
-    out: list = [Text(f"{sysinfo['hardware']}; TensorFlow {sysinfo['tensorflow']}, Keras {sysinfo['keras']}, "
+    out: list = [Text(f"{sysinfo['hardware']}; Keras {sysinfo['keras']} on {sysinfo['backend_version']}, "
                       f"Python {sysinfo['python']}; jit {'on' if sysinfo['jit'] else 'off'}"
                       f"{'; QUICK (tiny sizes)' if result['quick'] else ''}")]
+    for name, reason in result.get("unavailable", {}).items():
+        out.append(Text(f"{name}: not run on {sysinfo['backend']}: {reason}"))
     if "data" in result:
         d = result["data"]
         out.append(Text(f"data: {d['source']} ({d['train_pairs']} train + {d['val_pairs']} val pairs linked, "
@@ -303,8 +312,10 @@ def bench_parts(result: dict) -> list:
         out.append(Text(f"matmul peak ({s['matmul_n']}x{s['matmul_n']}): " + ", ".join(
             f"{k} {v:,.0f} GFLOP/s" for k, v in result["matmul_gflops"].items())))
     if "pipeline_images_per_sec" in result:
-        out.append(Text(f"input pipeline alone: {result['pipeline_images_per_sec']:,.1f} images/s "
-                        f"({s['train_size'][0]}x{s['train_size'][1]} crops, batch {s['batch_size']})"))
+        rates = ", ".join(f"{k} {v:,.1f}" for k, v in result["pipeline_images_per_sec"].items())
+        note = f"; {result['pipeline_note']}" if result.get("pipeline_note") else ""
+        out.append(Text(f"input pipeline alone: {rates} images/s "
+                        f"({s['train_size'][0]}x{s['train_size'][1]} crops, batch {s['batch_size']}{note})"))
     if result.get("training"):
         rows = result["training"]
         out.append(_bench_table(
@@ -325,6 +336,24 @@ def bench_parts(result: dict) -> list:
                   pct(r.get("fit_plain_peak_fraction"))) for r in rows],
                 right=("GFLOPs/img", "train", "fit", "fit (loss)"),
                 caption="GFLOPs/image x 3 x images/s / matmul GFLOP/s of the precision's compute dtype"))
+    if "torch" in result:
+        t = result["torch"]
+        notes = sorted({f"{r['model']} {r['precision']} {n}" for r in t["compare"] for n in r.get("torch_notes", [])})
+        compiles = [f"{r['model']} {r['precision']} {r['torch_compile_seconds']:.1f} s" for r in t["compare"]
+                    if r.get("torch_compile_seconds") is not None]
+        out.append(_bench_table(
+            f"segcli beside a PyTorch reference, images/s ({t['size'][0]}x{t['size'][1]}, batch {t['batch']})",
+            ("model", "precision", "fit", "eager", "compiled", "fit/torch"),
+            [(r["model"], r["precision"], _bench_fig(r.get("fit_plain_images_per_sec")),
+              _bench_fig(r.get("torch_eager_images_per_sec")), _bench_fig(r.get("torch_compiled_images_per_sec")),
+              _bench_fig(r.get("fit_plain_over_torch"), ".2f")) for r in t["compare"]],
+            right=("fit", "eager", "compiled", "fit/torch"),
+            caption=f"fit: segcli's bare fit with the loss only (the table above); eager, compiled: the PyTorch "
+                    f"reference plain and torch.compile'd; fit/torch: fit over the faster of the two; torch {t['torch']} on "
+                    f"{t['device']}, {t['threads']} threads: benchmarks/torch_reference.py, the same nets, loss and "
+                    f"Adam on one cached batch, channels_last, median of {t['repeats']} x {t['steps']} steps"
+                    + (f"; torch.compile's first step: {', '.join(compiles)}" if compiles else "")
+                    + "".join(f"; {n}" for n in notes)))
     if result.get("predict"):
         out.append(_bench_table(
             f"predict_on_batch images/s ({s['predict_size'][0]}x{s['predict_size'][1]}, batch {s['predict_batch']})",

@@ -53,4 +53,7 @@ def train_cmd(
     except TrainingInterrupted as exc:
         render.train_interrupted(exc.run_dir)
         raise typer.Exit(130)
+    if result.process_index:
+        render.train_other_process(result)
+        return
     render.train_summary(result)

@@ -66,8 +66,9 @@ class TimeBudget(keras.callbacks.Callback):
     the clock starts at the first fit; `stopped` says the budget ended it (stop the later fits too).
     epochs: the run's planned epochs (default: the fit's)."""
 
-    def __init__(self, minutes: float, epochs: int | None = None):
+    def __init__(self, minutes: float, epochs: int | None = None, agree=None):
         super().__init__()
+        self.agree = agree or bool  # several processes: stop when any of them is out of time (all at one epoch)
         self.seconds = minutes * 60.0
         self.epochs = epochs
         self.stopped_early = False
@@ -84,7 +85,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        if self.seconds > 0 and now - self._start + (now - self._epoch_start) > self.seconds:
+        if self.agree(self.seconds > 0 and now - self._start + (now - self._epoch_start) > self.seconds):
             self.stopped_early = epoch + 1 < (self.epochs or self.params.get("epochs", 0))
             self.stopped = True
             self.model.stop_training = True

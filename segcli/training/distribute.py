@@ -35,11 +35,8 @@ class Placement:
     distribution: object = None  # keras.distribution's, on JAX
 
     def scope(self):
-        if self.strategy is not None:
-            return self.strategy.scope()
-        if self.distribution is not None:
-            return self.distribution.scope()
-        return contextlib.nullcontext()
+        """tf.distribute's scope; elsewhere nothing (JAX's DataParallel is Keras' global distribution)."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     @property
     def is_chief(self) -> bool:
@@ -118,21 +115,45 @@ def _tf_strategy(choice: str) -> tuple[Placement, str]:
     return Placement(desc, strategy.num_replicas_in_sync, True, strategy=strategy), desc
 
 
+_JAX_STATE: dict = {}  # whether this process has joined the others (jax.distributed.initialize runs once)
+# jax.distributed's waits, in seconds: for the other processes to join, for a silent peer, at exit
+JOIN_TIMEOUT = int(os.environ.get("SEGCLI_JOIN_TIMEOUT", "300"))
+HEARTBEAT_TIMEOUT, SHUTDOWN_TIMEOUT = 30, 300
+
+
+def _join_processes() -> None:
+    """jax.distributed.initialize from Keras' variables (what keras.distribution.initialize does, but with
+    timeouts we set: a peer that never comes ends the wait after JOIN_TIMEOUT instead of jax's 300 s default).
+    Gloo carries the collectives between CPU processes (jax's default)."""
+    import jax
+
+    addresses = [a.strip() for a in os.environ[MULTI_ENV[0]].split(",") if a.strip()]
+    count, index = int(os.environ[MULTI_ENV[1]]), int(os.environ[MULTI_ENV[2]])
+    if len(addresses) not in (1, count) or not 0 <= index < count:
+        raise SegcliError(f"{MULTI_ENV[0]} must name the first process's host:port (or all {count}), and "
+                          f"{MULTI_ENV[2]} be 0..{count - 1}; got {len(addresses)} address(es) and {index}")
+    try:
+        jax.distributed.initialize(coordinator_address=addresses[0], num_processes=count, process_id=index,
+                                   initialization_timeout=JOIN_TIMEOUT, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT,
+                                   shutdown_timeout_seconds=SHUTDOWN_TIMEOUT)
+    except Exception as exc:  # an address in use, a bad host name
+        raise SegcliError(f"joining the other processes at {addresses[0]} failed ({describe(exc)}); check "
+                          f"{', '.join(MULTI_ENV)} on every host") from None
+
+
 def _jax_data_parallel(multi: bool) -> tuple[Placement, str]:
-    """keras.distribution.DataParallel over this machine's devices, or (multi) over every process's, after
-    keras.distribution.initialize() has joined the processes (it reads Keras' KERAS_DISTRIBUTION_* variables)."""
+    """keras.distribution.DataParallel over this machine's devices, or (multi) over every process's, set as
+    Keras' global distribution (fit reads it). With several processes each feeds its own slice of every global
+    batch (auto_shard_dataset=False: Keras would shard only a tf.data pipeline)."""
     import jax
     import keras
 
-    if multi and not _JAX_STATE.get("initialized"):
-        try:
-            keras.distribution.initialize()
-        except Exception as exc:  # a peer that never comes, an address in use
-            raise SegcliError(f"joining the other processes failed ({describe(exc)}); check "
-                              f"{', '.join(MULTI_ENV)} on every host") from None
-        _JAX_STATE["initialized"] = True
+    if multi and not _JAX_STATE.get("joined"):
+        _join_processes()
+        _JAX_STATE["joined"] = True
     devices = jax.devices() if multi else jax.local_devices()
-    distribution = keras.distribution.DataParallel(devices=devices)
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
     index, count = (jax.process_index(), jax.process_count()) if multi else (0, 1)
     kind = devices[0].platform.upper()
     desc = (f"DataParallel over {len(devices)} {kind} devices in {count} processes (this is process {index})"
@@ -140,7 +161,41 @@ def _jax_data_parallel(multi: bool) -> tuple[Placement, str]:
     return Placement(desc, len(devices), True, index, count, distribution=distribution), desc
 
 
-_JAX_STATE: dict = {}
+def any_process(placement: Placement, flag: bool) -> bool:
+    """True when `flag` is true on any process (every process must call it at the same point)."""
+    if placement.process_count < 2:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
+def wait_for_all(placement: Placement, name: str) -> None:
+    """A barrier across the processes (nothing with one)."""
+    if placement.process_count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def leave_distribution(placement: Placement) -> None:
+    """Back to one device per process (after training): loading a model or predicting under DataParallel would
+    be a collective the other processes do not join."""
+    if placement.distribution is not None:
+        import keras
+
+        keras.distribution.set_distribution(None)
+        placement.distribution = None
+
+
+def peer_lost(placement: Placement, exc: BaseException) -> bool:
+    """An error from the collectives because another process died or left (gloo's connection errors)."""
+    if placement.process_count < 2:
+        return False
+    text = str(exc)
+    return type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(
+        word in text for word in ("Gloo", "gloo", "Connection reset", "Connection closed", "heartbeat", "barrier"))
 
 
 def is_distributed(strategy) -> bool:

@@ -1,89 +1,86 @@
 """Segmentation losses that skip the ignore label: cross-entropy (optionally class-weighted),
 focal, dice and cross-entropy + dice.
 
-The arithmetic runs as one XLA-compiled function, forward and gradient, and cross-entropy computes its
-gradient in the forward pass: Keras' SparseCategoricalCrossentropy(ignore_class=...) makes a dozen
-separate passes over the (B, H, W, classes) logits, this three (what that cost a training step: README,
-"Measured figures"). Values and gradients equal Keras' own (tests/test_training_parts.py).
+The maths is keras.ops, so it runs on every Keras backend. On TensorFlow it runs as one XLA-compiled
+function, forward and gradient: segcli runs TensorFlow's train step without XLA on a CPU, where Keras'
+SparseCategoricalCrossentropy(ignore_class=...) or these ops uncompiled make a dozen separate passes over the
+(B, H, W, classes) logits (what that cost a training step: README, "Measured figures"). JAX compiles the whole
+train step with XLA; torch runs it eagerly. The gradient is autodiff through log_softmax: a hand-written one
+(softmax - target, ops.custom_gradient) was no faster under XLA (TensorFlow 248 ms against 231, JAX 264 against
+228, for value and gradient over 8x352x480x12 logits on the 2-core CPU) and twice as slow on torch (1420 against
+641). Values and gradients equal Keras' own (tests/test_training_parts.py, tests/test_backend_ops.py).
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from segcli.backend import is_tensorflow
 
 KINDS = ("ce", "focal", "dice", "ce+dice")
 
 
+def xla_on_tensorflow(fn):
+    """fn XLA-compiled on its own on TensorFlow (segcli's CPU train step runs without XLA, where the loss's
+    element-wise passes would each re-read the logits); as it is on JAX (Keras jits the whole step) and torch."""
+    if not is_tensorflow():
+        return fn
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
 def _pixel_weights(labels, num_classes: int, ignore_index, class_weights):
     """(valid pixels, per-pixel weight): 0 on ignored or out-of-range labels, else 1 or the class weight."""
-    valid = (labels >= 0) & (labels < num_classes)
+    valid = ops.logical_and(labels >= 0, labels < num_classes)
     if ignore_index is not None:
-        valid &= labels != ignore_index
-    weight = tf.cast(valid, tf.float32)
+        valid = ops.logical_and(valid, ops.not_equal(labels, ignore_index))
+    weight = ops.cast(valid, "float32")
     if class_weights is not None:
-        weight *= tf.gather(tf.constant(class_weights, tf.float32), tf.where(valid, labels, 0))
+        table = ops.convert_to_tensor(np.asarray(class_weights, "float32"))
+        weight = weight * ops.take(table, ops.where(valid, labels, 0), axis=0)
     return valid, weight
-
-
-def _cross_entropy(labels, logits, weight, label_smoothing: float):
-    """Weighted mean cross-entropy with its gradient computed in the same pass (softmax - target, scaled),
-    as TensorFlow's fused SparseSoftmaxCrossEntropyWithLogits does, instead of autodiff re-reading the logits."""
-    num_classes = logits.shape[-1]
-
-    @tf.custom_gradient
-    def fused(logits):
-        shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-        exp = tf.exp(shifted)
-        sum_exp = tf.reduce_sum(exp, axis=-1, keepdims=True)
-        is_true = tf.equal(tf.range(num_classes), labels[..., None])
-        target = tf.cast(is_true, tf.float32) * (1.0 - label_smoothing) + label_smoothing / num_classes
-        ce = tf.math.log(sum_exp[..., 0]) - tf.reduce_sum(target * shifted, axis=-1)
-        scale = weight / tf.maximum(tf.reduce_sum(weight), 1e-6)
-        loss = tf.reduce_sum(ce * scale)
-
-        def gradient(upstream):
-            return upstream * (exp / sum_exp - target) * scale[..., None]
-
-        return loss, gradient
-
-    return fused(logits)
 
 
 def _loss_math(labels, logits, *, num_classes: int, ignore_index, kind: str, class_weights, gamma: float,
                label_smoothing: float):
     """Mean over non-ignored pixels of the batch (labels outside 0..K-1 are ignored too)."""
-    logits = tf.cast(logits, tf.float32)
-    labels = tf.cast(tf.reshape(labels, tf.shape(logits)[:-1]), tf.int32)
+    logits = ops.reshape(ops.cast(logits, "float32"), (-1, logits.shape[-1]))  # (pixels, K)
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     valid, weight = _pixel_weights(labels, num_classes, ignore_index, class_weights)
-    if kind == "ce":
-        return _cross_entropy(labels, logits, weight, label_smoothing)
-    is_true = tf.equal(tf.range(num_classes), labels[..., None])  # one-hot as a mask, never materialised
-    total = tf.constant(0.0)
-    if kind in ("focal", "ce+dice"):
-        shift = tf.reduce_max(logits, axis=-1, keepdims=True)
-        log_sum = tf.math.log(tf.reduce_sum(tf.exp(logits - shift), axis=-1))
-        true_logit = tf.reduce_sum(tf.where(is_true, logits - shift, 0.0), axis=-1)
-        ce = log_sum - true_logit
-        if label_smoothing:
-            mean_logit = tf.reduce_mean(logits - shift, axis=-1)
-            ce = (1.0 - label_smoothing) * ce + label_smoothing * (log_sum - mean_logit)
-        if kind == "focal":
-            p_true = tf.exp(true_logit - log_sum)
-            ce = tf.pow(1.0 - p_true, gamma) * ce
-        total += tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1e-6)
+    is_true = ops.equal(ops.arange(num_classes, dtype="int32")[None, :], labels[:, None])  # a mask, no one-hot
+    total = 0.0
+    if kind in ("ce", "focal", "ce+dice"):
+        log_probs = ops.log_softmax(logits, axis=-1)
+        true_log_prob = ops.sum(ops.where(is_true, log_probs, 0.0), axis=-1)
+        ce = -true_log_prob
+        if label_smoothing:  # target (1 - e) onehot + e / K
+            ce = (1.0 - label_smoothing) * ce - label_smoothing * ops.mean(log_probs, axis=-1)
+        if kind == "focal":  # (1 - p)^gamma, kept off 0: its gradient there is 0 * inf for gamma < 1
+            ce = ops.power(ops.maximum(1.0 - ops.exp(true_log_prob), 1e-12), gamma) * ce
+        total += ops.sum(ce * weight) / ops.maximum(ops.sum(weight), 1e-6)
     if kind in ("dice", "ce+dice"):
-        validf = tf.cast(valid, tf.float32)[..., None]
-        probs = tf.nn.softmax(logits, axis=-1) * validf
-        target = tf.cast(is_true, tf.float32) * validf
-        axes = list(range(len(probs.shape) - 1))
-        inter = tf.reduce_sum(probs * target, axis=axes)
-        target_sum = tf.reduce_sum(target, axis=axes)
-        dice = (2.0 * inter + 1.0) / (tf.reduce_sum(probs, axis=axes) + target_sum + 1.0)
-        present = tf.cast(target_sum > 0, tf.float32)
-        total += 1.0 - tf.reduce_sum(dice * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+        validf = ops.cast(valid, "float32")[:, None]
+        probs = ops.softmax(logits, axis=-1) * validf
+        target = ops.cast(is_true, "float32") * validf
+        inter = ops.sum(probs * target, axis=0)
+        target_sum = ops.sum(target, axis=0)
+        dice = (2.0 * inter + 1.0) / (ops.sum(probs, axis=0) + target_sum + 1.0)
+        present = ops.cast(target_sum > 0, "float32")
+        total += 1.0 - ops.sum(dice * present) / ops.maximum(ops.sum(present), 1.0)
     return total
+
+
+def _replicas() -> int:
+    """tf.distribute's replica count (1 off TensorFlow: Keras' JAX trainer takes the loss over the global batch,
+    sharded, so a mean over it is already the global mean; torch runs one process)."""
+    if not is_tensorflow():
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="segcli")
@@ -104,13 +101,14 @@ class SegmentationLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
         settings = dict(num_classes=self.num_classes, ignore_index=ignore_index, kind=kind,
                         class_weights=self.class_weights, gamma=self.gamma, label_smoothing=self.label_smoothing)
-        self._fused = tf.function(lambda labels, logits: _loss_math(labels, logits, **settings), jit_compile=True,
-                                  autograph=False)
+        self._math = xla_on_tensorflow(lambda labels, logits: _loss_math(labels, logits, **settings))
 
     def call(self, y_true, y_pred):
-        # Keras divides the losses it reduces itself by the replica count (gradients are summed over
-        # replicas) but passes a scalar through untouched: do the same division here.
-        return self._fused(y_true, y_pred) / tf.distribute.get_strategy().num_replicas_in_sync
+        # Keras divides the losses it reduces itself by tf.distribute's replica count (gradients are summed
+        # over replicas) but passes a scalar through untouched: do the same division here.
+        loss = self._math(y_true, y_pred)
+        replicas = _replicas()
+        return loss / replicas if replicas > 1 else loss
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "ignore_index": self.ignore_index,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,9 +22,11 @@ from typing import Callable
 import keras
 
 from segcli import recipe as recipes
+from segcli.backend import set_seed
 from segcli.backend import version as backend_version
+from segcli.files import TMP_TAG
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, first_line
 from segcli.modelfile import save_model
 from segcli.models import build_model, count_params, encoder_of, gflops, output_stride, set_encoder_trainable
 from segcli.precision import policy, resolve_precision
@@ -32,7 +36,8 @@ from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.callbacks import PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput, TimeBudget
 from segcli.training.compile import compile_for_training
-from segcli.training.distribute import resolve_strategy
+from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
+                                        wait_for_all)
 from segcli.training.losses import median_frequency_weights
 from segcli.training.plots import plot_curves
 
@@ -50,11 +55,24 @@ class TrainingInterrupted(SegcliError):
         super().__init__(f"training interrupted; continue with: segcli train --resume {run_dir}")
 
 
+class PeerLost(SegcliError):
+    """Another process of a several-process training died or stopped: this one stops too; --resume continues."""
+
+    exit_code = 1
+
+    def __init__(self, run_dir, exc: BaseException):
+        self.run_dir = run_dir
+        super().__init__(f"another process of this training stopped ({first_line(str(exc))[:120]}); the run folder "
+                         f"keeps every finished epoch: start `segcli train --resume {run_dir}` on every host")
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
     metrics: dict
     history: list[dict] = field(default_factory=list)
+    process_index: int = 0  # several processes: this one's place; only process 0 wrote run_dir
+    process_count: int = 1
 
 
 def _class_weights(setting: str, report, num_classes: int):
@@ -184,8 +202,50 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         if note:
             progress.note(note)
         RunFolder.check_new(out, force, data_dir)  # before any work: a folder that may not be replaced is refused now
+    train_spec = recipe.train
+    set_seed(train_spec.seed)  # the same on every process: the same weights, shuffles and augmentations
+    # Where it trains; with several processes they join here (before any array exists). Only process 0 writes the
+    # run folder and reports: the others train the same steps into a scratch copy (the same saves, which are
+    # collectives under DataParallel), and a resume reads the run folder on every process (a shared filesystem).
+    strategy, strategy_desc = resolve_strategy(train_spec.distribute)
+    scratch = None
+    if strategy.process_count > 1 and out is None and run is None:
+        raise SegcliError("training in several processes needs --out RUN_DIR, the same folder on every process")
+    run_dir = run.path if run is not None else Path(out) if out is not None else None  # process 0's
+    if not strategy.is_chief:
+        scratch = Path(tempfile.mkdtemp(prefix=f"segcli-process{strategy.process_index}-"))
+        progress, evaluate_best = NullProgress(), None
+        if run is not None:
+            shutil.copytree(run.path, scratch / "run", ignore=shutil.ignore_patterns(f"*{TMP_TAG}*", "logs"))
+            run = RunFolder(scratch / "run")
+        else:
+            out, force = scratch / "run", False
+    if train_spec.batch_size % strategy.process_count:
+        raise SegcliError(f"batch size {train_spec.batch_size} (the global batch) must divide by the "
+                          f"{strategy.process_count} processes")
+    try:
+        result = _train(model_name, data_dir, recipe, run, out, force, classes_file, progress, evaluate_best, strategy,
+                        strategy_desc)
+    except TrainingInterrupted:
+        if scratch is None:
+            raise
+        raise TrainingInterrupted(run_dir) from None  # the folder to resume is process 0's
+    except Exception as exc:
+        if peer_lost(strategy, exc):
+            raise PeerLost(run_dir, exc) from None
+        raise
+    else:
+        if scratch is not None:
+            result = TrainResult(run_dir, result.metrics, result.history, strategy.process_index, strategy.process_count)
+        return result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, force: bool, classes_file,
+           progress: Progress, evaluate_best: Evaluator | None, strategy, strategy_desc: str) -> TrainResult:
     data_spec, train_spec, model_spec = recipe.data, recipe.train, recipe.model
-    keras.utils.set_random_seed(train_spec.seed)
 
     dataset = open_dataset(data_dir, classes=classes_file or data_spec.classes or None,
                            val_fraction=data_spec.val_fraction, seed=train_spec.seed)
@@ -201,7 +261,6 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     classes = dataset.classes.with_void_as_class() if data_spec.void_as_class else dataset.classes
 
     precision, why = resolve_precision(train_spec.precision)
-    strategy, strategy_desc = resolve_strategy(train_spec.distribute)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)
     train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
@@ -235,7 +294,8 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
         run.write_info(run_info)
         meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name}
 
-        budget = TimeBudget(train_spec.max_minutes, train_spec.epochs)
+        budget = TimeBudget(train_spec.max_minutes, train_spec.epochs,
+                            agree=lambda stop: any_process(strategy, stop))  # one decision for every process
         best = SaveBest(lambda m: save_model(m, run.best_path, classes, meta), monitor="val_miou")
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
@@ -268,6 +328,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
             save_model(model, run.model_path, classes, meta)
             if best.best_epoch is None:  # no validation data: the last model is the best we know
                 save_model(model, run.best_path, classes, meta)
+            leave_distribution(strategy)  # the evaluation below runs on process 0 alone
             evaluation = None
             if evaluate_best is not None and dataset.splits.get("val"):
                 progress.message("evaluating best.keras on val (full size, and the tutorial's protocol) ...")
@@ -278,6 +339,7 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
             if history:
                 plot_curves(history, run.curves_path, title=f"{model_spec.name} on {Path(data_dir).name}")
             run.finish(run_info)  # run.json marked finished, then backup/ removed: the order a kill may stop at
+            wait_for_all(strategy, "segcli train finished")  # the others wait for process 0's evaluation and files
         except KeyboardInterrupt:  # during an epoch, or while the final files are written: --resume continues
             raise TrainingInterrupted(run_dir) from None
         except Exception as exc:

@@ -115,26 +115,28 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def set_seed(seed: int) -> None:
-    """keras.utils.set_random_seed (Python, NumPy, Keras, torch), without importing TensorFlow off its backend:
-    Keras seeds TensorFlow too whenever it is installed, which imports it."""
+def keep_tensorflow_out() -> None:
+    """Off the TensorFlow backend, tell Keras that TensorFlow is not there, even where it is installed.
+
+    Keras asks `tensorflow.available` (which imports it) when it saves any model and when it sets seeds, to
+    handle TensorFlow objects; on jax or torch segcli hands it none, and importing TensorFlow there costs
+    seconds and memory and prints its start-up lines. Nothing changes on the TensorFlow backend."""
     import keras
 
-    if name() == "tensorflow":
-        keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
         return
     try:
-        from keras.src.utils import rng_utils
-    except ImportError:  # a Keras without that module: its public function, whatever it imports
-        keras.utils.set_random_seed(seed)
+        from keras.src.utils import module_utils
+    except ImportError:  # another Keras layout: leave it as it is
         return
-    saved = rng_utils.tf
-    rng_utils.tf = _Unavailable()
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        rng_utils.tf = saved
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "module", None) is None and hasattr(lazy, "_available"):
+        lazy._available = False
 
 
-class _Unavailable:
-    available = False
+def set_seed(seed: int) -> None:
+    """keras.utils.set_random_seed (Python, NumPy, Keras, torch), without importing TensorFlow off its backend."""
+    import keras
+
+    keep_tensorflow_out()
+    keras.utils.set_random_seed(seed)

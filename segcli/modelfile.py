@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from segcli.backend import keep_tensorflow_out
 from segcli.data import ClassMap, default_classes, load_classes
 from segcli.errors import ModelError, SegcliError, first_line
 from segcli.files import atomic_path
@@ -40,6 +41,7 @@ def inference_copy(model: keras.Model) -> keras.Model:
 
 def save_model(model: keras.Model, path: str | Path, classes: ClassMap, meta: dict | None = None) -> None:
     meta = {"classes": classes.to_dict(), "output_stride": output_stride(model), **(meta or {})}
+    keep_tensorflow_out()  # Keras' saving would import TensorFlow off its backend
     with atomic_path(path, suffix=".keras") as tmp:
         inference_copy(model).save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:

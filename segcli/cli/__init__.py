@@ -63,6 +63,9 @@ def _import_backend_quietly() -> None:
     try:
         import keras
 
+        from segcli.backend import keep_tensorflow_out
+
+        keep_tensorflow_out()
         if keras.backend.backend() == "tensorflow":
             from segcli.system import gpu_available
 

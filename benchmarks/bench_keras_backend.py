@@ -3,11 +3,14 @@
 Why this exists beside `segcli bench`: the GPU machines this project is sometimes lent carry JAX and
 PyTorch but no TensorFlow, and only small wheels can be brought to them (TensorFlow's is ~600 MB).
 segcli's models are plain Keras functional models, so they run there unchanged with
-KERAS_BACKEND=jax (XLA-compiled, like `--jit`) or torch. This measures the part of `segcli bench`
-that needs no TensorFlow: bare `model.fit` on cached device tensors (Adam, sparse cross-entropy from
-logits, mixed_float16 with Keras' automatic loss scaling), `predict_on_batch`, and matmul GFLOP/s so
-each rate is also a fraction of peak. It reads no data files and imports only `segcli.models` and
-`segcli.bench`'s precision table and timing harness (none of them imports TensorFlow).
+KERAS_BACKEND=jax (XLA-compiled, like `--jit`) or torch. `segcli bench` itself now runs on every backend
+(`KERAS_BACKEND=jax segcli bench --skip train,pipeline,tiled,precision` gives the same matmul, bare fit and
+predict figures, with segcli's compile path and metrics); this script stays for what bench does not do:
+any recipe's [model] section by name, all three precisions in one run (float16 on a CPU too), a deadline,
+a markdown table, and no segcli.training (Adam and sparse cross-entropy from logits straight from Keras,
+mixed_float16 with Keras' automatic loss scaling). It reads no data files and imports only
+`segcli.models` and `segcli.bench` (its precision table, matmul, cached batches and timing harness;
+none of them imports TensorFlow).
 
     KERAS_BACKEND=jax python benchmarks/bench_keras_backend.py --json gpu.json --markdown gpu.md
 """
@@ -27,7 +30,8 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segcli.bench import COMPUTE_DTYPE, peak_fraction, time_calls  # noqa: E402  (no TensorFlow imported)
+from segcli.bench import (COMPUTE_DTYPE, cached_batches, matmul_gflops, peak_fraction,  # noqa: E402
+                          time_calls)  # (no TensorFlow imported)
 from segcli.errors import describe  # noqa: E402
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
 
@@ -43,26 +47,6 @@ def device_name() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
-
-
-def _sync(x) -> None:
-    keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(x, "float32")))
-
-
-def matmul_gflops(dtype: str, n: int = 8192, seconds: float = 2.0) -> float:
-    """As segcli.bench.matmul_gflops, through keras.ops (any backend)."""
-    a = keras.random.normal((n, n), dtype=dtype, seed=1)
-    b = keras.random.normal((n, n), dtype=dtype, seed=2)
-    chunk = 10  # products queued between syncs (the device runs them asynchronously)
-
-    def run():
-        c = None
-        for _ in range(chunk):
-            c = keras.ops.matmul(a, b)
-        _sync(c)
-
-    calls, elapsed = time_calls(run, warmup=1, min_calls=1, min_seconds=seconds)
-    return 2 * n ** 3 * chunk * calls / elapsed / 1e9
 
 
 def model_spec(name: str) -> tuple[str, dict]:
@@ -87,12 +71,8 @@ class EpochTimes(keras.callbacks.Callback):
 def fit_rate(model, batch: int, size: tuple[int, int], classes: int, steps: int, epochs: int, spe: int,
              jit) -> list[float]:
     rng = np.random.default_rng(0)
-    x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32))
-    y = keras.ops.convert_to_tensor(rng.integers(0, classes, (batch, *size)).astype(np.int32))
-
-    def batches():
-        while True:
-            yield x, y
+    batches = cached_batches(rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32),
+                             rng.integers(0, classes, (batch, *size)).astype(np.int32))  # on the device, as bench's
 
     model.compile(optimizer=keras.optimizers.Adam(1.29e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

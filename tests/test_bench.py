@@ -1,17 +1,33 @@
-"""`segcli bench`: the --quick run end to end (every figure finite and positive, tables printed), the
-GPU defaults (precisions, XLA), the benchmark's datasets and bad options."""
+"""`segcli bench`: the --quick run end to end (every figure finite and positive, tables printed), on jax and
+torch without TensorFlow, the PyTorch reference (the same nets as Keras', beside segcli's fit), the GPU
+defaults (precisions, XLA), the benchmark's datasets and bad options."""
 
+import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from segcli import bench
 
+ROOT = Path(__file__).resolve().parents[1]
 ALL_SECTIONS = ",".join(bench.SECTIONS)
+
+NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow.py"  # runs Python as if TensorFlow were not installed
+
+
+def torch_reference():
+    """benchmarks/torch_reference.py as a module (benchmarks/ is not a package)."""
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("torch_reference", ROOT / "benchmarks" / "torch_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def figures(obj, path="$"):
@@ -32,10 +48,11 @@ def figures(obj, path="$"):
 def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
     out = tmp_path / "bench.json"
     # one model keeps the test near 30 s on two cores; both models run the same code
-    result = cli("bench", "--quick", "--models", "lambda-unet", "--json", out)
+    # the torch section has its own test (torch.compile takes tens of seconds here)
+    result = cli("bench", "--quick", "--models", "lambda-unet", "--skip", "torch", "--json", out)
     assert result.exit_code == 0, result.output
     for title in ("training images/s", "train/fit", "share of the matmul peak", "predict_on_batch images/s",
-                  "tiled predict of a 1024x1024 image", "matmul peak", "input pipeline alone", "TensorFlow"):
+                  "tiled predict of a 1024x1024 image", "matmul peak", "input pipeline alone", "on tensorflow 2."):
         assert title in result.stdout, title
     doc = json.loads(out.read_text())
     found = dict(figures(doc))
@@ -58,6 +75,8 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
     tiled = doc["tiled"]
     assert tiled["size"] == [1024, 1024] and tiled["peak_rss_mib"] >= tiled["peak_rss_before_predict_mib"]
     assert doc["data"]["classes"] == 12
+    assert set(doc["pipeline_images_per_sec"]) == {"tfdata", "numpy"}
+    assert doc["system"]["backend"] == "tensorflow" and "unavailable" not in doc
 
 
 def test_json_dash_prints_only_json(cli):
@@ -75,14 +94,13 @@ def test_gpu_defaults_are_float16_and_xla(monkeypatch):
     assert bench.default_precisions(gpu=False) == ("float32", "mixed_bfloat16")
     assert bench.default_jit(gpu=True) is True and bench.default_jit(gpu=False) is False
 
-    import tensorflow as tf
+    from segcli import system
 
-    real = tf.config.list_physical_devices
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: ["fake GPU"] if kind == "GPU" else real(kind))
-    assert bench.gpu_available()
-    assert bench.default_precisions() == ("float32", "mixed_float16") and bench.default_jit() is True
-    monkeypatch.setattr(tf.config, "list_physical_devices", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(system, "gpu_names", lambda: ["fake GPU"])  # what the backend sees
+        assert bench.gpu_available()
+        assert bench.default_precisions() == ("float32", "mixed_float16") and bench.default_jit() is True
+    assert bench.default_jit(gpu=False, backend="jax") is True  # jax compiles: its eager mode runs op by op
 
     monkeypatch.setattr(bench.settings, "gpu_available", lambda: True)  # where run_bench looks it up
     doc = bench.run_bench(quick=True, skip=bench.SECTIONS)
@@ -194,3 +212,132 @@ def test_quick_leaves_the_precision_section_out_unless_asked(cli):
     assert "precision" not in doc and "precision" in doc["skipped"]
     result = cli("bench", "--quick", "--skip", ALL_SECTIONS, "--precision-steps", 0)
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_quick_bench_runs_on_jax_and_torch_without_tensorflow(backend, tmp_path):
+    """`segcli bench` on KERAS_BACKEND=jax / torch with TensorFlow uninstalled (for this process): the matmul,
+    bare fit and predict sections give figures, the system record names the backend, nothing imports TensorFlow."""
+    pytest.importorskip(backend)
+    out = tmp_path / "bench.json"
+    skip = ",".join(s for s in bench.SECTIONS if s not in ("matmul", "fit", "predict"))
+    code = textwrap.dedent(f"""
+        import sys
+        from segcli.cli import app
+        code = 0
+        try:
+            app(["bench", "--quick", "--models", "lambda-fcn", "--precisions", "float32", "--skip", "{skip}",
+                 "--json", {str(out)!r}])
+        except SystemExit as exc:
+            code = exc.code
+        print("TENSORFLOW LOADED:", sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
+        sys.exit(code)
+    """)
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, str(NO_TENSORFLOW), "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "TENSORFLOW LOADED: []" in done.stdout
+    doc = json.loads(out.read_text())
+    assert doc["system"]["backend"] == backend and doc["system"]["backend_version"].startswith(backend)
+    assert "unavailable" not in doc, doc.get("unavailable")  # no section gave up (e.g. for lack of TensorFlow)
+    assert doc["matmul_gflops"]["float32"] > 0 and doc["matmul_gflops"]["bfloat16"] > 0
+    (row,) = doc["training"]
+    assert row["fit_images_per_sec"] > 0 and row["fit_plain_images_per_sec"] > 0
+    assert doc["predict"][0]["images_per_sec"] > 0
+    assert doc["system"]["jit"] is (backend == "jax")  # jax compiles (its eager mode runs op by op)
+
+
+@pytest.mark.parametrize("name, params", [("lambda-fcn", 1_384_652), ("lambda-unet", 1_554_636)])
+def test_torch_reference_nets_are_the_keras_nets(name, params):
+    """The same parameters (12 and 5 classes), and with the Keras model's weights copied in, the same logits."""
+    import keras
+    import numpy as np
+    import torch
+
+    from segcli.models import build_model, count_params
+
+    ref = torch_reference()
+    for classes in (12, 5):
+        keras.utils.set_random_seed(0)
+        model, net = build_model(name, classes), ref.build(name, classes)
+        assert ref.count_params(net) == count_params(model)
+    assert ref.count_params(ref.build(name, 12)) == params  # the recipe's comment
+    keras.utils.set_random_seed(0)
+    model, net = build_model(name, 12), ref.build(name, 12)
+    ref.copy_keras_weights(net, model)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 48, 3)).astype(np.float32)
+    expected = np.asarray(model(x))
+    with torch.no_grad():
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert got.shape == expected.shape == (2, 32, 48, 12)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+    # bf16 autocast only where the CPU computes bf16 natively (segcli.precision.cpu_has_bf16); float16 on a GPU
+    assert ref.autocast_dtype("mixed_bfloat16", "cpu", native_bf16=True) == (torch.bfloat16, None)
+    assert ref.autocast_dtype("mixed_bfloat16", "cpu", native_bf16=False)[0] is None
+    assert "no native bf16" in ref.autocast_dtype("mixed_bfloat16", "cpu", native_bf16=False)[1]
+    assert ref.autocast_dtype("float32", "cpu") == (None, None)
+
+
+@pytest.mark.slow
+def test_torch_section_prints_the_reference_beside_segcli_fit(cli, tmp_path):
+    """One bench run: segcli's bare fit and the PyTorch reference, eager and compiled (its compile timed apart),
+    side by side, with their ratio."""
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    others = ",".join(s for s in bench.SECTIONS if s not in ("fit", "torch"))
+    result = cli("bench", "--quick", "--models", "lambda-fcn", "--precisions", "float32", "--skip",
+                 others, "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "segcli beside a PyTorch reference, images/s (64x64, batch 4)" in result.stdout
+    assert "fit/torch" in result.stdout and "torch.compile's first step: lambda-fcn float32" in result.stdout
+    t = json.loads(out.read_text())["torch"]
+    assert t["size"] == [64, 64] and t["batch"] == 4 and t["steps"] == 3  # --quick's settings
+    rows = {(r["mode"], r["precision"]): r for r in t["rows"]}
+    assert set(rows) == {("eager", "float32"), ("compiled", "float32")}
+    for mode in ("eager", "compiled"):
+        row = rows[mode, "float32"]
+        assert row["model"] == "lambda-fcn" and row["params"] == 1_384_652
+        assert row["images_per_sec"] > 0 and row["first_step_seconds"] > 0 and math.isfinite(row["loss_last"])
+    compare = {r["precision"]: r for r in t["compare"]}["float32"]
+    fit = compare["fit_plain_images_per_sec"]
+    assert compare["fit_plain_over_torch_eager"] == pytest.approx(fit / compare["torch_eager_images_per_sec"])
+    assert compare["fit_plain_over_torch"] == pytest.approx(
+        fit / max(compare["torch_eager_images_per_sec"], compare["torch_compiled_images_per_sec"]))
+    assert compare["torch_compile_seconds"] == rows["compiled", "float32"]["first_step_seconds"]
+
+
+def test_torch_section_without_torch_says_how_to_get_it(cli, monkeypatch):
+    monkeypatch.setattr(bench.sections, "torch_installed", lambda: False)
+    others = ",".join(s for s in bench.SECTIONS if s != "torch")
+    result = cli("bench", "--quick", "--skip", others)
+    assert result.exit_code == 0, result.output
+    assert "torch: not run on tensorflow: PyTorch is not installed: pip install torch" in result.stdout
+    result = cli("bench", "--quick", "--skip", others, "--json", "-")
+    assert json.loads(result.stdout)["unavailable"] == {
+        "torch": "PyTorch is not installed: " + bench.sections.TORCH_HINT}
+
+
+def test_a_section_that_cannot_run_on_the_backend_says_why(tmp_path):
+    """On jax and torch a measurement that needs TensorFlow (in this process or in a child) is reported in
+    result["unavailable"] and not tried again; on TensorFlow an ImportError is a real error."""
+    def needs_tensorflow():
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    said = []
+    run = bench.BenchRun(settings=bench.BenchSettings.quick_settings(), models=("lambda-fcn",),
+                         precisions=("float32",), jit=False, gpu=False, data=None, workdir=tmp_path, skip=set(),
+                         say=said.append, result={}, backend="jax")
+    assert run.attempt("fit", needs_tensorflow) is None
+    assert run.attempt("fit", lambda: 1) is None  # not tried again
+    assert run.result["unavailable"] == {"fit": "needs tensorflow, which the jax backend does not load"}
+    assert said == ["fit: not run: needs tensorflow, which the jax backend does not load"]
+    with pytest.raises(ImportError) as raised:  # a child's ImportError comes back as one
+        bench.run_in_child("segcli.no_such_module:f", {}, what="probe")
+    assert raised.value.name == "segcli.no_such_module"
+    assert run.attempt("tiled", bench.run_in_child, "segcli.no_such_module:f", {}, what="probe") is None
+    assert run.result["unavailable"]["tiled"].startswith("needs segcli.no_such_module")
+    run.backend = "tensorflow"
+    with pytest.raises(ModuleNotFoundError):
+        run.attempt("predict", needs_tensorflow)

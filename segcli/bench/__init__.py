@@ -2,18 +2,25 @@
 
 Sections (each can be skipped by name; `SECTIONS`, in the order they run):
 
-- ``matmul``: peak matmul GFLOP/s per compute dtype (float32, bfloat16; float16 with mixed_float16);
-- ``pipeline``: the input pipeline's images/s alone (``pipeline_throughput``);
+- ``matmul``: peak matmul GFLOP/s per compute dtype (float32, bfloat16; float16 with mixed_float16), keras.ops;
+- ``pipeline``: the input pipeline's images/s alone (``pipeline_throughput``): tf.data and the NumPy loader on
+  TensorFlow, the loader on jax and torch;
 - ``train``: training images/s through the real ``segcli.training.train`` path (PNG files, augmentation,
   metrics, callbacks), the median of the run's epochs after the first;
 - ``fit``: a bare ``model.fit`` of the same model, compiled the same way, on one cached in-memory batch
   (with the loss + metrics train uses, and with the loss only), the median of ``repeats`` timed fits;
   ``train`` / ``fit`` is segcli's overhead;
+- ``torch``: a PyTorch reference of the lambda nets (benchmarks/torch_reference.py: the same layers, loss and
+  optimizer on one cached batch), eager and ``torch.compile``d, in a child process, beside ``fit``;
 - ``predict``: ``model.predict_on_batch`` images/s at 360x480 (padded to the output stride);
 - ``tiled``: the peak resident memory of ``predict_files`` on one 8000x8000 image, in a child process;
 - ``precision``: a CamVid recipe (``camvid-fcn``) trained a few hundred steps from the same weights on the
   same batches in float32 and in the device's reduced policy (mixed_bfloat16 on a CPU): both loss curves and
   their ratio, with the CPU's bf16 kind and what ``--precision auto`` picks on it.
+
+Every section runs on each Keras backend (KERAS_BACKEND=tensorflow, jax, torch; jax and torch never import
+TensorFlow); one that cannot run on a backend, or a machine without PyTorch, says why in
+result["unavailable"]. result["system"] names the backend and its version.
 
 Every training figure also gets its share of the matmul peak of its compute dtype:
 GFLOPs per image (segcli.models.gflops) x 3 (forward + backward) x images/s / peak GFLOP/s.
@@ -30,17 +37,18 @@ package imports neither TensorFlow nor Keras (benchmarks/bench_keras_backend.py 
 from segcli.bench.child import run_in_child
 from segcli.bench.data import (DEFAULT_DATA, VAL_FRACTION, BenchData, precision_data, prepare_data, write_big_image,
                                write_synthetic_dataset)
-from segcli.bench.sections import (SECTION_TABLE, SECTIONS, BenchRun, fit_rates, matmul_gflops, pipeline_rate,
-                                   precision_curves, predict_rate, resolved_recipe, run_bench, tiled_predict_memory,
-                                   train_path_rate)
+from segcli.bench.sections import (SECTION_TABLE, SECTIONS, TORCH_MODES, BenchRun, Unavailable, backend_info,
+                                   cached_batches, fit_rates, matmul_gflops, pipeline_rate, precision_curves,
+                                   predict_rate, resolved_recipe, run_bench, tiled_predict_memory,
+                                   torch_reference_rates, train_path_rate)
 from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, _parse_jit, default_jit,
                                    default_precisions, gpu_available, make_settings)
 from segcli.bench.timing import median_after_first, peak_fraction, time_calls
 
 __all__ = [
     "BenchData", "BenchRun", "BenchSettings", "COMPUTE_DTYPE", "DEFAULT_DATA", "DEFAULT_MODELS", "SECTIONS",
-    "SECTION_TABLE", "VAL_FRACTION", "default_jit", "default_precisions", "fit_rates", "gpu_available",
+    "SECTION_TABLE", "TORCH_MODES", "Unavailable", "VAL_FRACTION", "backend_info", "cached_batches", "default_jit", "default_precisions", "fit_rates", "gpu_available",
     "make_settings", "matmul_gflops", "median_after_first", "peak_fraction", "pipeline_rate", "precision_curves",
     "precision_data", "predict_rate", "prepare_data", "resolved_recipe", "run_bench", "run_in_child",
-    "tiled_predict_memory", "time_calls", "train_path_rate", "write_big_image", "write_synthetic_dataset",
+    "tiled_predict_memory", "time_calls", "torch_reference_rates", "train_path_rate", "write_big_image", "write_synthetic_dataset",
 ]

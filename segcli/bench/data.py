@@ -137,8 +137,8 @@ def precision_data(data, settings: BenchSettings, workdir: str | Path, void_as_c
                        crop=(h, w), eval_short_side=min(h, w), cache=False, void_as_class=void_as_class)
     images, labels = [], []
     for x, y in ds:  # uint8 batch by batch: 360 CamVid crops take 53 MB, not 4x that
-        images.append(np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8))
-        labels.append(y.numpy())
+        images.append(np.clip(np.rint(np.asarray(x)), 0, 255).astype(np.uint8))
+        labels.append(np.asarray(y))
     labels = np.concatenate(labels)
     classes = dataset.classes.with_void_as_class() if void_as_class else dataset.classes
     return (np.concatenate(images), labels.astype(np.uint8 if labels.max() < 256 else np.int32), classes,

@@ -3,7 +3,10 @@
 
 Each section takes the `BenchRun` (settings, choices, working folder, the result so far) and adds its figures
 to `run.result`. The measurements they make (`matmul_gflops`, `train_path_rate`, `fit_rates`, ...) are
-plain functions too, for scripts in benchmarks/. TensorFlow is imported only inside them.
+plain functions too, for scripts in benchmarks/. They run on the active Keras backend (keras.ops, device
+tensors); TensorFlow is imported only inside them and only on the TensorFlow backend (tf.data feeds the fits
+there, as it always did). A section that cannot run on the backend (or without PyTorch, for `torch`) says why
+in result["unavailable"] (`BenchRun.attempt`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from typing import Callable, Iterable
 
 from segcli.bench import settings as bench_settings
 from segcli.bench.child import run_in_child
-from segcli.bench.data import BenchData, VAL_FRACTION, precision_data, prepare_data, write_big_image
+from segcli.bench.data import ROOT, BenchData, VAL_FRACTION, precision_data, prepare_data, write_big_image
 from segcli.bench.settings import COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, check_choices, make_settings
 from segcli.bench.timing import free_memory, median_after_first, peak_fraction, time_calls
-from segcli.errors import SegcliError
+from segcli.errors import SegcliError, first_line
 from segcli.sizes import round_up
 
 Progress = Callable[[str], None]
@@ -32,23 +35,97 @@ Progress = Callable[[str], None]
 
 # --- measurements ------------------------------------------------------------------------------------
 
-def matmul_gflops(dtype: str = "float32", n: int = 2048, min_seconds: float = 2.0) -> float:
-    """GFLOP/s of tf.linalg.matmul of two n x n matrices of `dtype` (2 n^3 per product), after a warm-up."""
-    import tensorflow as tf
+def backend_info() -> dict:
+    """The active Keras backend (segcli.backend): its name ("tensorflow", "jax", "torch"), its package and
+    version ("jax 0.10.2"), and Keras' version."""
+    import keras
 
-    rng = tf.random.Generator.from_seed(0)
-    a = tf.cast(rng.normal((n, n)), dtype)
-    b = tf.cast(rng.normal((n, n)), dtype)
-    chunk = 4  # products queued between syncs (a GPU runs them asynchronously; reading one value waits)
+    from segcli import backend
+
+    return {"backend": backend.name(), "backend_version": backend.version(), "keras": keras.__version__}
+
+
+class Unavailable(Exception):
+    """A section (or one measurement of it) cannot run on this backend or machine; the message says why
+    (run_bench keeps it in result["unavailable"] and goes on)."""
+
+
+def _finished(tensors) -> None:
+    """Wait until the device has computed `tensors`: read one element of each to the host (a tiny reduction
+    that depends on all of them; jax and a GPU run asynchronously, this is their sync)."""
+    import keras
+
+    ops = keras.ops
+    total = None
+    for t in tensors:
+        corner = ops.cast(t[0, 0], "float32")
+        total = corner if total is None else total + corner
+    ops.convert_to_numpy(total)
+
+
+def matmul_gflops(dtype: str = "float32", n: int = 2048, min_seconds: float = 2.0) -> float:
+    """GFLOP/s of keras.ops.matmul of two n x n matrices of `dtype` (2 n^3 per product) on the active backend's
+    device, after a warm-up; the clock stops when every product is done."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (keras.ops.cast(keras.ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32)), dtype)
+            for _ in range(2))
+    chunk = 4  # products queued between syncs (a GPU or jax runs them asynchronously; _finished waits)
 
     def run():
-        c = None
-        for _ in range(chunk):
-            c = tf.linalg.matmul(a, b)
-        return c[0, 0].numpy()
+        _finished([keras.ops.matmul(a, b) for _ in range(chunk)])
 
     calls, seconds = time_calls(run, warmup=1, min_calls=2, min_seconds=min_seconds)
     return 2.0 * n ** 3 * chunk * calls / seconds / 1e9
+
+
+def cached_batches(images, labels) -> Callable[[], object]:
+    """What model.fit reads when it trains on one cached batch: a function that gives, at each call (each fit),
+    an endless stream of the same (images, labels) held on the device, with no host copy per step. TensorFlow:
+    tf.data.Dataset.from_tensors(...).repeat() (as the benchmark always fed it); jax and torch: a generator of
+    the two device tensors (Keras passes jax arrays and torch tensors through; NumPy arrays would be copied to
+    the device at every step)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensors((tf.constant(images), tf.constant(labels))).repeat()
+        return lambda: ds
+    x, y = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
+
+    def batches():
+        while True:
+            yield x, y
+
+    return batches
+
+
+def indexed_batches(images, labels, rows) -> Callable[[], object]:
+    """A function that gives, at each call (each fit), the batches images[row], labels[row] for each row of
+    indices in order (float32, int32), gathered on the device from the whole set held there (uint8): on
+    TensorFlow a tf.data map, elsewhere a generator of keras.ops.take."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        images_t, labels_t = tf.constant(images), tf.constant(labels)
+        ds = tf.data.Dataset.from_tensor_slices(rows).map(
+            lambda idx: (tf.cast(tf.gather(images_t, idx), tf.float32), tf.cast(tf.gather(labels_t, idx), tf.int32)))
+        return lambda: ds
+    ops = keras.ops
+    images_t, labels_t = ops.convert_to_tensor(images), ops.convert_to_tensor(labels)
+
+    def batches():
+        for row in rows:
+            idx = ops.convert_to_tensor(row)
+            yield ops.cast(ops.take(images_t, idx, axis=0), "float32"), ops.cast(ops.take(labels_t, idx, axis=0),
+                                                                                   "int32")
+
+    return batches
 
 
 def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit: bool):
@@ -105,7 +182,6 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     CamVid's 11 + void trained as a class, as the benchmark's recipe trains it)."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from segcli.data import camvid_classes
     from segcli.models import build_model
@@ -122,27 +198,38 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     batch, steps = int(settings.batch_size), int(settings.steps)
     h, w = settings.train_size
     rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(0, 255, (batch, h, w, 3)).astype(np.float32))
-    labels = tf.constant(rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
-    ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    data = cached_batches(rng.uniform(0, 255, (batch, h, w, 3)).astype(np.float32),
+                          rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
     with strategy.scope(), policy(precision):
         model = build_model(model_name, num_classes, **recipe.model.options)
     rates = {}
     for variant, with_metrics in (("fit", True), ("fit_plain", False)):
         spe = compile_for_training(model, recipe, classes, steps, strategy=strategy, metrics=with_metrics,
                                    gpu=bench_settings.gpu_available()).steps_per_execution
-        model.fit(ds, steps_per_epoch=max(2, spe), epochs=1, verbose=0, shuffle=False)  # tracing, first steps
-        history = model.fit(ds, steps_per_epoch=steps, epochs=settings.repeats, verbose=0, shuffle=False,
+        model.fit(data(), steps_per_epoch=max(2, spe), epochs=1, verbose=0, shuffle=False)  # tracing, first steps
+        history = model.fit(data(), steps_per_epoch=steps, epochs=settings.repeats, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
         rates[variant] = statistics.median(float(r) for r in history.history["images_per_sec"])
         rates[f"{variant}_epochs"] = [float(r) for r in history.history["images_per_sec"]]
-    del model, ds, images, labels
+    del model, data
     free_memory()
     return rates
 
 
-def pipeline_rate(data: BenchData, settings: BenchSettings) -> float:
-    """Images/s of the training input pipeline alone (train's augmentation: short-side resize, centre crop)."""
+def pipeline_engines() -> tuple[tuple[str, ...], str | None]:
+    """(the input pipelines `pipeline_rate` times on this backend, a note on what it leaves out or None):
+    tf.data ("tfdata") and the NumPy loader ("numpy") on TensorFlow; elsewhere the loader only (tf.data needs
+    TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return ("tfdata", "numpy"), None
+    return ("numpy",), "tf.data needs TensorFlow"
+
+
+def pipeline_rate(data: BenchData, settings: BenchSettings, engine: str = "auto") -> float:
+    """Images/s of the training input pipeline alone (train's augmentation: short-side resize, centre crop);
+    engine: make_pipeline's ("tfdata", "numpy"; "auto": the backend's)."""
     from segcli.data import Augment, open_dataset, pipeline_throughput
 
     dataset = open_dataset(data.root, val_fraction=0.0)
@@ -150,7 +237,7 @@ def pipeline_rate(data: BenchData, settings: BenchSettings) -> float:
                       flip=False)
     return float(pipeline_throughput(dataset.splits["train"], dataset.classes, dataset.encoding,
                                      batch_size=settings.batch_size, batches=settings.pipeline_batches,
-                                     augment=augment, void_as_class=True))
+                                     augment=augment, void_as_class=True, engine=engine))
 
 
 def predict_rate(model_name: str, precision: str, settings: BenchSettings, jit: bool, num_classes: int = 12) -> dict:
@@ -229,7 +316,6 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     CPU, its bf16 kind and what `--precision auto` picks on it."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from segcli import recipe as recipes
     from segcli.models import build_model, output_stride
@@ -251,9 +337,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     rng = np.random.default_rng(seed)
     need = points * every * batch
     order = np.concatenate([rng.permutation(len(images)) for _ in range(-(-need // len(images)))])[:need]
-    images_t, labels_t = tf.constant(images), tf.constant(labels)
-    ds = tf.data.Dataset.from_tensor_slices(order.reshape(-1, batch).astype(np.int32)).map(
-        lambda idx: (tf.cast(tf.gather(images_t, idx), tf.float32), tf.cast(tf.gather(labels_t, idx), tf.int32)))
+    batches = indexed_batches(images, labels, order.reshape(-1, batch).astype(np.int32))
     steps_per_epoch = max(1, len(images) // batch)  # the schedule: the recipe's epochs over these images
 
     policies = ("float32", bench_settings.default_precisions(gpu)[-1])
@@ -271,7 +355,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
         else:
             model.set_weights(initial)  # the variables of a mixed policy are float32: the very same weights
         compile_for_training(model, recipe, classes, steps_per_epoch, metrics=False, gpu=gpu)  # as train does
-        history = model.fit(ds, steps_per_epoch=every, epochs=points, verbose=0, shuffle=False,
+        history = model.fit(batches(), steps_per_epoch=every, epochs=points, verbose=0, shuffle=False,
                             callbacks=[Throughput(batch)])
         curves[name] = [float(v) for v in history.history["loss"]]
         rates[name] = median_after_first(history.history["images_per_sec"])  # the first window traces
@@ -286,6 +370,36 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
             "curves": curves, "ratio": ratio, "ratio_last": ratio[-1],
             "ratio_mean_last_half": statistics.fmean(ratio[len(ratio) // 2:]),
             "images_per_sec": rates}
+
+
+TORCH_MODES = ("eager", "compiled")  # the PyTorch reference's modes (torch.compile's first step timed apart)
+TORCH_REFERENCE = ROOT / "benchmarks" / "torch_reference.py"
+TORCH_HINT = "pip install torch (CPU-only wheels: --index-url https://download.pytorch.org/whl/cpu)"
+
+
+def torch_installed() -> bool:
+    from segcli.backend import installed
+
+    return installed("torch")
+
+
+def torch_reference_rates(models: Iterable[str], precisions: Iterable[str], settings: BenchSettings,
+                          num_classes: int = 12, modes: Iterable[str] | None = None, timeout: float = 3600) -> dict:
+    """benchmarks/torch_reference.py's run_reference in a child process, at the bench's training size, batch,
+    steps and repeats: per model (lambda-fcn, lambda-unet; others have no reference), precision (mixed_bfloat16
+    only where the CPU has native bf16) and mode (eager, compiled), images/s and the first step's seconds."""
+    if not torch_installed():
+        raise Unavailable(f"PyTorch is not installed: {TORCH_HINT}")
+    if not TORCH_REFERENCE.is_file():
+        raise Unavailable(f"needs {TORCH_REFERENCE.relative_to(ROOT)} from a segcli checkout (not found beside "
+                          "this segcli)")
+    from segcli.precision import cpu_has_bf16
+
+    spec = {"models": list(models), "precisions": list(precisions), "modes": list(modes or TORCH_MODES),
+            "size": list(settings.train_size), "batch": settings.batch_size, "classes": int(num_classes),
+            "steps": settings.steps, "repeats": settings.repeats, "warmup": 1 if settings.quick else 2,
+            "native_bf16": cpu_has_bf16()}
+    return run_in_child(f"{TORCH_REFERENCE}:run_reference", spec, what="PyTorch reference", timeout=timeout)
 
 
 # --- one run: what the sections share ----------------------------------------------------------------
@@ -304,9 +418,31 @@ class BenchRun:
     skip: set[str]
     say: Progress
     result: dict
+    backend: str = "tensorflow"    # the Keras backend (keras.backend.backend())
     _bench_data: BenchData | None = None
     _classes: object = None
     _gflops: dict = field(default_factory=dict)
+
+    def attempt(self, name: str, measure: Callable, *args, **kwargs):
+        """measure(*args, **kwargs), or None when section `name` cannot run here: it raised Unavailable, or (on
+        jax and torch) an ImportError (what it needs imports TensorFlow); the reason is kept in
+        result["unavailable"][name] and the later measurements of that section are not tried."""
+        unavailable = self.result.setdefault("unavailable", {})
+        if name in unavailable:
+            return None
+        try:
+            return measure(*args, **kwargs)
+        except Unavailable as exc:
+            reason = str(exc)
+        except ImportError as exc:
+            if self.backend == "tensorflow":
+                raise
+            what = exc.name or "a module"
+            reason = (f"needs {what}, which the {self.backend} backend does not load"
+                      if what.split(".")[0] == "tensorflow" else f"needs {what}: {first_line(exc)}")
+        unavailable[name] = reason
+        self.say(f"{name}: not run: {reason}")
+        return None
 
     def configurations(self):
         """(model, precision) in the order the tables list them."""
@@ -366,30 +502,39 @@ def matmul(run: BenchRun) -> None:
 
 
 def pipeline(run: BenchRun) -> None:
-    """The input pipeline's images/s alone."""
+    """The input pipeline's images/s alone: tf.data and the NumPy loader on TensorFlow, the loader elsewhere."""
+    engines, note = pipeline_engines()
     data = run.bench_data()
-    run.say("pipeline")
-    run.result["pipeline_images_per_sec"] = pipeline_rate(data, run.settings)
+    rates = {}
+    for engine in engines:
+        run.say(f"pipeline: {engine}")
+        rates[engine] = pipeline_rate(data, run.settings, engine)
+    run.result["pipeline_images_per_sec"] = rates
+    if note:
+        run.result["pipeline_note"] = note
 
 
 def training(run: BenchRun) -> None:
     """Sections train and fit: per model and precision, images/s of segcli's train path and of a bare
     model.fit, back to back (their ratio is segcli's overhead; a slow spell of a shared CPU then hits both),
-    each with its share of the matmul peak."""
+    each with its share of the matmul peak. Either may be unavailable on a backend (result["unavailable"])."""
     rows = []
     for name, precision in run.configurations():
         row = {"model": name, "precision": precision, "gflops_per_image": run.gflops(name)}
-        if "train" not in run.skip:
+        if "train" not in run.skip and "train" not in run.result.get("unavailable", {}):
             run.say(f"train path: {name} {precision}")
-            path = train_path_rate(name, precision, run.bench_data(), run.settings, run.jit, run.workdir)
-            row["train_images_per_sec"] = path["images_per_sec"]
-            row["train_epochs_images_per_sec"] = path["epochs_images_per_sec"]
-        if "fit" not in run.skip:
+            path = run.attempt("train", lambda: train_path_rate(name, precision, run.bench_data(), run.settings,
+                                                                run.jit, run.workdir))
+            if path is not None:
+                row["train_images_per_sec"] = path["images_per_sec"]
+                row["train_epochs_images_per_sec"] = path["epochs_images_per_sec"]
+        if "fit" not in run.skip and "fit" not in run.result.get("unavailable", {}):
             run.say(f"bare fit: {name} {precision}")
-            fits = fit_rates(name, precision, run.settings, run.jit, run.classes)
-            row["fit_images_per_sec"] = fits["fit"]
-            row["fit_plain_images_per_sec"] = fits["fit_plain"]
-            row["fit_epochs_images_per_sec"] = fits["fit_epochs"]
+            fits = run.attempt("fit", fit_rates, name, precision, run.settings, run.jit, run.classes)
+            if fits is not None:
+                row["fit_images_per_sec"] = fits["fit"]
+                row["fit_plain_images_per_sec"] = fits["fit_plain"]
+                row["fit_epochs_images_per_sec"] = fits["fit_epochs"]
         if "train_images_per_sec" in row and "fit_images_per_sec" in row:
             row["train_over_fit"] = row["train_images_per_sec"] / row["fit_images_per_sec"]
         for key in ("train", "fit", "fit_plain"):
@@ -397,7 +542,8 @@ def training(run: BenchRun) -> None:
             if share is not None:
                 row[f"{key}_peak_fraction"] = share
         rows.append(row)
-    run.result["training"] = rows
+    if any(k.endswith("_images_per_sec") for row in rows for k in row):
+        run.result["training"] = rows
 
 
 def predict(run: BenchRun) -> None:
@@ -426,10 +572,43 @@ def precision(run: BenchRun) -> None:
     run.result["precision"] = precision_curves(run.settings, run.data, run.workdir, run.gpu)
 
 
-# name -> section, in the order they run; train and fit share one loop (see `training`)
+def torch_reference(run: BenchRun) -> None:
+    """The PyTorch reference of the lambda nets (benchmarks/torch_reference.py) trained on one cached batch as
+    the bare fit is, eager and torch.compile'd, in a child process; beside segcli's train and fit figures."""
+    run.say(f"PyTorch reference: {', '.join(run.models)}, {' and '.join(TORCH_MODES)}, child process"
+            + (" (compiling takes a while)" if "compiled" in TORCH_MODES else ""))
+    ref = torch_reference_rates(run.models, run.precisions, run.settings, run.num_classes)
+    segcli_rows = {(r["model"], r["precision"]): r for r in run.result.get("training", [])}
+    compare = []
+    for name, precision in run.configurations():
+        ours = segcli_rows.get((name, precision), {})
+        row = {"model": name, "precision": precision}
+        for key in ("train_images_per_sec", "fit_images_per_sec", "fit_plain_images_per_sec"):
+            if key in ours:
+                row[key] = ours[key]
+        for r in ref["rows"]:
+            if (r["model"], r["precision"]) != (name, precision):
+                continue
+            mode = r["mode"]
+            if "images_per_sec" in r:
+                row[f"torch_{mode}_images_per_sec"] = r["images_per_sec"]
+                if mode == "compiled":
+                    row["torch_compile_seconds"] = r["first_step_seconds"]
+                if "fit_plain_images_per_sec" in row:
+                    row[f"fit_plain_over_torch_{mode}"] = row["fit_plain_images_per_sec"] / r["images_per_sec"]
+            else:
+                row.setdefault("torch_notes", []).append(f"{mode}: {r.get('skipped') or r.get('error')}")
+        fastest = max((row.get(f"torch_{mode}_images_per_sec") or 0 for mode in TORCH_MODES), default=0)
+        if fastest and "fit_plain_images_per_sec" in row:
+            row["fit_plain_over_torch"] = row["fit_plain_images_per_sec"] / fastest  # over the faster torch mode
+        compare.append(row)
+    run.result["torch"] = {**ref, "compare": compare}
+
+
+# name -> section, in the order they run; train and fit share one loop (see `training`); torch compares with them
 SECTION_TABLE: dict[str, Callable[[BenchRun], None]] = {
-    "matmul": matmul, "pipeline": pipeline, "train": training, "fit": training, "predict": predict,
-    "tiled": tiled, "precision": precision,
+    "matmul": matmul, "pipeline": pipeline, "train": training, "fit": training, "torch": torch_reference,
+    "predict": predict, "tiled": tiled, "precision": precision,
 }
 SECTIONS = tuple(SECTION_TABLE)
 
@@ -442,16 +621,14 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
               precision_steps: int | None = None, progress: Progress | None = None) -> dict:
     """Run the benchmark sections (all but `skip`) and return the figures as a JSON-ready dict.
 
-    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul);
-    the precision section only when precision_steps is given.
+    quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul; the
+    PyTorch reference at 64x64 too, though torch.compile still takes seconds to a minute per net); the precision
+    section only when precision_steps is given.
     precisions: default float32 + mixed_float16 with a GPU, float32 + mixed_bfloat16 without.
-    jit: None/"auto" = on with a GPU. data: dataset folder for the train path and the pipeline (default
-    ../shared/data/camvid, else synthetic PNGs). precision_steps: the precision section's training steps
+    jit: None/"auto" = on with a GPU (always on jax, whose eager mode runs op by op). data: dataset folder for the
+    train path and the pipeline (default ../shared/data/camvid, else synthetic PNGs). precision_steps: the precision section's training steps
     (default 200). progress(message) is called before each measurement.
     """
-    import keras
-    import tensorflow as tf
-
     from segcli.models import build_model, output_stride
     from segcli.system import hardware_summary
 
@@ -459,11 +636,12 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     skip = {s.strip() for s in skip if s and s.strip()}
     if quick and precision_steps is None:
         skip.add("precision")  # two CamVid-recipe models to trace: about a minute even at tiny sizes
+    backend = backend_info()
     gpu = bench_settings.gpu_available()
     precisions = tuple(precisions) if precisions else bench_settings.default_precisions(gpu)
     check_choices(models, precisions, skip, SECTIONS)
     jit = bench_settings._parse_jit(jit)
-    jit = bench_settings.default_jit(gpu) if jit is None else jit
+    jit = bench_settings.default_jit(gpu, backend["backend"]) if jit is None else jit
     settings = make_settings(quick=quick, gpu=gpu, steps=steps, predict_batch=predict_batch,
                              precision_steps=precision_steps)
     if data is not None and not Path(data).exists():
@@ -476,8 +654,8 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
 
     result: dict = {
         "quick": quick,
-        "system": {"hardware": hardware_summary(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                   "python": platform.python_version(), "cpu_count": os.cpu_count(), "gpu": gpu, "jit": jit},
+        "system": {"hardware": hardware_summary(), **backend, "python": platform.python_version(),
+                   "cpu_count": os.cpu_count(), "gpu": gpu, "jit": jit},
         "settings": settings.to_dict(),
         "models": list(models), "precisions": list(precisions), "skipped": sorted(skip),
     }
@@ -485,13 +663,16 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     workdir = Path(tempfile.mkdtemp(prefix="segcli-bench-")) if own_dir else Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run = BenchRun(settings=settings, models=models, precisions=precisions, jit=jit, gpu=gpu, data=data,
-                   workdir=workdir, skip=skip, say=progress or (lambda message: None), result=result)
+                   workdir=workdir, skip=skip, say=progress or (lambda message: None), result=result,
+                   backend=backend["backend"])
     try:
         done = []
         for name, section in SECTION_TABLE.items():
             if name not in skip and section not in done:
                 done.append(section)
-                section(run)
+                run.attempt(name, section, run)
+        if not result.get("unavailable"):
+            result.pop("unavailable", None)
     finally:
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)

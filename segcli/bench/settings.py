@@ -76,8 +76,15 @@ def default_precisions(gpu: bool | None = None) -> tuple[str, ...]:
     return ("float32", "mixed_float16") if gpu else ("float32", "mixed_bfloat16")
 
 
-def default_jit(gpu: bool | None = None) -> bool:
-    """XLA on with a GPU (as `segcli train --jit auto`), off on a CPU."""
+def default_jit(gpu: bool | None = None, backend: str | None = None) -> bool:
+    """XLA on with a GPU (as `segcli train --jit auto`), off on a CPU; always on with the jax backend (Keras runs
+    jax uncompiled op by op otherwise). backend: Keras' (None: the active one)."""
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "jax":
+        return True
     return gpu_available() if gpu is None else bool(gpu)
 
 

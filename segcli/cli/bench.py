@@ -17,7 +17,8 @@ def _bench_list(text: Optional[str]) -> list[str]:
 
 def bench_cmd(
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (64x64, batch 4, 3 steps): a smoke test of "
-                               "about a minute (30 s with one of --models)."),
+                               "about a minute (30 s with one of --models), plus up to a minute per net for "
+                               "torch.compile in the torch section (--skip torch leaves it out)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the train path and the pipeline "
                                         "(default: ../shared/data/camvid, else synthetic PNGs)."),
     models: str = typer.Option("lambda-fcn,lambda-unet", "--models", help="Comma list of registered models."),
@@ -37,9 +38,10 @@ def bench_cmd(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as a fenced text "
                                             "block to this file (for README.md)."),
 ):
-    """Measure training images/s (segcli's train path vs a bare model.fit), the input pipeline, predict
-    images/s, the peak memory of a tiled predict and the matmul peak of this machine; and the loss curves of
-    a CamVid recipe in float32 and in bf16 (section precision), to check that bf16 costs no accuracy here."""
+    """Measure training images/s (segcli's train path vs a bare model.fit, beside a PyTorch reference of the
+    same nets, eager and compiled), the input pipeline, predict images/s, the peak memory of a tiled predict
+    and the matmul peak of this machine, on the Keras backend set (KERAS_BACKEND); and the loss curves of a
+    CamVid recipe in float32 and in bf16 (section precision), to check that bf16 costs no accuracy here."""
     import json
 
     from segcli.bench import run_bench

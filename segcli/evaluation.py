@@ -18,7 +18,7 @@ import numpy as np
 from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
 from segcli.files import atomic_path, check_writable_dir, ensure_writable_dir, write_json, write_text
-from segcli.inference import iter_predictions
+from segcli.inference import iter_predictions, parse_tta
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import held_out
 from segcli.scoring import confusion_counts, scores_from_confusion
@@ -47,7 +47,7 @@ def _names(classes: ClassMap, limit: int = 6) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) -> dict:
+def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool, tta=None) -> dict:
     """Void counted: void pixels are class K in the truth; only a model with a void class can get them right."""
     from segcli.data import make_pipeline
     from segcli.inference import predict_batch
@@ -60,7 +60,7 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) 
     correct = counted = void = 0
     for images, labels in ds:
         images, labels = np.asarray(images), np.asarray(labels)
-        pred = predict_batch(loaded.model, images, stride=loaded.output_stride).argmax(axis=-1)
+        pred = predict_batch(loaded.model, images, stride=loaded.output_stride, tta=tta).argmax(axis=-1)
         scored = labels != pad_label
         counted += int(scored.sum())
         void += int((labels == kd).sum())
@@ -73,22 +73,26 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool) 
         "short_side": TUTORIAL_SHORT_SIDE,
         "crop": list(TUTORIAL_CROP),
         "label": TUTORIAL_LABEL,
+        "tta": None if tta is None else str(tta),
     }
 
 
 def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: str | Path | None = None,
              batch_size: int = 4, tutorial: bool = True, out_dir: str | Path | None = None, tile: int = 1024,
-             overlap: int = 128, progress: Progress | None = None) -> dict:
+             overlap: int = 128, tta=None, progress: Progress | None = None) -> dict:
     """Run `loaded` (a modelfile.LoadedModel) over `split` of the dataset at `data_dir` and score it.
 
     Images run at full size (padded to the output stride and cropped back; tiled past `tile` pixels).
     Returns a dict with pixel_accuracy, miou, per_class [{name, iou, accuracy, pixels}], confusion (rows =
     truth), pixels, ignored_pixels and `tutorial` (see TUTORIAL_LABEL; None with tutorial=False).
     With `out_dir`: confusion.csv, confusion.png (row-normalised) and evaluation.json there.
+    `tta` (segcli.inference.parse_tta: "flip", "flip,0.75,1.25", ...): predictions (the tutorial's figure's
+    too) from the mean softmax probabilities over its passes; the result's "tta" records it (None: none).
     `progress` (segcli.progress) gets a task "evaluate SPLIT" (images done), then "evaluate tutorial".
     """
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
+    tta = parse_tta(tta)
     if out_dir is not None:
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
@@ -120,7 +124,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     progress.start(f"evaluate {split}", len(pairs))
     try:
         for (pair, truth), _image, pred, _ in iter_predictions(loaded.model, items(), stride=loaded.output_stride,
-                                                                tile=tile, overlap=overlap, batch_size=batch_size):
+                                                                tile=tile, overlap=overlap, batch_size=batch_size,
+                                                                tta=tta):
             cm += confusion_counts(truth, pred, km, ignore)
             ignored += int(((truth == ignore) | (truth >= kd)).sum())
             done += 1
@@ -138,6 +143,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         "classes": list(data_classes.names),
         "model_classes": list(loaded.classes.names),
         "ignore_index": ignore,
+        "tta": None if tta is None else str(tta),
+        "tta_passes": 1 if tta is None else len(tta.passes),
         "pixel_accuracy": scores["pixel_accuracy"],
         "miou": scores["miou"],
         "per_class": [{"name": name, "iou": scores["iou"][i], "accuracy": scores["class_accuracy"][i],
@@ -152,7 +159,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     if tutorial:
         progress.start("evaluate tutorial", 1)
         try:
-            result["tutorial"] = _tutorial_figure(loaded, dataset, pairs, batch_size, void_model)
+            result["tutorial"] = _tutorial_figure(loaded, dataset, pairs, batch_size, void_model, tta)
             progress.advance("evaluate tutorial", 1)
         finally:
             progress.end("evaluate tutorial")
@@ -175,7 +182,8 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
              "json": str(out_dir / "evaluation.json")}
     write_text(paths["confusion_csv"], buf.getvalue())
     plot_confusion(cm, names, paths["confusion_png"],
-                   title=f"{Path(result['model'] or 'model').name} on {result['split']}: "
+                   title=f"{Path(result['model'] or 'model').name} on {result['split']}"
+                         f"{' (TTA ' + result['tta'] + ')' if result.get('tta') else ''}: "
                          f"mIoU {100 * result['miou']:.1f}%, pixel acc. {100 * result['pixel_accuracy']:.1f}%")
     write_json(paths["json"], {**result, "outputs": paths})
     return paths

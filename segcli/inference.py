@@ -6,6 +6,11 @@ output pixel is taken from the tile whose centre region holds it (the overlap gi
 `overlap / 2` pixels of context on each inner side), so nothing larger than one batch of tiles is ever
 held as float scores: labels go into a uint8 (H, W) array, and probabilities, when asked for, into a
 float16 (H, W, K) array the caller provides (a memory-mapped .npy file in `predict_files`).
+
+Test-time augmentation (`tta=`, see `parse_tta`) runs one pass per scale and flip: the image resized (bilinear)
+and/or mirrored goes through the same padded / tiled forward, and each window's softmax probabilities are
+resampled to the image's own size (bilinear, as cv2.resize), mirrored back and added to one float32 (H, W, K)
+accumulator; labels and probabilities come from the mean. Without `tta` nothing of this runs.
 """
 
 from __future__ import annotations
@@ -121,9 +126,10 @@ def needs_tiles(height: int, width: int, *, stride: int, tile: int = 1024, overl
     return round_up(height, stride) > tile or round_up(width, stride) > tile
 
 
-def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
-                batch_size: int) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
-    """(y0, y1, x0, x1, logits (y1-y0, x1-x0, K)) covering the image once, tile batch by tile batch."""
+def _iter_windows(model, image: np.ndarray, stride: int, tile: int, overlap: int,
+                  batch_size: int) -> Iterator[tuple[tuple, tuple, np.ndarray]]:
+    """(ty, tx, logits of the whole window) for every tile, tile batch by tile batch; ty and tx are
+    `_axis_tiles` entries (start, size, core_start, core_end) in the padded image."""
     height, width = image.shape[:2]
     tile, overlap = _tile_geometry(stride, tile, overlap)
     ys = _axis_tiles(round_up(height, stride), tile, overlap)
@@ -136,10 +142,177 @@ def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
         logits = _forward(model, batch)
         del batch
         for (ty, tx), out in zip(chunk, logits):
-            y0, y1 = ty[2], min(ty[3], height)
-            x0, x1 = tx[2], min(tx[3], width)
-            if y1 > y0 and x1 > x0:
-                yield y0, y1, x0, x1, out[y0 - ty[0]:y1 - ty[0], x0 - tx[0]:x1 - tx[0]]
+            yield ty, tx, out
+
+
+def _iter_tiles(model, image: np.ndarray, stride: int, tile: int, overlap: int,
+                batch_size: int) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+    """(y0, y1, x0, x1, logits (y1-y0, x1-x0, K)) covering the image once, tile batch by tile batch."""
+    height, width = image.shape[:2]
+    for ty, tx, out in _iter_windows(model, image, stride, tile, overlap, batch_size):
+        y0, y1 = ty[2], min(ty[3], height)
+        x0, x1 = tx[2], min(tx[3], width)
+        if y1 > y0 and x1 > x0:
+            yield y0, y1, x0, x1, out[y0 - ty[0]:y1 - ty[0], x0 - tx[0]:x1 - tx[0]]
+
+
+# --- test-time augmentation -----------------------------------------------------------------------
+
+TTA_FLAG = "--tta"
+TTA_SYNTAX = "flip, scales or both, e.g. flip, 0.75,1.25 or flip,0.75,1.25"
+TTA_SCALE_RANGE = (0.25, 4.0)
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: one pass per scale (1.0 first, then the others), each also mirrored with `flip`.
+    Passes average their softmax probabilities at the image's own size. `str(tta)` is its spec."""
+    flip: bool
+    scales: tuple[float, ...] = (1.0,)
+
+    @property
+    def passes(self) -> list[tuple[float, bool]]:
+        """(scale, flipped) of every forward pass, in the order they run."""
+        return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+
+    def __str__(self) -> str:
+        return ",".join((["flip"] if self.flip else []) + [f"{s:g}" for s in self.scales if s != 1.0])
+
+
+def parse_tta(spec: str | TTA | None) -> TTA | None:
+    """`--tta` text -> TTA (None for no TTA: None, "" or "none"): comma-separated `flip` (identity + horizontal
+    flip) and scales (each in 0.25..4; 1.0 always runs), e.g. "flip" or "flip,0.75,1.25". A TTA passes through.
+    SegcliError (naming --tta) for anything else."""
+    if spec is None or isinstance(spec, TTA):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("", "none"):
+        return None
+    flip, scales = False, [1.0]
+    lo, hi = TTA_SCALE_RANGE
+    for word in (w.strip() for w in text.split(",")):
+        if word == "flip":
+            flip = True
+            continue
+        try:
+            scale = float(word)
+        except ValueError:
+            raise SegcliError(f"{TTA_FLAG} {spec!r}: {word!r} is neither flip nor a scale; expected "
+                              f"{TTA_SYNTAX}") from None
+        if not lo <= scale <= hi:
+            raise SegcliError(f"{TTA_FLAG} {spec!r}: scale {word} is outside {lo:g}..{hi:g}; expected {TTA_SYNTAX}")
+        if scale not in scales:
+            scales.append(scale)
+    if not flip and len(scales) == 1:
+        raise SegcliError(f"{TTA_FLAG} {spec!r}: adds no pass to the plain one; expected {TTA_SYNTAX}")
+    return TTA(flip, tuple(scales))
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def _pass_input(image: np.ndarray, scale: float, flip: bool) -> np.ndarray:
+    """The input of one TTA pass: the image resized (bilinear, cv2), then mirrored left-right."""
+    if scale != 1.0:
+        import cv2
+
+        h, w = _scaled_size(*image.shape[:2], scale)
+        image = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_LINEAR)
+    return image[:, ::-1] if flip else image
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Bilinear resampling along one axis from `src` to `out` pixels, as cv2.INTER_LINEAR does it (half-pixel
+    centres, edges clamped): output pixel i = (1 - w[i]) * source[lo[i]] + w[i] * source[hi[i]]."""
+    lo: np.ndarray
+    hi: np.ndarray
+    w: np.ndarray
+    identity: bool
+
+
+def _axis(out: int, src: int) -> _Axis:
+    if out == src:
+        idx = np.arange(out)
+        return _Axis(idx, idx, np.zeros(out, np.float32), True)
+    f = ((np.arange(out) + 0.5) * (src / out) - 0.5).astype(np.float32)
+    lo = np.floor(f).astype(np.int64)
+    w = f - lo.astype(np.float32)
+    w[lo < 0] = 0.0
+    w[lo >= src - 1] = 0.0
+    lo = np.clip(lo, 0, src - 1)
+    return _Axis(lo, np.minimum(lo + 1, src - 1), w.astype(np.float32), False)
+
+
+def _span(axis: _Axis, start: int, size: int, core0: int, core1: int):
+    """The output pixels [a, b) whose source pixel `lo` lies in the core [core0, core1) of a window that holds
+    source pixels [start, start + size), with lo/hi relative to the window (hi kept inside it)."""
+    a, b = np.searchsorted(axis.lo, [core0, core1], side="left")
+    lo = axis.lo[a:b] - start
+    hi = np.minimum(axis.hi[a:b] - start, size - 1)
+    return int(a), int(b), lo, hi, axis.w[a:b]
+
+
+def _add_window(acc: np.ndarray, logits: np.ndarray, rows: _Axis, cols: _Axis, ty: tuple, tx: tuple,
+                src_shape: tuple, flip: bool) -> None:
+    """acc (H, W, K) += the softmax of one window of a pass's logits, resampled to the image's size (only the
+    output pixels whose source lies in the window's core), mirrored back for a flipped pass."""
+    sh, sw = src_shape
+    ya, yb, rlo, rhi, wr = _span(rows, ty[0], ty[1], ty[2], min(ty[3], sh))
+    xa, xb, clo, chi, wc = _span(cols, tx[0], tx[1], tx[2], min(tx[3], sw))
+    if yb <= ya or xb <= xa:
+        return
+    r0, r1, c0, c1 = int(rlo[0]), int(rhi[-1]) + 1, int(clo[0]), int(chi[-1]) + 1
+    probs = _softmax(logits[r0:r1, c0:c1])
+    if not cols.identity:
+        probs = probs[:, clo - c0] * (1.0 - wc)[None, :, None] + probs[:, chi - c0] * wc[None, :, None]
+    if not rows.identity:
+        probs = probs[rlo - r0] * (1.0 - wr)[:, None, None] + probs[rhi - r0] * wr[:, None, None]
+    width = acc.shape[1]
+    if flip:
+        acc[ya:yb, width - xb:width - xa] += probs[:, ::-1]
+    else:
+        acc[ya:yb, xa:xb] += probs
+
+
+def _tta_probs(model, image: np.ndarray, tta: TTA, stride: int, tile: int, overlap: int,
+               batch_size: int) -> np.ndarray:
+    """float32 (H, W, K) mean softmax probabilities over the TTA passes of one image; every pass runs through the
+    padded / tiled forward, its windows resampled straight into the one accumulator."""
+    height, width = image.shape[:2]
+    acc = None
+    for scale, flip in tta.passes:
+        src = _pass_input(image, scale, flip)
+        rows, cols = _axis(height, src.shape[0]), _axis(width, src.shape[1])
+        for ty, tx, out in _iter_windows(model, src, stride, tile, overlap, batch_size):
+            if acc is None:
+                acc = np.zeros((height, width, out.shape[-1]), np.float32)
+            _add_window(acc, out, rows, cols, ty, tx, src.shape[:2], flip)
+        del src
+    acc /= len(tta.passes)
+    return acc
+
+
+def _tta_batch_probs(model, images: np.ndarray, tta: TTA, stride: int) -> np.ndarray:
+    """float32 (B, H, W, K) mean softmax probabilities over the TTA passes of equal-size images, one model call
+    per pass (each at the pass's own padded size)."""
+    b, height, width = images.shape[:3]
+    acc = None
+    for scale, flip in tta.passes:
+        batch = np.stack([_pass_input(im, scale, flip) for im in images])
+        sh, sw = batch.shape[1:3]
+        logits = predict_batch(model, batch, stride=stride)
+        del batch
+        if acc is None:
+            acc = np.zeros((b, height, width, logits.shape[-1]), np.float32)
+        rows, cols = _axis(height, sh), _axis(width, sw)
+        whole_y, whole_x = (0, sh, 0, sh), (0, sw, 0, sw)
+        for j in range(b):
+            _add_window(acc[j], logits[j], rows, cols, whole_y, whole_x, (sh, sw), flip)
+        del logits
+    acc /= len(tta.passes)
+    return acc
 
 
 def _check_image(image) -> np.ndarray:
@@ -162,16 +335,23 @@ def _label_dtype(num_classes: int):
 
 
 def predict_logits(model, image: np.ndarray, *, stride: int | None = None, tile: int = 1024, overlap: int = 128,
-                   batch_size: int = 4, softmax: bool = False) -> np.ndarray:
+                   batch_size: int = 4, softmax: bool = False, tta: str | TTA | None = None) -> np.ndarray:
     """float32 (H, W, K) logits (probabilities with `softmax=True`) for one (H, W, 3) RGB 0..255 image.
 
     The image is padded at the bottom/right (reflected) to a multiple of the output `stride`, run and cropped
     back to exactly H x W; a padded side larger than `tile` goes through overlapping tiles (up to `batch_size`
     tiles per model call, at most MAX_BATCH_PIXELS pixels). This holds the whole (H, W, K) result: for very
     large images use `predict_labels`.
+    tta (`parse_tta`: "flip", "flip,0.75,1.25", ...): the mean softmax probabilities over its passes (needs
+    softmax=True: probabilities, not logits, are averaged).
     """
     image = _check_image(image)
     stride = _stride_of(model, stride)
+    tta = parse_tta(tta)
+    if tta is not None:
+        if not softmax:
+            raise SegcliError("test-time augmentation averages probabilities: pass softmax=True with tta")
+        return _tta_probs(model, image, tta, stride, tile, overlap, batch_size)
     out = None
     for y0, y1, x0, x1, block in _iter_tiles(model, image, stride, tile, overlap, batch_size):
         if out is None:
@@ -181,13 +361,25 @@ def predict_logits(model, image: np.ndarray, *, stride: int | None = None, tile:
 
 
 def predict_labels(model, image: np.ndarray, *, stride: int | None = None, tile: int = 1024, overlap: int = 128,
-                   batch_size: int = 4, probs_out=None) -> np.ndarray:
+                   batch_size: int = 4, probs_out=None, tta: str | TTA | None = None) -> np.ndarray:
     """(H, W) argmax labels (uint8 up to 256 classes) for one image of any size, tile by tile.
 
     probs_out: an (H, W, K) array (e.g. a float16 memmap) that receives the softmax probabilities.
+    tta (`parse_tta`): labels and probabilities of the mean probabilities over its passes, each pass tiled like
+    the plain one; this holds one float32 (H, W, K) accumulator.
     """
     image = _check_image(image)
     stride = _stride_of(model, stride)
+    tta = parse_tta(tta)
+    if tta is not None:
+        probs = _tta_probs(model, image, tta, stride, tile, overlap, batch_size)
+        labels = np.empty(image.shape[:2], _label_dtype(probs.shape[-1]))
+        band = max(1, MAX_BATCH_PIXELS // max(1, image.shape[1]))
+        for r0 in range(0, image.shape[0], band):
+            labels[r0:r0 + band] = probs[r0:r0 + band].argmax(axis=-1)
+            if probs_out is not None:
+                probs_out[r0:r0 + band] = probs[r0:r0 + band]
+        return labels
     labels = None
     for y0, y1, x0, x1, block in _iter_tiles(model, image, stride, tile, overlap, batch_size):
         if labels is None:
@@ -198,10 +390,16 @@ def predict_labels(model, image: np.ndarray, *, stride: int | None = None, tile:
     return labels
 
 
-def predict_batch(model, images: np.ndarray, *, stride: int | None = None) -> np.ndarray:
-    """float32 (B, H, W, K) logits for a batch of equal-size (B, H, W, 3) images, padded and cropped back."""
+def predict_batch(model, images: np.ndarray, *, stride: int | None = None,
+                  tta: str | TTA | None = None) -> np.ndarray:
+    """float32 (B, H, W, K) logits for a batch of equal-size (B, H, W, 3) images, padded and cropped back.
+
+    With tta (`parse_tta`): the mean softmax probabilities over its passes instead (one model call per pass)."""
     images = np.asarray(images)
     stride = _stride_of(model, stride)
+    tta = parse_tta(tta)
+    if tta is not None:
+        return _tta_batch_probs(model, images, tta, stride)
     b, h, w = images.shape[:3]
     hp, wp = round_up(h, stride), round_up(w, stride)
     if (hp, wp) != (h, w):
@@ -212,38 +410,42 @@ def predict_batch(model, images: np.ndarray, *, stride: int | None = None) -> np
 
 def iter_predictions(model, items: Iterable[tuple[object, np.ndarray]], *, stride: int | None = None,
                      tile: int = 1024, overlap: int = 128, batch_size: int = 4,
-                     probs_out: Callable[[object, tuple], np.ndarray] | None = None):
+                     probs_out: Callable[[object, tuple], np.ndarray] | None = None, tta: str | TTA | None = None):
     """Yield (key, image, labels, probs) for (key, image) items, batching consecutive equal-size small images
     (up to `batch_size`, at most MAX_BATCH_PIXELS pixels per model call).
 
     probs_out(key, (H, W, K)) returns the array to fill with probabilities (None: no probabilities).
     Items are read lazily, so at most `batch_size` images are held at once.
+    tta (`parse_tta`): labels and probabilities from the mean probabilities over its passes.
     """
     stride = _stride_of(model, stride)
+    tta = parse_tta(tta)
     num_classes = int(model.output_shape[-1])
     pending: list[tuple[object, np.ndarray]] = []
 
     def flush():
         if not pending:
             return
-        logits = predict_batch(model, np.stack([im for _, im in pending]), stride=stride)
+        logits = predict_batch(model, np.stack([im for _, im in pending]), stride=stride, tta=tta)
         labels = logits.argmax(axis=-1).astype(_label_dtype(num_classes))
         for j, (key, im) in enumerate(pending):
             probs = None
             if probs_out is not None:
                 probs = probs_out(key, logits.shape[1:])
-                probs[...] = _softmax(logits[j])
+                probs[...] = _softmax(logits[j]) if tta is None else logits[j]  # with TTA: probabilities
             yield key, im, labels[j], probs
         pending.clear()
 
+    grow = 1.0 if tta is None else max(tta.scales)  # the largest pass sets tiling and batch size
+
     for key, image in items:
         image = _check_image(image)
-        h, w = image.shape[:2]
+        h, w = _scaled_size(*image.shape[:2], grow)
         if needs_tiles(h, w, stride=stride, tile=tile, overlap=overlap):
             yield from flush()
-            probs = probs_out(key, (h, w, num_classes)) if probs_out is not None else None
+            probs = probs_out(key, image.shape[:2] + (num_classes,)) if probs_out is not None else None
             labels = predict_labels(model, image, stride=stride, tile=tile, overlap=overlap, batch_size=batch_size,
-                                    probs_out=probs)
+                                    probs_out=probs, tta=tta)
             yield key, image, labels, probs
             continue
         if pending and pending[0][1].shape != image.shape:
@@ -420,7 +622,7 @@ class Prediction:
 
 def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overlay: bool = False, alpha: float = 0.5,
                   probabilities: bool = False, tile: int = 1024, overlap: int = 128, batch_size: int = 4,
-                  progress: Progress | None = None) -> list[Prediction]:
+                  tta: str | TTA | None = None, progress: Progress | None = None) -> list[Prediction]:
     """Predict a mask for every input image and write, per image, into `out_dir`:
 
     `<stem>.png` (palette PNG in the model's class colours, the input's H x W), with `overlay`
@@ -428,9 +630,12 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     Every file is written to a temporary name and renamed, so a failure leaves no half-written output.
     `out_dir` is checked first (`check_predict_out`): it may not hold the inputs or overwrite one.
     `progress` (segcli.progress) gets a task "predict", advanced after each image with the image's name.
+    `tta` (`parse_tta`: "flip", "flip,0.75,1.25", ...): masks and probabilities from the mean softmax
+    probabilities over its passes (one forward pass per flip and scale).
     """
     from segcli.overlay import overlay_image
 
+    tta = parse_tta(tta)  # a bad spec fails before anything is read or written
     if not 0.0 <= alpha <= 1.0:
         raise SegcliError(f"alpha must be in 0..1, got {alpha}")
     if batch_size < 1:
@@ -458,7 +663,7 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     try:
         for path, image, labels, probs in iter_predictions(
                 loaded.model, (read(p) for p in files), stride=loaded.output_stride, tile=tile, overlap=overlap,
-                batch_size=batch_size, probs_out=probs_target if probabilities else None):
+                batch_size=batch_size, probs_out=probs_target if probabilities else None, tta=tta):
             stem = path.stem
             mask_path = out_dir / f"{stem}.png"
             write_mask_png(mask_path, labels, palette)
@@ -482,6 +687,6 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     return records
 
 
-__all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles",
+__all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles", "TTA", "parse_tta",
            "resolve_inputs", "predict_files", "check_predict_out", "output_names", "Prediction", "NpyRowWriter",
            "MAX_BATCH_PIXELS"]

@@ -129,3 +129,57 @@ def test_cli_evaluate_json(cli, dataset, tmp_path):
     assert "mIoU" in result.stdout and "tutorial" in result.stdout and (tmp_path / "rep" / "confusion.png").is_file()
     result = cli("evaluate", tmp_path / "missing.keras", dataset)
     assert result.exit_code == 2 and "missing.keras" in result.stderr and "Traceback" not in result.output
+
+
+def neighbour_model() -> keras.Model:
+    """Class k scores the k-th colour channel of the pixel to the right (0 past the edge): the mirrored pass of
+    flip TTA scores the pixel to the left instead."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, (1, 3), padding="same", name="score")
+    outputs = conv(inputs)
+    kernel = np.zeros((1, 3, 3, 3), np.float32)
+    kernel[0, 2] = 0.05 * np.eye(3, dtype=np.float32)
+    conv.set_weights([kernel, np.zeros(3, np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+def softmax(z):
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def test_evaluate_tta(dataset):
+    """--tta flip scores the labels of the mean of the plain and the mirrored pass (by hand here: the right and the
+    left neighbour's colours) and records the setting; the library checks a spec as the flag does."""
+    from segcli.data import read_image
+
+    model = neighbour_model()
+    expected = np.zeros((3, 3), np.int64)
+    for path in sorted((dataset / "val").iterdir()):
+        padded = np.pad(0.05 * read_image(path).astype(np.float32), ((0, 0), (1, 1), (0, 0)))
+        mean = (softmax(padded[:, 2:]) + softmax(padded[:, :-2])) / 2  # right neighbour, left neighbour
+        expected += confusion_counts(known_mask(), mean.argmax(-1), 3, 255)
+    plain = evaluate(loaded(model, THREE), dataset, tutorial=False)
+    result = evaluate(loaded(model, THREE), dataset, tta="flip")
+    assert result["confusion"] == expected.tolist() != plain["confusion"]
+    assert result["tta"] == "flip" and result["tta_passes"] == 2 and result["tutorial"]["tta"] == "flip"
+    assert plain["tta"] is None and plain["tta_passes"] == 1
+    with pytest.raises(SegcliError, match="--tta"):
+        evaluate(loaded(model, THREE), dataset, tta="mirror")
+
+
+def test_cli_evaluate_tta_json(cli, dataset, tmp_path):
+    path = tmp_path / "const.keras"
+    save_model(constant_model(3, 0), path, THREE)
+    result = cli("evaluate", path, dataset, "--tta", "flip,0.5", "--out", tmp_path / "rep", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["tta"] == "flip,0.5" and data["tta_passes"] == 4 and data["tutorial"]["tta"] == "flip,0.5"
+    assert data["miou"] == pytest.approx(1 / 3)  # a constant prediction is the same under every flip and scale
+    assert data["tutorial"]["pixel_accuracy_void_counted"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "rep" / "evaluation.json").read_text())["tta"] == "flip,0.5"
+    result = cli("evaluate", path, dataset, "--tta", "flip")
+    assert result.exit_code == 0 and "test-time augmentation: flip (2 forward passes" in result.stdout
+    result = cli("evaluate", path, dataset, "--tta", "flip,9")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "--tta" in result.stderr and "outside" in result.stderr

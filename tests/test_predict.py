@@ -3,6 +3,7 @@
 import struct
 import zipfile
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,10 +11,10 @@ keras = pytest.importorskip("keras")
 
 from segcli.data import default_classes, read_label_png, write_image  # noqa: E402
 from segcli.data.imageio import read_png_palette  # noqa: E402
-from segcli.errors import DataError  # noqa: E402
+from segcli.errors import DataError, SegcliError  # noqa: E402
 from segcli.files import TMP_TAG  # noqa: E402
-from segcli.inference import (_axis_tiles, _tile_geometry, needs_tiles, predict_files, predict_labels,  # noqa: E402
-                              predict_logits, resolve_inputs)
+from segcli.inference import (_axis_tiles, _softmax, _tile_geometry, needs_tiles, parse_tta,  # noqa: E402
+                              predict_batch, predict_files, predict_labels, predict_logits, resolve_inputs)
 from segcli.modelfile import load_model, save_model  # noqa: E402
 from segcli.models import build_model  # noqa: E402
 
@@ -195,3 +196,123 @@ def test_cli_predict_not_a_model(cli, tmp_path):
         zf.writestr("hello.txt", "no model here")
     result = cli("predict", broken, tmp_path / "x.png")
     assert result.exit_code == 2 and "broken.keras" in result.stderr and "Traceback" not in result.output
+
+
+# --- test-time augmentation ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded32(model_file):
+    """The model in float32 whatever this machine's auto precision: hand computations match to 1e-5."""
+    return load_model(model_file, "float32")
+
+
+def model_probs(model, image):
+    """softmax(model(image)) by hand, for an image whose sides are multiples of the output stride (4)."""
+    logits = np.asarray(model(np.ascontiguousarray(image)[None].astype(np.float32), training=False))[0]
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def test_tta_spec():
+    tta = parse_tta(" Flip, 1.25,0.75,1 ")
+    assert str(tta) == "flip,1.25,0.75" and tta.passes == [(1.0, False), (1.0, True), (1.25, False), (1.25, True),
+                                                           (0.75, False), (0.75, True)]
+    assert parse_tta("0.5").passes == [(1.0, False), (0.5, False)] and parse_tta(tta) is tta
+    assert parse_tta(None) is None and parse_tta("none") is None
+    for bad in ("flop", "flip,0", "1", "flip,x2"):
+        with pytest.raises(SegcliError, match="--tta"):
+            parse_tta(bad)
+
+
+def test_tta_matches_hand_computation(loaded32):
+    """flip: the mean of the plain and the mirrored pass (mirrored back); a scale: cv2-resized in, the probabilities
+    cv2-resized back to the image's size; the single-image and the batched path agree."""
+    model, image = loaded32.model, make_image(32, 48, seed=5)
+    plain = model_probs(model, image)
+    mirrored = model_probs(model, image[:, ::-1])[:, ::-1]
+    assert np.abs(mirrored - plain).max() > 0.05  # the model is not mirror-symmetric: the flip pass counts
+    got = predict_logits(model, image, stride=4, softmax=True, tta="flip")
+    np.testing.assert_allclose(got, (plain + mirrored) / 2, atol=1e-5)
+
+    small = cv2.resize(image, (36, 24), interpolation=cv2.INTER_LINEAR)  # scale 0.75
+    passes = [plain, mirrored, cv2.resize(model_probs(model, small), (48, 32), interpolation=cv2.INTER_LINEAR),
+              cv2.resize(np.ascontiguousarray(model_probs(model, small[:, ::-1])[:, ::-1]), (48, 32),
+                         interpolation=cv2.INTER_LINEAR)]
+    expected = np.mean(passes, axis=0)
+    got = predict_logits(model, image, stride=4, softmax=True, tta="flip,0.75")
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.abs(got - (plain + mirrored) / 2).max() > 1e-3  # the scale pass changed the result
+    batch = predict_batch(model, np.stack([image, make_image(32, 48, seed=6)]), stride=4, tta="flip,0.75")
+    assert batch.shape == (2, 32, 48, K)
+    np.testing.assert_allclose(batch[0], expected, atol=1e-5)
+    with pytest.raises(SegcliError, match="softmax=True"):
+        predict_logits(model, image, stride=4, tta="flip")
+
+
+def test_no_tta_is_unchanged(loaded, tmp_path):
+    """Without --tta the plain path runs: probabilities bit-identical to softmax(predict_batch) as before."""
+    image = make_image(37, 53, seed=7)
+    before = _softmax(predict_batch(loaded.model, image[None], stride=4)[0])
+    assert np.array_equal(predict_logits(loaded.model, image, stride=4, softmax=True), before)
+    assert np.array_equal(predict_logits(loaded.model, image, stride=4, softmax=True, tta=None), before)
+    write_image(tmp_path / "a.png", image)
+    rec, = predict_files(loaded, [tmp_path / "a.png"], tmp_path / "out", probabilities=True, tta="none")
+    assert np.array_equal(np.load(rec.probabilities), before.astype(np.float16))
+    flipped = predict_logits(loaded.model, image, stride=4, softmax=True, tta="flip")
+    assert not np.array_equal(flipped, before)
+
+
+def test_tta_tiled_equals_untiled_without_context():
+    """With a 1x1-conv model tiles lose no context, so each scaled / flipped pass, resampled window by window into
+    the accumulator, must give exactly the untiled result."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(K, 1)
+    model = keras.Model(inputs, conv(inputs))
+    kernel = np.random.default_rng(0).normal(0, 0.05, (1, 1, 3, K)).astype(np.float32)
+    conv.set_weights([kernel, np.zeros(K, np.float32)])
+    image = make_image(75, 141, seed=9)
+    for tta in ("flip,0.75,1.25", "0.6,1.7"):
+        full = predict_logits(model, image, stride=1, softmax=True, tta=tta)
+        tiled = predict_logits(model, image, stride=1, softmax=True, tta=tta, tile=20, overlap=4, batch_size=3)
+        np.testing.assert_allclose(tiled, full, atol=1e-6)
+
+
+def test_tta_upscaled_pass_goes_through_tiles(loaded, monkeypatch, tmp_path):
+    """An image within --tile whose 1.5x pass is not: that pass runs in tiles too, so no model call is bigger than a
+    tile."""
+    import segcli.inference as inference
+
+    shapes, forward = [], inference._forward
+    monkeypatch.setattr(inference, "_forward", lambda model, batch: shapes.append(batch.shape) or forward(model, batch))
+    write_image(tmp_path / "a.png", make_image(60, 60))
+    rec, = predict_files(loaded, [tmp_path / "a.png"], tmp_path / "out", tile=64, overlap=16, tta="1.5")
+    assert png_ihdr(rec.mask)[:2] == (60, 60)
+    assert shapes == [(1, 60, 60, 3), (4, 64, 64, 3)]  # the plain pass whole, the 90x90 pass in four tiles
+
+
+def test_cli_predict_tta_tiled(cli, loaded, model_file, tmp_path):
+    """A tiled image (--tile 64) with flip and two scales: every pass goes through the tiles and still gives the
+    untiled TTA result up to the tiling tolerance; probabilities written are the averaged ones."""
+    image = make_image(75, 141, seed=8)
+    write_image(tmp_path / "big.png", image)
+    result = cli("predict", model_file, tmp_path / "big.png", "--out", tmp_path / "out", "--tile", "64",
+                 "--overlap", "16", "--tta", "flip,0.75,1.25", "--probabilities")
+    assert result.exit_code == 0, result.output
+    probs = np.load(tmp_path / "out" / "big_probs.npy").astype(np.float32)
+    assert probs.shape == (75, 141, K)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=5e-3)
+    untiled = predict_logits(loaded.model, image, stride=4, softmax=True, tta="flip,0.75,1.25")
+    assert (probs.argmax(-1) == untiled.argmax(-1)).mean() >= TILE_LABEL_AGREEMENT
+    assert np.abs(probs - untiled).max() <= TILE_MAX_PROB_DIFF
+    plain = predict_logits(loaded.model, image, stride=4, softmax=True)
+    assert np.abs(untiled - plain).max() > 0.05  # the comparison above is not the plain prediction's
+    assert (read_label_png(tmp_path / "out" / "big.png") == probs.argmax(-1)).mean() > 0.99
+
+
+def test_cli_predict_bad_tta(cli, model_file, tmp_path):
+    write_image(tmp_path / "x.png", make_image(16, 16))
+    for spec, words in (("flop", "'flop' is neither"), ("flip,0", "outside"), ("1", "adds no pass")):
+        result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "o", "--tta", spec)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "--tta" in result.stderr and words in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import RUN_PRECISION_HELP
+from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP, tta_flag
 from segcli.errors import SegcliError
 
 
@@ -21,6 +21,7 @@ def evaluate_cmd(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images per model call."),
     json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
+    tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
@@ -29,6 +30,7 @@ def evaluate_cmd(
     from segcli.files import check_writable_dir
     from segcli.modelfile import load_model
 
+    augment = tta_flag(tta)
     if split not in ("train", "val", "test"):
         raise SegcliError(f"--split {split!r}: expected val, test or train")
     if not data_dir.exists():
@@ -38,7 +40,7 @@ def evaluate_cmd(
     loaded = load_model(model, precision)
     with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
-                          progress=progress)
+                          tta=augment, progress=progress)
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -7,6 +7,16 @@ from segcli.sizes import parse_size
 RUN_PRECISION_HELP = ("auto|float32|mixed_float16|mixed_bfloat16 to run the model under (auto: mixed_float16 "
                       "with a GPU, mixed_bfloat16 on a CPU with native bf16, else float32).")
 
+TTA_HELP = ("Test-time augmentation: flip (image + its mirror), scales (e.g. 0.75,1.25; 1 always runs) or both "
+            "(flip,0.75,1.25); softmax probabilities averaged. One forward pass per flip and scale.")
+
+
+def tta_flag(text: str | None):
+    """--tta checked once, before the model loads: a segcli.inference.TTA, or None when not given."""
+    from segcli.inference import parse_tta
+
+    return parse_tta(text)
+
 
 def size_flag(text: str | None) -> list[int] | None:
     """--size HEIGHTxWIDTH as the [height, width] a recipe holds; None when the flag was not given."""

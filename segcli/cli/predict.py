@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import RUN_PRECISION_HELP
+from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP, tta_flag
 
 
 def predict_cmd(
@@ -25,17 +25,19 @@ def predict_cmd(
     tile: int = typer.Option(1024, "--tile", min=1, help="Images with a side past this run in overlapping tiles."),
     overlap: int = typer.Option(128, "--overlap", min=0, help="Overlap of neighbouring tiles in pixels."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
+    tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
 ):
     """Predict a palette PNG mask (the input's size, the model's class colours) for every input image."""
     from segcli.inference import check_predict_out, predict_files, resolve_inputs
     from segcli.modelfile import load_model
 
-    files = resolve_inputs(inputs)  # a missing input or a bad --out fails before the model loads
+    augment = tta_flag(tta)  # a bad --tta, a missing input or a bad --out fails before the model loads
+    files = resolve_inputs(inputs)
     check_predict_out(files, out, overlay=overlay, probabilities=probabilities)
     loaded = load_model(model, precision)
     with render.RichProgress(render.err_console) as progress:
         records = predict_files(loaded, files, out, overlay=overlay, alpha=alpha, probabilities=probabilities,
-                                tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+                                tile=tile, overlap=overlap, batch_size=batch_size, tta=augment, progress=progress)
     render.predictions_written(len(records), out, overlay=overlay, probabilities=probabilities)
 
 

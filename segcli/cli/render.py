@@ -220,6 +220,9 @@ def evaluation(result: dict, model, data_dir, split: str, out) -> None:
                   f"{result['ignored_pixels']:,})", highlight=False, markup=False)
     console.print(f"mIoU: {pct(result['miou'])}  (mean over classes present in truth or prediction)",
                   highlight=False, markup=False)
+    if result.get("tta"):
+        console.print(f"test-time augmentation: {result['tta']} ({result['tta_passes']} forward passes per image, "
+                      "probabilities averaged)", highlight=False, markup=False)
     tut = result["tutorial"]
     if tut:
         how = ("the model has a void class" if tut["model_has_void_class"]

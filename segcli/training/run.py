@@ -62,7 +62,7 @@ class PeerLost(SegcliError):
 
     def __init__(self, run_dir, exc: BaseException):
         self.run_dir = run_dir
-        super().__init__(f"another process of this training stopped ({first_line(str(exc))[:120]}); the run folder "
+        super().__init__(f"another process of this training stopped ({first_line(str(exc))[:200]}); the run folder "
                          f"keeps every finished epoch: start `segcli train --resume {run_dir}` on every host")
 
 

@@ -52,7 +52,8 @@ from segcli.sizes import parse_size, round_up
 FORMATS = ("savedmodel", "onnx", "tflite")
 FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx
-ONNX_PRODUCERS = ("tf2onnx", "pytorch")  # an ONNX file with one of these producer names may be an earlier export
+ONNX_PRODUCERS = ("tf2onnx",)  # an ONNX file tf2onnx wrote may be an earlier export (segcli's before the mark)
+ONNX_MARK = "segcli_export"  # metadata every ONNX export of segcli carries: what --force may replace
 INSTALL_HINT = "pip install 'segcli[export]'"
 TF_FORMATS = ("savedmodel", "tflite")  # written by TensorFlow: the tensorflow backend only
 ONNX_BACKENDS = ("torch", "tensorflow")  # the backends ONNX is exported from, in the order offered
@@ -356,6 +357,7 @@ def _export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
     else:
         proto = _onnx_proto_tf(model, opset)
     _onnx_rename(proto)
+    onnx.helper.set_model_props(proto, {ONNX_MARK: "1"})
     onnx.checker.check_model(proto)
     with atomic_path(out, suffix=".onnx") as tmp:
         onnx.save(proto, str(tmp))
@@ -444,7 +446,8 @@ def _is_export_file(path: Path, fmt: str) -> bool:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:
         return False
-    return proto.producer_name in ONNX_PRODUCERS and len(proto.graph.node) > 0
+    marked = any(p.key == ONNX_MARK for p in proto.metadata_props)
+    return (marked or proto.producer_name in ONNX_PRODUCERS) and len(proto.graph.node) > 0
 
 
 def _check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:

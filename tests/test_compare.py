@@ -27,8 +27,12 @@ def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
     data = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["lambda-fcn", "lambda-unet"]
     for row in data["rows"]:
-        for key, _, _ in COLUMNS:
+        for key, _, fmt in COLUMNS:
+            if fmt == "{}":  # precision, backend, hardware: what each run trained with
+                assert isinstance(row[key], str) and row[key], (key, row[key])
+                continue
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
+        assert row["precision"] == "float32" and row["backend"].startswith("tensorflow ") and "CPU" in row["hardware"]
         assert row["epochs"] == 2 and row["train_images_per_sec"] > 0 and row["latency_ms"] > 0
     assert data["rows"][0]["params"] != data["rows"][1]["params"]
     md = (out / "compare.md").read_text()

@@ -27,6 +27,7 @@ from segcli.bench.child import run_in_child
 from segcli.bench.data import ROOT, BenchData, VAL_FRACTION, precision_data, prepare_data, write_big_image
 from segcli.bench.settings import COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, check_choices, make_settings
 from segcli.bench.timing import free_memory, median_after_first, peak_fraction, time_calls
+from segcli.backend import set_seed
 from segcli.errors import SegcliError, first_line
 from segcli.sizes import round_up
 
@@ -180,7 +181,6 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     by segcli.training.compile_for_training as train compiles (optimizer, loss, metrics with the scoring rules,
     jit, steps per execution) -> "fit"; the loss only -> "fit_plain". classes: the model's ClassMap (default
     CamVid's 11 + void trained as a class, as the benchmark's recipe trains it)."""
-    import keras
     import numpy as np
 
     from segcli.data import camvid_classes
@@ -193,7 +193,7 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     recipe = resolved_recipe(model_name, precision, settings, jit)
     classes = classes or camvid_classes().with_void_as_class()
     num_classes = classes.num_classes
-    keras.utils.set_random_seed(recipe.train.seed)
+    set_seed(recipe.train.seed)
     strategy, _ = resolve_strategy(recipe.train.distribute)
     batch, steps = int(settings.batch_size), int(settings.steps)
     h, w = settings.train_size
@@ -266,7 +266,6 @@ def tiled_child(spec: dict) -> dict:
 
     spec: model, classes, image, out, tile, overlap, batch; optionally options (the builder's keywords),
     probabilities and overlay (what predict_files also writes)."""
-    import keras
 
     from segcli.data import default_classes
     from segcli.inference import predict_files
@@ -274,7 +273,7 @@ def tiled_child(spec: dict) -> dict:
     from segcli.models import build_model, output_stride
     from segcli.system import peak_rss_mb
 
-    keras.utils.set_random_seed(0)
+    set_seed(0)
     model = build_model(spec["model"], int(spec["classes"]), **spec.get("options", {}))
     loaded = LoadedModel(model, default_classes(int(spec["classes"])), output_stride(model))
     before = peak_rss_mb()
@@ -314,7 +313,6 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     (its epochs counted over these images; class weights left out). Returns both loss curves (each point
     the mean training loss of steps / points steps), their ratio (reduced / float32), images/s of each, the
     CPU, its bf16 kind and what `--precision auto` picks on it."""
-    import keras
     import numpy as np
 
     from segcli import recipe as recipes
@@ -343,7 +341,7 @@ def precision_curves(settings: BenchSettings, data: str | Path | None, workdir: 
     policies = ("float32", bench_settings.default_precisions(gpu)[-1])
     curves, rates, initial = {}, {}, None
     for name in policies:
-        keras.utils.set_random_seed(seed)
+        set_seed(seed)
         with policy(name):
             model = build_model(model_cfg.name, classes.num_classes, **model_cfg.options)
         if initial is None:

@@ -48,6 +48,10 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
         raise typer.Exit(exc.exit_code)
     if not debug:
         _import_backend_quietly()
+    else:  # loud, but Keras is still told to leave TensorFlow out off its backend
+        from segcli.backend import keep_tensorflow_out
+
+        keep_tensorflow_out()
 
 
 def _import_backend_quietly() -> None:

@@ -90,8 +90,8 @@ def resolve_strategy(choice: str = "auto") -> tuple[Placement, str]:
     if backend == "tensorflow":
         return _tf_strategy(choice)
     gpus = gpu_names()
-    if choice == "auto":
-        choice = "mirrored" if len(gpus) > 1 else "none"
+    if choice == "auto":  # Keras' torch backend trains on one device
+        choice = "mirrored" if len(gpus) > 1 and backend == "jax" else "none"
     if choice == "mirrored":
         if backend == "jax":
             return _jax_data_parallel(multi=False)
@@ -117,8 +117,7 @@ def _tf_strategy(choice: str) -> tuple[Placement, str]:
 
 _JAX_STATE: dict = {}  # whether this process has joined the others (jax.distributed.initialize runs once)
 # jax.distributed's waits, in seconds: for the other processes to join, for a silent peer, at exit
-JOIN_TIMEOUT = int(os.environ.get("SEGCLI_JOIN_TIMEOUT", "300"))
-HEARTBEAT_TIMEOUT, SHUTDOWN_TIMEOUT = 30, 300
+JOIN_TIMEOUT, HEARTBEAT_TIMEOUT, SHUTDOWN_TIMEOUT = 300, 30, 300
 
 
 def _join_processes() -> None:
@@ -129,12 +128,16 @@ def _join_processes() -> None:
 
     addresses = [a.strip() for a in os.environ[MULTI_ENV[0]].split(",") if a.strip()]
     count, index = int(os.environ[MULTI_ENV[1]]), int(os.environ[MULTI_ENV[2]])
+    try:
+        join_timeout = int(os.environ.get("SEGCLI_JOIN_TIMEOUT", JOIN_TIMEOUT))
+    except ValueError:
+        raise SegcliError("SEGCLI_JOIN_TIMEOUT must be whole seconds") from None
     if len(addresses) not in (1, count) or not 0 <= index < count:
         raise SegcliError(f"{MULTI_ENV[0]} must name the first process's host:port (or all {count}), and "
                           f"{MULTI_ENV[2]} be 0..{count - 1}; got {len(addresses)} address(es) and {index}")
     try:
         jax.distributed.initialize(coordinator_address=addresses[0], num_processes=count, process_id=index,
-                                   initialization_timeout=JOIN_TIMEOUT, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT,
+                                   initialization_timeout=join_timeout, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT,
                                    shutdown_timeout_seconds=SHUTDOWN_TIMEOUT)
     except Exception as exc:  # an address in use, a bad host name
         raise SegcliError(f"joining the other processes at {addresses[0]} failed ({describe(exc)}); check "

@@ -24,7 +24,7 @@ import keras
 from segcli import recipe as recipes
 from segcli.backend import set_seed
 from segcli.backend import version as backend_version
-from segcli.files import TMP_TAG
+from segcli.files import LOCK_NAME, TMP_TAG
 from segcli.data import Augment, ClassMap, check_dataset, make_pipeline, open_dataset
 from segcli.errors import SegcliError, first_line
 from segcli.modelfile import save_model
@@ -214,15 +214,19 @@ def train(model_name: str | None, data_dir: str | Path | None, *, recipe_file=No
     run_dir = run.path if run is not None else Path(out) if out is not None else None  # process 0's
     if not strategy.is_chief:
         scratch = Path(tempfile.mkdtemp(prefix=f"segcli-process{strategy.process_index}-"))
-        progress, evaluate_best = NullProgress(), None
+        progress = NullProgress()
         if run is not None:
-            shutil.copytree(run.path, scratch / "run", ignore=shutil.ignore_patterns(f"*{TMP_TAG}*", "logs"))
+            shutil.copytree(run.path, scratch / "run", ignore=shutil.ignore_patterns(f"*{TMP_TAG}*", "logs", LOCK_NAME))
             run = RunFolder(scratch / "run")
         else:
             out, force = scratch / "run", False
-    if train_spec.batch_size % strategy.process_count:
+    if strategy.process_count > 1:
+        # process 0 alone evaluating best.keras would keep the others waiting in a collective for minutes
+        evaluate_best = None
+        progress.note("several processes: evaluate best.keras afterwards with `segcli evaluate`")
+    if strategy.distribution is not None and train_spec.batch_size % strategy.num_replicas_in_sync:
         raise SegcliError(f"batch size {train_spec.batch_size} (the global batch) must divide by the "
-                          f"{strategy.process_count} processes")
+                          f"{strategy.num_replicas_in_sync} devices it is spread over")
     try:
         result = _train(model_name, data_dir, recipe, run, out, force, classes_file, progress, evaluate_best, strategy,
                         strategy_desc)

@@ -37,7 +37,7 @@ BAD_FLAGS = [  # (flag, value, what the line says after "FLAG: ")
     ("--size", "64", "expected HEIGHTxWIDTH"),
     ("--jit", "maybe", "must be auto, true or false, got 'maybe'"),
     ("--precision", "fp8", "must be one of auto, float32, mixed_float16, mixed_bfloat16, got 'fp8'"),
-    ("--distribute", "many", "must be one of auto, none, mirrored, got 'many'"),
+    ("--distribute", "many", "must be one of auto, none, mirrored, multi, got 'many'"),
 ]
 
 

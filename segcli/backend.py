@@ -40,8 +40,9 @@ def _keras_config_backend() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _install_hint(name: str) -> str:
-    return f"pip install 'segcli[{name}]'"
+def install_hint(extra: str) -> str:
+    """The pip command that installs segcli with one of its extras (a backend, export, tune)."""
+    return f"pip install 'segcli[{extra}]'"
 
 
 def select(name: str | None = None) -> str:
@@ -61,7 +62,7 @@ def select(name: str | None = None) -> str:
     if not name:
         found = [b for b in DEFAULT_ORDER if installed(b)]
         if not found:
-            raise SegcliError(f"no Keras backend is installed; install one: {_install_hint('tensorflow')} "
+            raise SegcliError(f"no Keras backend is installed; install one: {install_hint('tensorflow')} "
                               f"(or [jax], or [torch])")
         name, source = found[0], None
     if name not in BACKENDS:
@@ -69,7 +70,7 @@ def select(name: str | None = None) -> str:
         raise SegcliError(f"unknown backend {name!r}{where}; valid: {', '.join(BACKENDS)}")
     if not installed(name):
         where = f" ({source})" if source else ""
-        raise SegcliError(f"backend {name}{where} is not installed: {_install_hint(name)}")
+        raise SegcliError(f"backend {name}{where} is not installed: {install_hint(name)}")
     keras = sys.modules.get("keras")
     if keras is not None:
         current = keras.backend.backend()

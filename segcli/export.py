@@ -54,7 +54,7 @@ FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite":
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx
 ONNX_PRODUCERS = ("tf2onnx",)  # an ONNX file tf2onnx wrote may be an earlier export (segcli's before the mark)
 ONNX_MARK = "segcli_export"  # metadata every ONNX export of segcli carries: what --force may replace
-INSTALL_HINT = "pip install 'segcli[export]'"
+INSTALL_HINT = backends.install_hint("export")
 TF_FORMATS = ("savedmodel", "tflite")  # written by TensorFlow: the tensorflow backend only
 ONNX_BACKENDS = ("torch", "tensorflow")  # the backends ONNX is exported from, in the order offered
 DEFAULT_OPSET = 17
@@ -118,14 +118,14 @@ def backend_problem(fmt: str, backend: str, model_path: Path, out=None, size=Non
             return (f"{FORMAT_NAMES[fmt]} needs the TensorFlow backend (this is {backend}): "
                     f"{_command_on('tensorflow', model_path, fmt, out, size, force, opset)}")
         return (f"{FORMAT_NAMES[fmt]} needs TensorFlow, which is not installed (this is {backend}): "
-                f"{backends._install_hint('tensorflow')}")
+                f"{backends.install_hint('tensorflow')}")
     if fmt == "onnx" and backend not in ONNX_BACKENDS:
         why = (f"ONNX export is not available on {backend} (Keras' {backend} exporter, jax2onnx, writes max-pooling "
                "that onnxruntime rejects)")
         other = next((b for b in ONNX_BACKENDS if backends.installed(b)), None)
         if other:
             return f"{why}; export from {other}: {_command_on(other, model_path, fmt, out, size, force, opset)}"
-        return f"{why}; install torch to export from it: {backends._install_hint('torch')}"
+        return f"{why}; install torch to export from it: {backends.install_hint('torch')}"
     return None
 
 

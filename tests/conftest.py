@@ -1,4 +1,7 @@
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "sample_data"
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"
+NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow.py"  # runs Python as if TensorFlow were not installed
+
+
+def run_on_backend(backend: str, *args, hide_tensorflow: bool = True, cwd=ROOT, timeout: float = 600):
+    """`python [tests/no_tensorflow.py] ARGS...` in a child on KERAS_BACKEND=backend (CPU devices, segcli
+    importable), TensorFlow hidden from imports unless hide_tensorflow=False; the CompletedProcess (text)."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    launcher = [str(NO_TENSORFLOW)] if hide_tensorflow else []
+    return subprocess.run([sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+def child_result(proc, tag: str = "RESULT") -> dict:
+    """The JSON a child printed on its last line starting with `tag`, after checking it exited 0."""
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(tag)]
+    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-3000:]
+    return json.loads(lines[-1][len(tag):])
 
 
 def tiny_recipe_text(epochs: int = 2, extra: str = "", precision: str | None = "float32",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import child_result, run_on_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 4  # classes
@@ -187,13 +187,9 @@ def test_loss_and_metrics_on_each_backend(backend, tmp_path):
     truth, logits = _arrays()
     npz = tmp_path / "arrays.npz"
     np.savez(npz, truth=truth, logits=logits)
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
-    hide = [] if backend == "tensorflow" else [str(ROOT / "tests" / "no_tensorflow.py")]  # as if not installed
-    done = subprocess.run([sys.executable, *hide, __file__, str(npz)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=ROOT)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    # as if TensorFlow were not installed, on jax and torch
+    out = child_result(run_on_backend(backend, __file__, npz, hide_tensorflow=backend != "tensorflow", timeout=300),
+                       "RESULT ")
     assert out["backend"] == backend
     if backend != "tensorflow":
         assert out["tensorflow_modules"] == []

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, child_result, run_on_backend, tiny_recipe
 from segcli import backend
 from segcli.errors import SegcliError
 
-NO_TF = ROOT / "tests" / "no_tensorflow.py"
 
 # one process per backend: train, predict and evaluate through the CLI, as a user would run them in turn
 E2E = """
@@ -36,17 +35,6 @@ results["tensorflow_imported"] = "tensorflow" in sys.modules
 results["backend"] = keras.backend.backend()
 print("RESULT" + json.dumps(results))
 """
-
-
-def _run_without_tensorflow(backend_name: str, code: str, *args, timeout=600, hide=True) -> dict:
-    """Run `code` on `backend_name` with TensorFlow hidden from imports (hide), or installed but unused."""
-    env = {**os.environ, "KERAS_BACKEND": backend_name, "PYTHONPATH": str(ROOT)}
-    launcher = [str(NO_TF), "-c"] if hide else ["-c"]
-    proc = subprocess.run([sys.executable, *launcher, code, *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT"):])
 
 
 def test_select_follows_flag_then_variable_and_refuses_in_one_line(monkeypatch):
@@ -114,8 +102,8 @@ def test_train_predict_evaluate_without_tensorflow(backend_name, hide, sample_da
     (torch), KERAS_BACKEND=jax|torch trains a complete run folder, and predict and evaluate work on it; the model
     then evaluates under TensorFlow with the same labels."""
     pytest.importorskip(backend_name)
-    result = _run_without_tensorflow(backend_name, E2E, sample_data, tiny_recipe(tmp_path, epochs=2), tmp_path,
-                                     hide=hide)
+    result = child_result(run_on_backend(backend_name, "-c", E2E, sample_data, tiny_recipe(tmp_path, epochs=2),
+                                         tmp_path, hide_tensorflow=hide))
     for step in ("train", "predict", "evaluate"):
         assert result[step]["code"] == 0, (step, result[step]["output"][-2000:])
     assert result["backend"] == backend_name and not result["tensorflow_imported"]

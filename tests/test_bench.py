@@ -5,7 +5,6 @@ defaults (precisions, XLA), the benchmark's datasets and bad options."""
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_on_backend
 from segcli import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_SECTIONS = ",".join(bench.SECTIONS)
 
-NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow.py"  # runs Python as if TensorFlow were not installed
 
 
 def torch_reference():
@@ -234,9 +233,7 @@ def test_quick_bench_runs_on_jax_and_torch_without_tensorflow(backend, tmp_path)
         print("TENSORFLOW LOADED:", sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
         sys.exit(code)
     """)
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    done = subprocess.run([sys.executable, str(NO_TENSORFLOW), "-c", code], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=ROOT)
+    done = run_on_backend(backend, "-c", code, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "TENSORFLOW LOADED: []" in done.stdout
     doc = json.loads(out.read_text())

@@ -1,10 +1,7 @@
 """segcli.export and `segcli export`: SavedModel / ONNX / TFLite round trips on a tiny U-Net."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -256,7 +253,7 @@ def test_tflite_falls_back_to_a_fixed_size_when_dynamic_fails(model_file, monkey
 
 # --- on jax and torch (TensorFlow hidden, as if not installed) -----------------------------------------
 
-from conftest import ROOT  # noqa: E402
+from conftest import child_result, run_on_backend  # noqa: E402
 
 # `segcli export` through the CLI in a process on another backend; prints what each call did
 OTHER_BACKEND = """
@@ -277,13 +274,9 @@ print("RESULT" + json.dumps({"calls": results, "tensorflow_imported": "tensorflo
 def _export_without_tensorflow(backend_name, model_file, *calls):
     if not backends.installed(backend_name):
         pytest.skip(f"{backend_name} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend_name, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "no_tensorflow.py"), "-c", OTHER_BACKEND,
-                           str(model_file), json.dumps([[str(a) for a in c] for c in calls])],
-                          capture_output=True, text=True, env=env, cwd=model_file.parent, timeout=300)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-3000:]
-    result = json.loads(lines[-1][len("RESULT"):])
+    result = child_result(run_on_backend(backend_name, "-c", OTHER_BACKEND, model_file,
+                                         json.dumps([[str(a) for a in c] for c in calls]), cwd=model_file.parent,
+                                         timeout=300))
     assert result["backend"] == backend_name and not result["tensorflow_imported"]
     return result["calls"]
 

@@ -657,9 +657,11 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
         "settings": settings.to_dict(),
         "models": list(models), "precisions": list(precisions), "skipped": sorted(skip),
     }
-    own_dir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="segcli-bench-")) if own_dir else Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    # Always a folder of our own (inside `workdir` when given): the sections replace and delete what they put
+    # in it (data/, run-*/, tiled-out/), which must never be a caller's files of the same names.
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="segcli-bench-", dir=workdir))
     run = BenchRun(settings=settings, models=models, precisions=precisions, jit=jit, gpu=gpu, data=data,
                    workdir=workdir, skip=skip, say=progress or (lambda message: None), result=result,
                    backend=backend["backend"])
@@ -672,6 +674,5 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
         if not result.get("unavailable"):
             result.pop("unavailable", None)
     finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     return result

@@ -98,6 +98,7 @@ class TrainSpec:
     max_minutes: float = 0.0                     # stop after this much training time (0: no limit)
     seed: int = 0
     freeze_encoder_epochs: int = 0               # a pretrained encoder stays frozen (decoder only) this many epochs
+    encoder_lr_mult: float = 1.0                 # a pretrained encoder learns at lr times this (its weight decay too)
 
 
 _TABLES = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
@@ -273,7 +274,8 @@ RULES = {
     ("data", "eval_crop"): lambda v: _size(v, empty=True),
     ("data", "cache"): _switch,
     ("data", "classes"): _string,
-    ("train", "epochs"): lambda v: _integer(v, 1),
+    ("train", "epochs"): lambda v: _integer(_integer(v, 1), 1, 100_000),  # ">= 1" first; the bound is
+    # generous (--epochs 1e9 is a slip, not a plan)
     ("train", "batch_size"): lambda v: _integer(v, 1),
     ("train", "lr"): lambda v: _number(v, above=True),
     ("train", "weight_decay"): _number,
@@ -287,6 +289,7 @@ RULES = {
     ("train", "max_minutes"): _number,  # 0: no limit
     ("train", "seed"): lambda v: _integer(v, 0, 2 ** 32 - 1),  # what NumPy's seeding takes
     ("train", "freeze_encoder_epochs"): lambda v: _integer(v, 0),
+    ("train", "encoder_lr_mult"): lambda v: _number(v, above=True),
 }
 
 
@@ -405,15 +408,17 @@ def _model_encoder(name: str, options: dict) -> str:
 
 
 def _check_encoder_training(recipe: dict) -> None:
-    """freeze_encoder_epochs needs a pretrained encoder (segcli.models.encoders)."""
+    """freeze_encoder_epochs and encoder_lr_mult need a pretrained encoder (segcli.models.encoders)."""
     from segcli.models import list_encoders
 
-    freeze = recipe["train"]["freeze_encoder_epochs"]
-    if freeze != DEFAULTS["train"]["freeze_encoder_epochs"]:
+    for key in ("freeze_encoder_epochs", "encoder_lr_mult"):
+        value = recipe["train"][key]
+        if value == DEFAULTS["train"][key]:
+            continue
         name = recipe["model"]["name"]
         encoder = _model_encoder(name, recipe["model"]["options"])
         if encoder not in list_encoders():
-            raise SegcliError(f"freeze_encoder_epochs = {freeze} needs a pretrained encoder, and model {name!r} has "
+            raise SegcliError(f"{key} = {value:g} needs a pretrained encoder, and model {name!r} has "
                               f"encoder {encoder!r}; set [model.options] encoder (--encoder) to one of "
                               f"{', '.join(list_encoders())}")
 

@@ -27,8 +27,10 @@ Contract for training code (freezing, a smaller learning rate for the encoder):
   encoder keeps its BatchNormalization in inference mode with no more code. Compile (again) after
   changing it: Keras fixes the trainable variables when it builds the train function.
 - ``encoder_variables(model)``: the encoder's trainable variables (empty while frozen) and
-  ``decoder_variables(model)`` the others: split gradients between two optimizers (or scale the
-  encoder's learning rate) to give the encoder ``encoder_lr_mult`` times the learning rate.
+  ``decoder_variables(model)`` the others. The recipe's ``[train] encoder_lr_mult`` gives the encoder that
+  many times the learning rate: segcli.training.optim.make_optimizer takes the encoder's variables
+  (``encoder_of(model).weights``, all of them, so also while frozen) and steps them, matched by identity,
+  with the scaled rate in the same optimizer.
 - ``bn_momentum`` of the builders applies to the backbone's BatchNormalization layers too.
 
 Listing: ``list_encoders()`` (names) and ``encoder_info(name, height, width)`` (parameters, GFLOPs per

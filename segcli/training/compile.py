@@ -28,9 +28,12 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
     metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow. optimizer: compile
     with this (already built) optimizer instead of a new one from the recipe, so its state (step count, hence the
     schedule, and moments) carries over: `train` re-compiles this way when it freezes or unfreezes an encoder.
+    A new optimizer gives a pretrained encoder's variables train.encoder_lr_mult times the learning rate (all of
+    the encoder's, so also when it is compiled while frozen).
     """
     import keras
 
+    from segcli.models import encoder_of
     from segcli.system import gpu_available
     from segcli.training.distribute import Placement, execution_settings, is_distributed
     from segcli.training.losses import make_loss
@@ -47,7 +50,10 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
         compiled_metrics = training_metrics(classes, recipe.data.void_as_class) if metrics else []
         # The loss skips only the ignore label (padding, and void unless void is trained as class K); the
         # scores always leave void out (segcli.scoring).
-        model.compile(optimizer=optimizer or make_optimizer(train, steps_per_epoch),
+        if optimizer is None:
+            encoder = encoder_of(model)
+            optimizer = make_optimizer(train, steps_per_epoch, encoder.weights if encoder is not None else ())
+        model.compile(optimizer=optimizer,
                       loss=make_loss(train.loss, classes.num_classes, classes.ignore_index, class_weights,
                                      train.label_smoothing),
                       metrics=compiled_metrics or None, jit_compile=jit, steps_per_execution=spe)

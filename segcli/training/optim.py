@@ -31,14 +31,85 @@ def make_schedule(train, steps_per_epoch: int):
     raise ValueError(kind)
 
 
-def make_optimizer(train, steps_per_epoch: int):
+def make_optimizer(train, steps_per_epoch: int, encoder_variables=()):
+    """The recipe's optimizer over its schedule. With ``train.encoder_lr_mult`` other than 1, the variables in
+    ``encoder_variables`` (a pretrained encoder's: segcli.models.encoder_of(model).weights) are stepped with
+    the learning rate times the multiplier (their weight decay too), every other variable with the learning rate."""
     import keras
 
     schedule = make_schedule(train, steps_per_epoch)
     wd = train.weight_decay or None
     name = train.optimizer
     if name == "adam":
-        return keras.optimizers.Adam(schedule, weight_decay=wd)
-    if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=wd or 1e-4)
-    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=wd)
+        kind, options = keras.optimizers.Adam, dict(weight_decay=wd)
+    elif name == "adamw":
+        kind, options = keras.optimizers.AdamW, dict(weight_decay=wd or 1e-4)
+    else:
+        kind, options = keras.optimizers.SGD, dict(momentum=0.9, nesterov=True, weight_decay=wd)
+    optimizer = kind(schedule, **options)
+    mult = train.encoder_lr_mult
+    if mult == 1.0 or not encoder_variables:
+        return optimizer
+    # type(optimizer), not `kind`: on torch, Keras swaps in its own class (keras.optimizers.Adam -> its torch
+    # Adam with a fused update), which the subclass keeps
+    optimizer = _encoder_lr_class(type(optimizer))(schedule, **options)
+    optimizer.encoder_lr_mult = float(mult)
+    # keys, not the variables: a variable set on an optimizer would join (and be saved with) its own variables
+    optimizer._encoder_keys = frozenset(optimizer._var_key(v) for v in encoder_variables)
+    return optimizer
+
+
+class _EncoderLearningRate:
+    """Mixed into a Keras optimizer class: the variables whose key (the optimizer's own ``_var_key``: the
+    variable's identity, on TensorFlow its distributed container's id) is in ``_encoder_keys`` are updated with
+    ``learning_rate * encoder_lr_mult``, and decayed with it, the others as the optimizer does. It overrides the
+    two per-step hooks every backend's ``apply`` goes through (base ``_backend_apply_gradients``, JAX's own
+    and so ``stateless_apply``): ``_backend_update_step`` (TensorFlow's all-reduce and distributed update,
+    torch's fused ``_parallel_update_step``) and ``_apply_weight_decay``, each called once per group. No
+    variables are added: the optimizer state saved in a run's backup is the parent class's."""
+
+    encoder_lr_mult = 1.0
+    _encoder_keys = frozenset()
+    _lr_factor = 1.0  # while the encoder's weight decay runs: the learning rate the parent reads is scaled
+
+    def _split(self, grads, variables):
+        """((grads, variables) of the rest, (grads, variables) of the encoder)."""
+        rest, encoder = ([], []), ([], [])
+        for grad, variable in zip(grads, variables):
+            group = encoder if self._var_key(variable) in self._encoder_keys else rest
+            group[0].append(grad)
+            group[1].append(variable)
+        return rest, encoder
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        (rest_grads, rest), (enc_grads, enc) = self._split(list(grads), list(trainable_variables))
+        if rest:
+            super()._backend_update_step(rest_grads, rest, learning_rate)
+        if enc:
+            super()._backend_update_step(enc_grads, enc, learning_rate * self.encoder_lr_mult)
+
+    def _apply_weight_decay(self, variables):
+        variables = list(variables)
+        (_, rest), (_, enc) = self._split(variables, variables)
+        if rest:
+            super()._apply_weight_decay(rest)
+        if enc:
+            self._lr_factor = self.encoder_lr_mult
+            try:
+                super()._apply_weight_decay(enc)
+            finally:
+                self._lr_factor = 1.0
+
+    def _get_current_learning_rate(self):
+        lr = super()._get_current_learning_rate()
+        return lr if self._lr_factor == 1.0 else lr * self._lr_factor
+
+
+_CLASSES: dict = {}
+
+
+def _encoder_lr_class(base: type) -> type:
+    """``base`` (the backend's optimizer class) with _EncoderLearningRate mixed in; one class per base."""
+    if base not in _CLASSES:
+        _CLASSES[base] = type(base.__name__, (_EncoderLearningRate, base), {"__module__": __name__})
+    return _CLASSES[base]

@@ -44,7 +44,7 @@ from segcli import backend as backends
 from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError, describe, first_line
 from segcli.files import (TMP_TAG, atomic_path, check_replaceable, check_writable_dir, mark_segcli_folder,
-                          segcli_folder_kind)
+                          new_temp_dir, segcli_folder_kind)
 from segcli.modelfile import load_model
 from segcli.precision import reduced_policy, with_policy
 from segcli.sizes import parse_size, round_up
@@ -228,7 +228,7 @@ def _exact_float32():
 @contextlib.contextmanager
 def _temp_dir_beside(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
+    tmp = new_temp_dir(path)  # the usual mode, not mkdtemp's 0700
     try:
         yield tmp
     finally:

@@ -4,11 +4,13 @@ processes never write one run folder at once."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +19,74 @@ from segcli.errors import SegcliError
 LOCK_NAME = ".segcli.lock"
 MARKER_NAME = ".segcli"  # in every folder segcli makes (run, export, compare): only those may be replaced by --force
 TMP_TAG = ".segcli-tmp-"  # in the name of every temporary file; a killed writer's leftovers are found by it
+_WRITER_PID = re.compile(re.escape(TMP_TAG) + r"(\d+)-")  # new_temp_file's names: TMP_TAG, the writer's pid, "-"
+
+
+def new_temp_file(path: str | Path, suffix: str | None = None) -> Path:
+    """Create an empty file beside ``path`` under a temporary name, ``.NAME.segcli-tmp-PID-RANDOM.SUFFIX`` (a
+    killed writer's leftover is known by TMP_TAG, and whether its writer still runs by PID), with the mode any
+    new file gets: 0666 less the umask, as the kernel applies it (tempfile.mkstemp's files are 0600)."""
+    path = Path(path)
+    suffix = path.suffix if suffix is None else suffix
+    while True:
+        tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+
+def new_temp_dir(path: str | Path) -> Path:
+    """Create an empty folder beside ``path`` under a temporary name (as new_temp_file's), with the mode any new
+    folder gets: 0777 less the umask (tempfile.mkdtemp's folders are 0700)."""
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir(0o777)
+            return tmp
+        except FileExistsError:
+            continue
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts)."""
+    if pid <= 0:  # os.kill would ask about a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def remove_dead_writers_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that segcli writers which are gone left directly in ``folder`` (not below):
+    for a folder segcli writes into without a lock, such as predict's --out. Only regular files named like
+    segcli's temporaries (``.NAME`` with TMP_TAG) go, and never one whose writer still runs on this host."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if not path.name.startswith(".") or TMP_TAG not in path.name:
+            continue
+        writer = _WRITER_PID.search(path.name)
+        if writer is not None and _alive(int(writer.group(1))):
+            continue  # a predict running now (names without a pid come from an older segcli)
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -25,15 +95,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", suffix=suffix or path.suffix, dir=path.parent)
+        tmp_path = new_temp_file(path, suffix or path.suffix)  # the usual permissions, not mkstemp's 0600
     except OSError as exc:
         ensure_writable_dir(path.parent)  # names the folder and the reason in one line
         raise SegcliError(f"cannot write {path.name} ({exc.strerror or exc})", path.parent) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; a finished file gets the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -116,46 +181,116 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _read_lock(lock: Path) -> str | None:
+    """The lock file's text; None when there is no lock file."""
+    try:
+        return lock.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""  # there, but unreadable: counts as held
+
+
+def _holder_of(text: str) -> str | None:
+    """Who a lock file's text names ("process N on HOST"), None when it is stale (a process of this host that is
+    gone). A text that is not a whole lock (empty, cut short) is a lock being taken: it counts as held."""
+    try:
+        info = json.loads(text)
+        pid, host = int(info["pid"]), str(info["host"])
+    except (ValueError, KeyError, TypeError):
+        return "a process that is taking its lock"
+    if host == socket.gethostname() and not _alive(pid):
+        return None
+    return f"process {pid} on {host}"
+
+
 def lock_holder(folder: str | Path) -> str | None:
     """Who holds ``folder``'s lock ("process N on HOST"), or None when nobody does. A lock left by a process
-    of this host that is gone is stale and does not count; one from another host always does."""
+    of this host that is gone is stale and does not count; one from another host always does, and so does a
+    lock file that is not whole (one being taken)."""
+    text = _read_lock(Path(folder) / LOCK_NAME)
+    return None if text is None else _holder_of(text)
+
+
+@contextlib.contextmanager
+def _taking_turns(folder: Path) -> Iterator[None]:
+    """Processes that remove a stale lock take turns: an flock of the folder (released by the kernel when its
+    holder dies, so it never goes stale itself); without flock (Windows, some network file systems), no turns."""
     try:
-        info = json.loads((Path(folder) / LOCK_NAME).read_text())
-        pid, host = int(info["pid"]), str(info["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if host == socket.gethostname():
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:  # alive, another user's
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
             pass
-    return f"process {pid} on {host}"
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _link_lock(lock: Path, text: str) -> bool:
+    """Create ``lock`` holding ``text``, atomically: written whole under a temporary name, then hard-linked to
+    the lock's name, which fails when it exists. True when taken, False when the lock exists."""
+    tmp = new_temp_file(lock)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # a file system without hard links: created exclusively, then filled (readers take it as held meanwhile)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
 
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder``'s lock while the block writes into it; another holder is a one-line error."""
-    lock = Path(folder) / LOCK_NAME
-    for _ in range(2):
+    """Hold ``folder``'s lock while the block writes into it; another holder is a one-line error. Taking it is
+    atomic (of processes starting at once, one gets it); a stale lock (its process is gone) is taken over."""
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": secrets.token_hex(8)})
+    for _ in range(100):  # each round: take it, or find it held, or remove a stale one and try again
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = lock_holder(folder)
-            if holder:
-                raise SegcliError(f"in use by {holder} (a training writing it); wait for it to end, or delete "
-                                  f"{LOCK_NAME} there if none is running", folder) from None
-            lock.unlink(missing_ok=True)  # stale
+            if _link_lock(lock, mine):
+                break
+        except FileNotFoundError:
+            if folder.is_dir():
+                continue  # our temporary was swept by the cleanup of the folder's holder: write it again
+            raise SegcliError(f"cannot take {LOCK_NAME}: no such folder", folder) from None
+        except OSError as exc:
+            raise SegcliError(f"cannot take {LOCK_NAME} ({exc.strerror or exc})", folder) from None
+        text = _read_lock(lock)
+        if text is None:
+            continue  # released meanwhile
+        holder = _holder_of(text)
+        if holder:
+            raise SegcliError(f"in use by {holder} (a training writing it); wait for it to end, or delete "
+                              f"{LOCK_NAME} there if none is running", folder) from None
+        with _taking_turns(folder):  # stale: removed only if it is still that stale lock, not a new holder's
+            if _read_lock(lock) == text:
+                lock.unlink(missing_ok=True)
     else:
-        raise SegcliError(f"cannot take {LOCK_NAME}", folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        raise SegcliError(f"cannot take {LOCK_NAME}: other processes keep taking it", folder)
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        if _read_lock(lock) == mine:  # ours (never another's, should ours have been taken over)
+            lock.unlink(missing_ok=True)
 
 
 def check_writable_dir(folder: str | Path) -> Path:
@@ -184,8 +319,6 @@ def _probe_writable(folder: Path, make: bool = False) -> None:
     try:
         if make:
             folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_TAG}", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        os.unlink(new_temp_file(folder / "probe"))
     except OSError as exc:
         raise SegcliError(f"cannot write here ({exc.strerror or exc})", folder) from None

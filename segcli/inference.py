@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ import numpy as np
 
 from segcli.data import IMAGE_EXTS, read_image, write_image, write_mask_png
 from segcli.errors import DataError, SegcliError
-from segcli.files import (MARKER_NAME, TMP_TAG, check_writable_dir, ensure_writable_dir, segcli_folder_kind,
-                          write_json)
+from segcli.files import (MARKER_NAME, check_writable_dir, ensure_writable_dir, new_temp_file,
+                          remove_dead_writers_temp_files, segcli_folder_kind, write_json)
 from segcli.progress import NullProgress, Progress
 from segcli.sizes import round_up
 
@@ -463,6 +462,24 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
+def _glob_matches(pattern: str) -> list[Path]:
+    """What a glob pattern matches, its leading folders that exist as named taken literally (a folder really
+    called `shots[1]` is that folder, not the pattern for `shots1`); when that finds nothing, the pattern as is."""
+    parts = Path(pattern).parts
+    literal = 0
+    while literal < len(parts) - 1 and os.path.isdir(os.path.join(*parts[:literal + 1])):
+        literal += 1
+    patterns = [pattern]
+    if literal:
+        patterns.insert(0, os.path.join(glob.escape(os.path.join(*parts[:literal])), *parts[literal:]))
+    for candidate in patterns:
+        matches = sorted(Path(p) for p in glob.glob(candidate, recursive=True))
+        matches = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+        if matches:
+            return matches
+    return []
+
+
 def resolve_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders as their images (sorted, not recursive), glob patterns as their matches.
 
@@ -482,8 +499,7 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> list[Path]:
                 raise DataError(f"no images in this folder ({', '.join(sorted(IMAGE_EXTS))})", path)
             found += images
         elif _GLOB_CHARS & set(text):
-            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-            matches = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+            matches = _glob_matches(os.path.expanduser(text))
             if not matches:
                 raise DataError("no image files match this pattern", text)
             found += matches
@@ -643,14 +659,14 @@ def predict_files(loaded, inputs, out_dir: str | Path = "predictions", *, overla
     files = resolve_inputs(inputs)
     out_dir = check_predict_out(files, out_dir, overlay=overlay, probabilities=probabilities)
     ensure_writable_dir(out_dir)
+    remove_dead_writers_temp_files(out_dir)  # what a killed predict left (only segcli's temporaries)
     _record_outputs(out_dir, [name for path in files
                               for name in output_names(path.stem, overlay=overlay, probabilities=probabilities)])
     classes, palette = loaded.classes, loaded.classes.palette()
     open_probs: dict[Path, NpyRowWriter] = {}
 
     def probs_target(path: Path, shape: tuple) -> NpyRowWriter:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}_probs{TMP_TAG}", suffix=".npy", dir=out_dir)
-        os.close(fd)
+        tmp = new_temp_file(out_dir / f"{path.stem}_probs.npy")  # the usual mode, not mkstemp's 0600
         open_probs[path] = writer = NpyRowWriter(tmp, shape, np.float16)
         return writer
 

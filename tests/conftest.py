@@ -8,6 +8,20 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The tests start many JAX processes that compile the same small programs (a Keras model's eager initializers
+# alone are dozens of XLA compilations): JAX's persistent compilation cache, in a folder of this test session's
+# own (entries are only valid on this machine), lets every process after the first load them instead (a tiny
+# 2-epoch `segcli train` on jax: 41 s -> 12 s on a 2-core AMD EPYC). Children inherit the variables.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _jax_cache = tempfile.mkdtemp(prefix="segcli-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "sample_data"
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"

@@ -85,6 +85,46 @@ def test_cli_backend_flag_errors_are_one_line(cli):
         "error: unknown backend 'nope' (--backend); valid: tensorflow, jax, torch"]
 
 
+def test_compiled_programs_folder_only_on_jax_and_never_over_the_users_own(monkeypatch, tmp_path):
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                 "JAX_COMPILATION_CACHE_MAX_SIZE", backend.COMPILE_CACHE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert backend.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    folder = backend.keep_compiled_programs()
+    assert folder.parent == tmp_path / "xdg" / "segcli" / "jax" and folder.is_dir()  # one folder per machine kind
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(folder)  # for this process's JAX and its children
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))  # the user's own is kept
+    assert backend.keep_compiled_programs() == tmp_path / "mine"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv(backend.COMPILE_CACHE_ENV, "off")
+    assert backend.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
+# a model built on jax with segcli's compiled-programs folder; prints how many programs the folder holds
+BUILD_ON_JAX = """
+import os, sys
+from pathlib import Path
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # the test session's own cache: use segcli's folder instead
+os.environ["XDG_CACHE_HOME"] = sys.argv[1]
+from segcli.backend import keep_compiled_programs
+folder = keep_compiled_programs()
+import keras
+model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
+model.predict(keras.ops.ones((1, 16, 16, 3)), verbose=0)
+print("RESULT" + str(len([p for p in folder.rglob("*") if p.is_file()])))
+"""
+
+
+def test_a_second_run_on_jax_loads_the_programs_the_first_compiled(tmp_path):
+    """The second process compiles nothing: every program it needs is in the folder the first one filled."""
+    pytest.importorskip("jax")
+    counts = [child_result(run_on_backend("jax", "-c", BUILD_ON_JAX, tmp_path)) for _ in range(2)]
+    assert counts[0] > 0 and counts[1] == counts[0], counts
+
+
 def test_several_processes_are_refused_off_jax_naming_the_way_that_works(monkeypatch):
     from segcli.training.distribute import resolve_strategy
 

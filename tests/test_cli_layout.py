@@ -72,3 +72,42 @@ def test_no_library_module_imports_rich_or_prints():
     assert not {name: lines for name, lines in rich.items() if lines}
     prints = {str(p.relative_to(PACKAGE)): print_calls(p.read_text()) for p in library}
     assert not {name: lines for name, lines in prints.items() if lines and name not in PRINT_ALLOWED}
+
+
+# --- usage errors of Click's own (unknown option, missing argument, bad value): one line, like segcli's ---------
+
+USAGE_ERRORS = [  # (arguments, the problem, the command whose --help the line points to)
+    (["train", "--bogus"], "No such option: --bogus", "train"),
+    (["predict"], "Missing argument 'model'", "predict"),
+    (["data", "check"], "Missing argument 'DIR'", "data check"),
+    (["models", "--bogus"], "No such option: --bogus", "models"),
+    (["predict", "m.keras", "x.png", "--batch-size", "many"], "Invalid value for '--batch-size'", "predict"),
+    (["nosuch"], "No such command 'nosuch'", ""),
+]
+
+
+def assert_one_line_usage_error(exit_code, stdout, stderr, problem, command):
+    assert exit_code == 2, stdout + stderr
+    assert stdout == "" and "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], stderr
+    assert lines[0].endswith(f"{command} --help)".lstrip()), stderr  # "(see segcli train --help)"
+
+
+def test_usage_errors_are_one_line_on_stderr(cli):
+    for args, problem, command in USAGE_ERRORS:
+        result = cli(*args)
+        assert_one_line_usage_error(result.exit_code, result.stdout, result.stderr, problem, command)
+
+
+def test_usage_error_of_the_command_itself_is_one_line_and_help_is_unchanged(cli):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "segcli", "predict", "--bogus"], capture_output=True, text=True,
+                          cwd=PACKAGE.parent, timeout=600)
+    assert_one_line_usage_error(proc.returncode, proc.stdout, proc.stderr, "No such option: --bogus",
+                                "segcli predict")
+    result = cli("predict", "--help")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "Usage:" in result.stdout and "--probabilities" in result.stdout

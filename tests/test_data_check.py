@@ -112,3 +112,22 @@ def test_camvid_counts_and_clean(camvid_dir, cli):
     report = json.loads(result.stdout)
     assert report["counts"] == {"train": 367, "val": 101} and report["problems"] == []
     assert report["sizes"] == {"360x480": 468} and report["classes"][0]["name"] == "Sky"
+
+
+def test_check_names_the_mask_of_another_encoding(tmp_path, cli):
+    """Index masks with one colour mask among them: the one line names that file (and one of the others), not
+    the first split's folder."""
+    root = tmp_path / "ds"
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            write_image(root / split / f"{split}{i}.png", np.full((16, 24, 3), 90, np.uint8))
+            (root / f"{split}annot").mkdir(exist_ok=True)
+            labels = np.resize(np.array([0, 1, 2], np.uint8), (16, 24))
+            if (split, i) == ("val", 1):
+                labels = np.stack([labels * 100] * 2 + [labels], axis=-1)  # a colour mask
+            cv2.imwrite(str(root / f"{split}annot" / f"{split}{i}.png"), labels)
+    result = cli("data", "check", root)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {root / 'valannot' / 'val1.png'}: "), result.stderr
+    assert "masks mix encodings" in lines[0] and "trainannot/train0.png" in lines[0]

@@ -183,3 +183,11 @@ def test_cli_evaluate_tta_json(cli, dataset, tmp_path):
     result = cli("evaluate", path, dataset, "--tta", "flip,9")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "--tta" in result.stderr and "outside" in result.stderr
+
+
+def test_cli_evaluate_success_writes_nothing_to_stderr(cli, dataset, tmp_path):
+    path = tmp_path / "const.keras"
+    save_model(constant_model(3, 0), path, THREE)
+    result = cli("evaluate", path, dataset, "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.stdout and result.stderr == ""  # no empty line from a progress bar on a file or pipe

@@ -1,6 +1,7 @@
 """segcli.export and `segcli export`: SavedModel / ONNX / TFLite round trips on a tiny U-Net."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -80,6 +81,9 @@ def test_savedmodel_round_trip(cli, model_file):
     _assert_exported(result, out)
     assert (out / "saved_model.pb").is_file()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a folder's usual mode (mkdtemp's is 0700)
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
     model = load_model(model_file, precision="float32").model
     for i, (h, w) in enumerate(SIZES):

@@ -316,3 +316,71 @@ def test_cli_predict_bad_tta(cli, model_file, tmp_path):
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1 and "--tta" in result.stderr and words in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+# --- what a successful predict leaves: a quiet stderr, files with the usual mode, no temporaries -------------
+
+def test_cli_predict_success_writes_nothing_to_stderr(cli, model_file, tmp_path):
+    write_image(tmp_path / "x.png", make_image(20, 28))
+    result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "preds", "--overlay",
+                 "--probabilities")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # the progress bar of a file or pipe draws nothing and leaves no empty line
+
+
+def test_cli_predict_files_get_the_mode_of_any_new_file(cli, model_file, tmp_path):
+    """Masks, overlays, probabilities and the folder's mark: 0666 less the umask, like any file the user makes
+    (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    write_image(tmp_path / "x.png", make_image(20, 28))
+    umask = os.umask(0o002)
+    try:
+        result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "preds", "--overlay",
+                     "--probabilities")
+    finally:
+        os.umask(umask)
+    assert result.exit_code == 0, result.output
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "preds").iterdir()}
+    assert modes == {name: 0o664 for name in (".segcli", "x.png", "x_overlay.png", "x_probs.npy")}
+
+
+def test_cli_predict_removes_only_what_a_killed_predict_left(cli, model_file, tmp_path):
+    """A predict killed with SIGKILL leaves its temporaries (hidden, named with TMP_TAG) in --out: the next
+    predict there removes them; a file of the user's, a folder, a file below, and a temporary of a predict
+    still running (its pid is alive) stay."""
+    import os
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    write_image(tmp_path / "x.png", make_image(20, 28))
+    out = tmp_path / "preds"
+    (out / "sub").mkdir(parents=True)
+    left = [out / f".x_probs.npy{TMP_TAG}{gone}-0a1b2c3d.npy",  # this segcli's name: its writer is gone
+            out / f".y_probs{TMP_TAG}k2j4_x9q.npy", out / f".y.png{TMP_TAG}abcd1234.png"]  # an older segcli's
+    kept = [out / f".z_probs.npy{TMP_TAG}{os.getppid()}-0a1b2c3d.npy",  # its writer runs
+            out / f"notes{TMP_TAG}draft.txt", out / ".mine", out / "sub" / f".w.png{TMP_TAG}abcd1234.png"]
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    (out / f".v{TMP_TAG}dir").mkdir()
+    result = cli("predict", model_file, tmp_path / "x.png", "--out", out, "--probabilities")
+    assert result.exit_code == 0, result.output
+    assert not [p for p in left if p.exists()]
+    assert all(p.read_bytes() == b"partial" for p in kept) and (out / f".v{TMP_TAG}dir").is_dir()
+    assert (out / "x_probs.npy").is_file()
+
+
+def test_cli_predict_pattern_in_a_folder_whose_name_has_brackets(cli, model_file, tmp_path):
+    """`shots[1]/*.png`: a folder really named `shots[1]` is that folder (not the pattern for `shots1`); the
+    part after it is still a pattern."""
+    src = tmp_path / "shots[1]"
+    for name in ("a", "b"):
+        write_image(src / f"{name}.png", make_image(20, 28))
+    (tmp_path / "shots1").mkdir()  # what the brackets spell as a pattern: no images there
+    result = cli("predict", model_file, str(src / "*.png"), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "b.png"]
+    assert [p.name for p in resolve_inputs([str(src / "[a]*.png")])] == ["a.png"]

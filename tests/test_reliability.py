@@ -221,3 +221,95 @@ def test_a_run_its_time_budget_stopped_stays_stopped_when_resumed(sample_data, t
     assert not [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")], resumed.stdout
     assert_complete(out, epochs=1)
     assert json.loads((out / "metrics.json").read_text())["stopped_by_time_budget"] is True
+
+
+# --- the run-folder lock: taking it is atomic -----------------------------------------------------------------
+
+def race_for_lock(folder, contenders: int) -> list:
+    """``contenders`` threads try folder_lock(folder) at one instant; a winner holds it until every contender
+    has tried. Returns each one's outcome: "won" or the error's text."""
+    import threading
+
+    from segcli.errors import SegcliError
+    from segcli.files import folder_lock
+
+    start, tried = threading.Barrier(contenders), threading.Barrier(contenders)
+    outcomes = [None] * contenders
+
+    def contend(i):
+        start.wait()
+        try:
+            with folder_lock(folder):
+                outcomes[i] = "won"
+                tried.wait()
+        except SegcliError as exc:
+            outcomes[i] = str(exc)
+            tried.wait()
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_a_lock_file_not_yet_filled_in_counts_as_held(tmp_path):
+    """A lock file another process has created but not filled in yet (empty, or cut short) is a lock being
+    taken: refused, not taken over as stale (two trainings would then write one folder)."""
+    from segcli.errors import SegcliError
+    from segcli.files import LOCK_NAME, folder_lock, lock_holder
+
+    for text in ("", '{"pid": 12'):
+        (tmp_path / LOCK_NAME).write_text(text)
+        assert lock_holder(tmp_path) is not None
+        with pytest.raises(SegcliError, match=f"in use by .*delete {LOCK_NAME}"):
+            with folder_lock(tmp_path):
+                pass
+        assert (tmp_path / LOCK_NAME).read_text() == text  # left to whoever is writing it
+
+
+def test_contenders_starting_at_once_on_one_folder_exactly_one_takes_its_lock(tmp_path):
+    """Many contenders at one instant, on a free folder and on one whose lock is stale (its process is gone):
+    each time exactly one gets the lock, the others are refused in one line, and nothing is left behind."""
+    import os
+    import socket
+
+    from segcli.files import LOCK_NAME
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for round_ in range(6):
+        folder = tmp_path / f"round{round_}"
+        folder.mkdir()
+        if round_ % 2:
+            (folder / LOCK_NAME).write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+        outcomes = race_for_lock(folder, 12)
+        assert outcomes.count("won") == 1, outcomes
+        assert all(o == "won" or f"in use by process {os.getpid()}" in o for o in outcomes), outcomes
+        assert not list(folder.iterdir())  # the winner's lock is gone, no temporary left
+
+
+def test_processes_starting_at_once_on_one_folder_exactly_one_takes_its_lock(tmp_path):
+    """The same across processes: all wait for one start file, try the lock and report; a winner holds it until
+    the test has heard from all."""
+    child = ("import pathlib, sys, time\nfrom segcli.errors import SegcliError\nfrom segcli.files import folder_lock\n"
+             "go, folder, release = map(pathlib.Path, sys.argv[1:])\nprint('ready', flush=True)\n"
+             "while not go.exists():\n    time.sleep(0.0005)\n"
+             "try:\n    with folder_lock(folder):\n        print('won', flush=True)\n"
+             "        while not release.exists():\n            time.sleep(0.01)\n"
+             "except SegcliError as exc:\n    print(exc, flush=True)\n")
+    go, folder, release = tmp_path / "go", tmp_path / "run", tmp_path / "release"
+    folder.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", child, str(go), str(folder), str(release)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    try:
+        assert [proc.stdout.readline().strip() for proc in procs] == ["ready"] * len(procs)
+        go.touch()  # all at once
+        outcomes = [proc.stdout.readline().strip() for proc in procs]
+    finally:
+        release.touch()
+        for proc in procs:
+            proc.wait(timeout=120)
+    assert outcomes.count("won") == 1, outcomes
+    assert all(o == "won" or "in use by process" in o for o in outcomes), outcomes
+    assert not list(folder.iterdir())

@@ -7,6 +7,7 @@ imports this package; the work lives in segcli.data, segcli.models and the modul
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -16,14 +17,46 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ log 
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from segcli.backend import BACKENDS
-from segcli.backend import select as select_backend
+from segcli.backend import keep_compiled_programs, select as select_backend
 from segcli.cli import render
 from segcli.errors import SegcliError, describe
 
+# Click's own errors (unknown option, missing argument, bad value): the class Typer's BadParameter comes from,
+# whether Click is vendored in Typer or installed beside it
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """The root group: Click's usage errors, raised while the arguments of any command or group are parsed, are
+    one line on stderr (render.usage_error), exit 2, like segcli's own errors; --help and a bare `segcli` or
+    `segcli data` show the help as before. In the group, so the app object (tests' CliRunner) has it too."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors_in_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line():
+    try:
+        yield
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments at all: Typer shows the help
+            raise
+        render.usage_error(exc)
+        raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     help="Semantic image segmentation: train FCN / U-Net, predict masks, evaluate, compare.",
+    cls=_OneLineUsageErrors,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -41,6 +74,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
     _state["debug"] = debug
     try:
         select_backend(backend)  # before anything imports Keras
+        keep_compiled_programs()  # on jax: compiled programs on disk, shared by later runs
     except SegcliError as exc:
         if debug:
             raise

@@ -49,8 +49,8 @@ class RichProgress(segcli.progress.Progress):
 
     def start(self, task: str, total: int | None = None) -> None:
         self.end(task)
-        if self.quiet:
-            return
+        if self.quiet or not self.console.is_interactive:  # a file or a pipe: a transient bar draws nothing,
+            return  # and rich ends each with an empty line there
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[info]}"), console=self.console, transient=True)
         self._bars[task] = (bar, bar.add_task(escape(task), total=total, info=""))
@@ -80,6 +80,16 @@ class RichProgress(segcli.progress.Progress):
 
 def error(message: str) -> None:
     err_console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+
+
+def usage_error(exc) -> None:
+    """A usage error of Click's (unknown option, missing argument, bad value) as one `error` line, with where
+    the usage is: "error: No such option: --bogus (see segcli train --help)"."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message = f"{message.rstrip('.')} (see {ctx.command_path} {ctx.help_option_names[0]})"
+    error(message)
 
 
 def interrupted() -> None:

@@ -80,22 +80,26 @@ def detect_encoding(mask_paths, classes: ClassMap | None = None, sample: int = 8
     if not paths:
         raise DataError("no masks to detect the encoding from")
     picks = [paths[i] for i in sorted({round(i * (len(paths) - 1) / max(sample - 1, 1)) for i in range(sample)})]
-    kinds, counts = set(), np.zeros(0, np.int64)
+    kinds, counts = {}, np.zeros(0, np.int64)  # kind -> the sampled files of that kind
     for path in picks:
         try:
             kind, found = _kind(path, classes)
         except DataError:
             continue  # unreadable: `data check` reports it
-        kinds.add(kind)
+        kinds.setdefault(kind, []).append(path)
         if found is not None:
             counts = np.pad(counts, (0, max(len(found) - len(counts), 0)))
             counts[:len(found)] += found
     if not kinds:
         raise DataError("none of the sampled masks could be read", picks[0].parent)
-    if len(kinds) > 1:
-        raise DataError(f"masks mix encodings ({', '.join(sorted(kinds))}); use one kind of mask file",
-                        picks[0].parent)
-    kind = kinds.pop()
+    if len(kinds) > 1:  # named: a file of the rarest kind (in a tie, not the first file's), and one of the commonest
+        first = next(iter(kinds))
+        ranked = sorted(kinds, key=lambda k: (len(kinds[k]), k == first))
+        odd, usual = ranked[0], ranked[-1]
+        example = kinds[usual][0]
+        raise DataError(f"{odd} mask, but {example.parent.name}/{example.name} is {usual}: masks mix encodings "
+                        f"({', '.join(sorted(kinds))}); use one kind of mask file", kinds[odd][0])
+    kind, = kinds
     if kind != "grey":
         return kind
     binary_ok = classes is None or (classes.num_classes == 2 and classes.ignore_index != 255)

@@ -88,3 +88,9 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (in their files' order): with the README's `-n 2 --dist worksteal`, the two workers
+    start on the long ones and finish together on the short ones, rather than one worker ending on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

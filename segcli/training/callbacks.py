@@ -176,6 +176,51 @@ class RunBackup(keras.callbacks.Callback):
         write_text(self.history_path, history_csv(self.history))
 
 
+
+class CtrlC(keras.callbacks.Callback):
+    """Ctrl-C during fit, raised as KeyboardInterrupt at the next batch's end, from Python.
+
+    A KeyboardInterrupt that Python raises inside native code can be lost: on jax with several processes, the
+    signal usually lands while Keras turns the step's loss into NumPy (jax's array conversion checks for
+    signals and drops the error), and training went on to its last epoch. So, while fit runs (``with
+    ctrl_c:``), SIGINT only sets a flag, which the next batch end (train or validation) or epoch end turns
+    into KeyboardInterrupt; a second Ctrl-C raises at once. Where SIGINT is ignored (nohup, a background job)
+    or handled by someone else, or off the main thread, nothing changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.pressed = 0
+        self._saved = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.pressed = 0
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._saved = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._saved is not None:
+            signal.signal(signal.SIGINT, self._saved)
+            self._saved = None
+        return False
+
+    def _on_sigint(self, signum, frame):
+        self.pressed += 1
+        if self.pressed > 1:
+            raise KeyboardInterrupt
+
+    def _check(self, *args, **kwargs):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
 class ProgressCallback(keras.callbacks.Callback):
     """Reports training to a segcli.progress.Progress: a task per epoch ("epoch N/M", steps done, the running
     loss), then one line of train and val figures."""

@@ -34,7 +34,8 @@ from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
 from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
-from segcli.training.callbacks import PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput, TimeBudget
+from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
+                                      TimeBudget)
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
                                         wait_for_all)
@@ -304,8 +305,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
+        ctrl_c = CtrlC()  # last: an epoch that ended before Ctrl-C was checked is backed up and reported
         callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
-                     ProgressCallback(progress, train_spec.epochs)]
+                     ProgressCallback(progress, train_spec.epochs), ctrl_c]
         if keras.backend.backend() == "tensorflow":  # Keras' TensorBoard callback writes through tf.summary
             callbacks.insert(-1, keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0))
         progress.message(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "
@@ -324,8 +326,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                     per_class.metric = compiled.metrics[1]
                     progress.note(f"epochs {first + 1}-{end}: encoder "
                                   f"{'trainable' if encoder_trainable else 'frozen (decoder only)'}")
-                model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end, initial_epoch=start,
-                          verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
+                with ctrl_c:
+                    model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end,
+                              initial_epoch=start, verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 
             # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,30 +195,57 @@ def _history_losses(run_dir: Path) -> list[float]:
 @pytest.mark.slow
 def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     """Issue 14: `segcli train` started twice on localhost with Keras' variables set trains one model (JAX
-    DataParallel, one CPU device per process, gloo), into process 0's run folder; its per-epoch losses match a
-    one-process run with the same global batch and seed."""
+    DataParallel, one CPU device per process, gloo), into process 0's run folder. Ctrl-C (SIGINT to both, each
+    held after the first step of epoch 2 by tests/pause_train.py, so nothing races the training) ends both with
+    exit 130 and the resume command; `--resume` on both finishes the run. Its per-epoch losses match a
+    one-process run with the same global batch and seed, stopped and resumed at the same point (a resumed
+    epoch differs a little from one trained straight through: the input pipeline starts its passes anew)."""
+    import signal
+
     pytest.importorskip("jax")
     recipe = tiny_recipe(tmp_path, epochs=2)
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
-    segcli = [sys.executable, "-c", "from segcli.cli import main; main()"]
     scratch = Path(os.environ.get("TMPDIR", "/tmp"))
     scratch_before = set(scratch.glob("segcli-process1-*"))
-    address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([*segcli, "train", "unet", str(sample_data), "--recipe", str(recipe), "--out",
-                               str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**env, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-                                   "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(i)})
-             for i in (0, 1)]
-    outputs = [p.communicate(timeout=900)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+
+    def stopped_and_resumed(out: Path, count: int) -> list[str]:
+        """Train into `out` in `count` processes, Ctrl-C them all in epoch 2, resume: the resumed outputs."""
+        address = f"127.0.0.1:{_free_port()}"
+
+        def start(i: int, args: list, pause_at: str | None = None) -> subprocess.Popen:
+            marker = tmp_path / f"paused-{out.name}-{i}"
+            command = ([sys.executable, str(ROOT / "tests" / "pause_train.py"), pause_at, str(marker)] if pause_at
+                       else [sys.executable, "-c", "from segcli.cli import main; main()", "train"])
+            multi = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
+                     "KERAS_DISTRIBUTION_PROCESS_ID": str(i)} if count > 1 else {}
+            return subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env={**env, **multi})
+
+        procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", out], "batch:1") for i in range(count)]
+        while not all((tmp_path / f"paused-{out.name}-{i}").is_file() for i in range(count)):
+            if any(p.poll() is not None for p in procs):
+                pytest.fail("a process ended before epoch 2:\n" + "\n".join(p.communicate()[0][-2000:] for p in procs))
+            time.sleep(0.1)
+        for p in procs:
+            p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal running them does
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [130] * count, "\n".join(o[-2000:] for o in outputs)
+        for output in outputs:
+            assert f"segcli train --resume {out}" in output and "Traceback" not in output, output[-2000:]
+        assert len(_history_losses(out)) == 1 and (out / "backup").is_dir()  # epoch 1 kept, epoch 2 to redo
+        procs = [start(i, ["--resume", out]) for i in range(count)]
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * count, "\n".join(o[-2000:] for o in outputs)
+        return outputs
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    outputs = stopped_and_resumed(two, 2)
     assert "in 2 processes (this is process 0)" in outputs[0]
     assert outputs[1].strip().splitlines()[-1].startswith("process 1 of 2 finished; process 0 wrote")
-    assert "epoch 1/2" not in outputs[1]  # only process 0 reports
-    one = subprocess.run([*segcli, "train", "unet", str(sample_data), "--recipe", str(recipe), "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=900)
-    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
-    two_losses, one_losses = _history_losses(tmp_path / "two"), _history_losses(tmp_path / "one")
+    assert "epoch 2/2" in outputs[0] and "epoch 2/2" not in outputs[1]  # only process 0 reports
+    stopped_and_resumed(one, 1)
+    two_losses, one_losses = _history_losses(two), _history_losses(one)
     assert len(two_losses) == 2 and np.allclose(two_losses, one_losses, rtol=1e-3), (two_losses, one_losses)
-    info = json.loads((tmp_path / "two" / "run.json").read_text())
+    info = json.loads((two / "run.json").read_text())
     assert info.get("finished") and "2 processes" in info["strategy"]
-    assert set(scratch.glob("segcli-process1-*")) == scratch_before  # process 1's scratch copy is gone
+    assert set(scratch.glob("segcli-process1-*")) == scratch_before  # process 1's scratch copies are gone

@@ -69,15 +69,18 @@ def images(tmp_path):
 @pytest.fixture
 def read_only(monkeypatch):
     """Make folders refuse new files, as a read-only folder does for a normal user (root ignores chmod)."""
-    real = files.tempfile.mkstemp
     blocked: list[Path] = []
 
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and any(Path(dir).resolve() == b.resolve() for b in blocked):
-            raise PermissionError(13, "Permission denied", str(dir))
-        return real(*args, dir=dir, **kwargs)
+    def refusing(real):  # every new file or folder segcli makes starts as one of these, beside its target
+        def make(path, *args, **kwargs):
+            folder = Path(path).parent
+            if any(folder.resolve() == b.resolve() for b in blocked):
+                raise PermissionError(13, "Permission denied", str(folder))
+            return real(path, *args, **kwargs)
+        return make
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(files, "new_temp_file", refusing(files.new_temp_file))
+    monkeypatch.setattr(files, "new_temp_dir", refusing(files.new_temp_dir))
     return blocked.append
 
 

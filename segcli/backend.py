@@ -148,19 +148,31 @@ COMPILE_CACHE_MAX_BYTES = 2 << 30  # JAX deletes the least recently used program
 
 
 def _machine_fingerprint() -> str:
-    """A short digest of what compiled CPU code depends on: the CPU (model and feature flags), the architecture
-    and jaxlib's version, so that a home folder shared by different machines never hands one another's code."""
+    """A short digest of what compiled CPU code depends on: the CPU (vendor, family, model, part and feature
+    flags, from /proc/cpuinfo's first processor, x86 or ARM), the architecture and jaxlib's version, so that a
+    home folder shared by different machines never hands one machine's code to another."""
     import hashlib
     import platform
     from importlib import metadata
 
-    from segcli.system import cpu_flags, cpu_name
-
+    keys = ("vendor_id", "cpu family", "model", "model name", "flags", "CPU implementer", "CPU architecture",
+            "CPU variant", "CPU part", "Features")
+    found = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip() and found:
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            if key.strip() in keys:
+                found.setdefault(key.strip(), " ".join(sorted(value.split())) if key.strip() in ("flags", "Features")
+                                 else value.strip())
+    except OSError:
+        pass
     try:
         jaxlib = metadata.version("jaxlib")
     except metadata.PackageNotFoundError:
         jaxlib = "?"
-    text = "\n".join([platform.machine(), cpu_name(), " ".join(sorted(cpu_flags())), jaxlib])
+    text = "\n".join([platform.machine(), platform.processor(), jaxlib, *(f"{k}={found[k]}" for k in sorted(found))])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -169,11 +181,12 @@ def keep_compiled_programs() -> Path | None:
 
     JAX compiles every program it runs, down to each variable initializer of a model being built or loaded:
     dozens of compilations of a second or more each on a small CPU, in every `segcli predict` or `train`. Its
-    persistent compilation cache keeps them: the second `predict` of a model on jax then takes seconds instead
-    of a minute. The folder is SEGCLI_JAX_CACHE if set ("off": no cache), else
-    $XDG_CACHE_HOME/segcli/jax/<this machine's fingerprint> (~/.cache when XDG_CACHE_HOME is unset); JAX's own
-    JAX_COMPILATION_CACHE_DIR, when set, is left as it is. Set as environment variables, so child processes
-    (compare, bench) share it. Nothing on the other backends; returns the folder (None when there is none).
+    persistent compilation cache keeps them (those that took 0.1 s or more to compile): the second `predict` of
+    a model on jax then takes seconds instead of a minute. The folder is SEGCLI_JAX_CACHE if set ("off": no
+    cache), else $XDG_CACHE_HOME/segcli/jax/<this machine's fingerprint> (~/.cache when XDG_CACHE_HOME is
+    unset), at most COMPILE_CACHE_MAX_BYTES where the filelock package is there (JAX's eviction needs it);
+    JAX's own JAX_COMPILATION_CACHE_DIR, when set, is left as it is. Set as environment variables, so child
+    processes (compare, bench) share it. Nothing on the other backends; returns the folder (None: none).
     """
     if os.environ.get(_ENV) != "jax":
         return None
@@ -192,8 +205,9 @@ def keep_compiled_programs() -> Path | None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home: compile every time, as JAX does by default
-    values = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0,
-              "jax_compilation_cache_max_size": COMPILE_CACHE_MAX_BYTES}
+    values = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0.1}
+    if importlib.util.find_spec("filelock") is not None:  # JAX's size limit (LRU eviction) needs it
+        values["jax_compilation_cache_max_size"] = COMPILE_CACHE_MAX_BYTES
     for key, value in values.items():
         os.environ.setdefault(key.upper(), str(value))  # the user's own size or time limit stays
     if "jax" in sys.modules:  # too late for the variables in this process

@@ -37,7 +37,6 @@ def new_temp_file(path: str | Path, suffix: str | None = None) -> Path:
             continue
 
 
-
 def new_temp_dir(path: str | Path) -> Path:
     """Create an empty folder beside ``path`` under a temporary name (as new_temp_file's), with the mode any new
     folder gets: 0777 less the umask (tempfile.mkdtemp's folders are 0700)."""
@@ -49,6 +48,7 @@ def new_temp_dir(path: str | Path) -> Path:
             return tmp
         except FileExistsError:
             continue
+
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this host (another user's counts)."""

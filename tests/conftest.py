@@ -19,8 +19,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
     _jax_cache = tempfile.mkdtemp(prefix="segcli-tests-jax-cache-")
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    # a size limit makes JAX lock the folder (filelock) around each read and write: the xdist workers' children
+    # share it
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1", JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "sample_data"

@@ -7,6 +7,7 @@ usage: python tests/pause_train.py POINT MARKER ARGS...
 POINT:
   batch:E       after the first training step of epoch E (0-based): mid-epoch
   backup:E      while epoch E's backup is written: its weights file half-written under the temporary name
+                (for SIGKILL only: a SIGINT there would let the truncated file be renamed into place)
   after-fit     fit has returned after the last epoch; no final file written yet
   final-save    model.keras written under its temporary name, not yet renamed into place
 """

@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "segcli"
 CLI_IMPORT = re.compile(r"^\s*(from\s+segcli\.cli\b|import\s+segcli\.cli\b|from\s+segcli\s+import\s+.*\bcli\b)", re.M)
 RICH_IMPORT = re.compile(r"^\s*(from|import)\s+rich\b", re.M)
@@ -100,6 +102,7 @@ def test_usage_errors_are_one_line_on_stderr(cli):
         assert_one_line_usage_error(result.exit_code, result.stdout, result.stderr, problem, command)
 
 
+@pytest.mark.slow
 def test_usage_error_of_the_command_itself_is_one_line_and_help_is_unchanged(cli):
     import subprocess
     import sys

@@ -176,19 +176,20 @@ class RunBackup(keras.callbacks.Callback):
         write_text(self.history_path, history_csv(self.history))
 
 
-
 class CtrlC(keras.callbacks.Callback):
     """Ctrl-C during fit, raised as KeyboardInterrupt at the next batch's end, from Python.
 
     A KeyboardInterrupt that Python raises inside native code can be lost: on jax with several processes, the
     signal usually lands while Keras turns the step's loss into NumPy (jax's array conversion checks for
     signals and drops the error), and training went on to its last epoch. So, while fit runs (``with
-    ctrl_c:``), SIGINT only sets a flag, which the next batch end (train or validation) or epoch end turns
-    into KeyboardInterrupt; a second Ctrl-C raises at once. Where SIGINT is ignored (nohup, a background job)
-    or handled by someone else, or off the main thread, nothing changes."""
+    ctrl_c:``), SIGINT only sets a flag (and calls ``on_press``, e.g. to say so), which the next batch end
+    (train or validation) or epoch end, or the end of the ``with``, turns into KeyboardInterrupt; a second
+    Ctrl-C raises at once. Where SIGINT is ignored (nohup, a background job) or handled by someone else, or
+    off the main thread, nothing changes."""
 
-    def __init__(self):
+    def __init__(self, on_press=None):
         super().__init__()
+        self.on_press = on_press
         self.pressed = 0
         self._saved = None
 
@@ -202,24 +203,31 @@ class CtrlC(keras.callbacks.Callback):
             self._saved = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         import signal
 
-        if self._saved is not None:
-            signal.signal(signal.SIGINT, self._saved)
+        try:
+            if self._saved is not None:
+                signal.signal(signal.SIGINT, self._saved)
+        finally:
             self._saved = None
+        if exc_type is None and self.pressed:  # pressed after the last check (e.g. during fit's own end)
+            raise KeyboardInterrupt
         return False
 
     def _on_sigint(self, signum, frame):
         self.pressed += 1
         if self.pressed > 1:
             raise KeyboardInterrupt
+        if self.on_press is not None:
+            self.on_press()
 
     def _check(self, *args, **kwargs):
         if self.pressed:
             raise KeyboardInterrupt
 
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
 
 class ProgressCallback(keras.callbacks.Callback):
     """Reports training to a segcli.progress.Progress: a task per epoch ("epoch N/M", steps done, the running

@@ -305,7 +305,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
-        ctrl_c = CtrlC()  # last: an epoch that ended before Ctrl-C was checked is backed up and reported
+        ctrl_c = CtrlC(lambda: progress.message("stopping at the end of this step (Ctrl-C again to stop now)"))
+        # (last: an epoch that ended before Ctrl-C was checked is backed up and reported)
         callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
                      ProgressCallback(progress, train_spec.epochs), ctrl_c]
         if keras.backend.backend() == "tensorflow":  # Keras' TensorBoard callback writes through tf.summary

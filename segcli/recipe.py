@@ -499,12 +499,8 @@ def read_recipe_file(path: str | Path) -> dict:
         raise SegcliError(f"cannot read: {exc.strerror or exc}", path) from None
     recipe = _check(raw, path)
     classes = recipe.get("data", {}).get("classes")
-    if classes and not Path(classes).is_absolute():  # (a run folder's recipe.toml holds an absolute path)
-        resolved = (path.parent / classes).resolve()
-        if not resolved.is_file():  # e.g. a copy of a shipped recipe, without the classes file it names beside it
-            raise _error(path, "[data] classes", f"names {resolved}, and there is no such file (a relative path is "
-                                                 f"relative to the recipe file)")
-        recipe["data"]["classes"] = str(resolved)
+    if classes and not Path(classes).is_absolute():
+        recipe["data"]["classes"] = str((path.parent / classes).resolve())
     options = recipe.get("model", {}).get("options") or {}
     if "encoder_weights" in options:
         options["encoder_weights"] = weights_path(options["encoder_weights"], path.parent)

@@ -104,7 +104,6 @@ BAD_VALUES = [  # (recipe text, the "[table] key" the line names, the problem)
     ("[model]\nname = 'unet'\n[model.options]\ndeep = 2", "[model.options] deep",
      "is not an option of model 'unet'; valid options: depth"),
     ("train = 3", "[train]", "must be a table, got 3"),
-    ("[data]\nclasses = 'camvid-classes.json'", "[data] classes", "names "),  # not beside this recipe
 ]
 
 

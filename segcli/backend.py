@@ -19,7 +19,7 @@ from segcli.errors import SegcliError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT_ORDER = BACKENDS  # what an unset backend falls back to: the first of these that is installed
-_ENV = "KERAS_BACKEND"
+BACKEND_ENV = "KERAS_BACKEND"  # what Keras reads; select() sets it for this process and its children
 
 
 def installed(name: str) -> bool:
@@ -54,7 +54,7 @@ def select(name: str | None = None) -> str:
     """
     source = "--backend"
     if name is None:
-        name, source = os.environ.get(_ENV), _ENV
+        name, source = os.environ.get(BACKEND_ENV), BACKEND_ENV
     if not name:  # Keras writes keras.json itself, naming tensorflow, on any machine: used only when installed
         configured = _keras_config_backend()
         if configured in BACKENDS and installed(configured):
@@ -76,8 +76,8 @@ def select(name: str | None = None) -> str:
         current = keras.backend.backend()
         if current != name:
             raise SegcliError(f"Keras is already loaded on {current} in this process; the backend must be chosen "
-                              f"before Keras is imported (set {_ENV}={name} before starting Python)")
-    os.environ[_ENV] = name
+                              f"before Keras is imported (set {BACKEND_ENV}={name} before starting Python)")
+    os.environ[BACKEND_ENV] = name
     return name
 
 
@@ -142,77 +142,3 @@ def set_seed(seed: int) -> None:
     keep_tensorflow_out()
     keras.utils.set_random_seed(seed)
 
-
-COMPILE_CACHE_ENV = "SEGCLI_JAX_CACHE"  # a folder for JAX's compiled programs, or "off"
-COMPILE_CACHE_MAX_BYTES = 2 << 30  # JAX deletes the least recently used programs beyond this
-
-
-def _machine_fingerprint() -> str:
-    """A short digest of what compiled CPU code depends on: the CPU (vendor, family, model, part and feature
-    flags, from /proc/cpuinfo's first processor, x86 or ARM), the architecture and jaxlib's version, so that a
-    home folder shared by different machines never hands one machine's code to another."""
-    import hashlib
-    import platform
-    from importlib import metadata
-
-    keys = ("vendor_id", "cpu family", "model", "model name", "flags", "CPU implementer", "CPU architecture",
-            "CPU variant", "CPU part", "Features")
-    found = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip() and found:
-                break  # the first processor's block is enough
-            key, _, value = line.partition(":")
-            if key.strip() in keys:
-                found.setdefault(key.strip(), " ".join(sorted(value.split())) if key.strip() in ("flags", "Features")
-                                 else value.strip())
-    except OSError:
-        pass
-    try:
-        jaxlib = metadata.version("jaxlib")
-    except metadata.PackageNotFoundError:
-        jaxlib = "?"
-    text = "\n".join([platform.machine(), platform.processor(), jaxlib, *(f"{k}={found[k]}" for k in sorted(found))])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def keep_compiled_programs() -> Path | None:
-    """On the jax backend, keep the programs XLA compiles in a folder on disk, and load them in later runs.
-
-    JAX compiles every program it runs, down to each variable initializer of a model being built or loaded:
-    dozens of compilations of a second or more each on a small CPU, in every `segcli predict` or `train`. Its
-    persistent compilation cache keeps them (those that took 0.1 s or more to compile): the second `predict` of
-    a model on jax then takes seconds instead of a minute. The folder is SEGCLI_JAX_CACHE if set ("off": no
-    cache), else $XDG_CACHE_HOME/segcli/jax/<this machine's fingerprint> (~/.cache when XDG_CACHE_HOME is
-    unset), at most COMPILE_CACHE_MAX_BYTES where the filelock package is there (JAX's eviction needs it);
-    JAX's own JAX_COMPILATION_CACHE_DIR, when set, is left as it is. Set as environment variables, so child
-    processes (compare, bench) share it. Nothing on the other backends; returns the folder (None: none).
-    """
-    if os.environ.get(_ENV) != "jax":
-        return None
-    own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    if own:
-        return Path(own)
-    setting = os.environ.get(COMPILE_CACHE_ENV, "")
-    if setting.lower() == "off":
-        return None
-    if setting:
-        folder = Path(setting).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path(os.path.expanduser("~")) / ".cache")
-        folder = Path(base) / "segcli" / "jax" / _machine_fingerprint()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None  # a read-only home: compile every time, as JAX does by default
-    values = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0.1}
-    if importlib.util.find_spec("filelock") is not None:  # JAX's size limit (LRU eviction) needs it
-        values["jax_compilation_cache_max_size"] = COMPILE_CACHE_MAX_BYTES
-    for key, value in values.items():
-        os.environ.setdefault(key.upper(), str(value))  # the user's own size or time limit stays
-    if "jax" in sys.modules:  # too late for the variables in this process
-        import jax
-
-        for key, value in values.items():
-            jax.config.update(key, type(value)(os.environ[key.upper()]))
-    return folder

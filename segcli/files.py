@@ -19,35 +19,33 @@ from segcli.errors import SegcliError
 LOCK_NAME = ".segcli.lock"
 MARKER_NAME = ".segcli"  # in every folder segcli makes (run, export, compare): only those may be replaced by --force
 TMP_TAG = ".segcli-tmp-"  # in the name of every temporary file; a killed writer's leftovers are found by it
-_WRITER_PID = re.compile(re.escape(TMP_TAG) + r"(\d+)-")  # new_temp_file's names: TMP_TAG, the writer's pid, "-"
+_WRITER_PID = re.compile(re.escape(TMP_TAG) + r"(\d+)-")  # _new_temp's names: TMP_TAG, the writer's pid, "-"
 
 
-def new_temp_file(path: str | Path, suffix: str | None = None) -> Path:
-    """Create an empty file beside ``path`` under a temporary name, ``.NAME.segcli-tmp-PID-RANDOM.SUFFIX`` (a
-    killed writer's leftover is known by TMP_TAG, and whether its writer still runs by PID), with the mode any
-    new file gets: 0666 less the umask, as the kernel applies it (tempfile.mkstemp's files are 0600)."""
-    path = Path(path)
-    suffix = path.suffix if suffix is None else suffix
+def _new_temp(path: Path, suffix: str, make) -> Path:
+    """``make(name)`` at a fresh temporary name beside ``path``: ``.NAME.segcli-tmp-PID-RANDOM.SUFFIX`` (a killed
+    writer's leftover is known by TMP_TAG, and whether its writer still runs by PID)."""
     while True:
         tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            make(tmp)
             return tmp
         except FileExistsError:
             continue
+
+
+def new_temp_file(path: str | Path, suffix: str | None = None) -> Path:
+    """Create an empty file beside ``path`` under a temporary name (_new_temp), with the mode any new file gets:
+    0666 less the umask, as the kernel applies it (tempfile.mkstemp's files are 0600)."""
+    path = Path(path)
+    return _new_temp(path, path.suffix if suffix is None else suffix,
+                     lambda tmp: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
 
 
 def new_temp_dir(path: str | Path) -> Path:
-    """Create an empty folder beside ``path`` under a temporary name (as new_temp_file's), with the mode any new
-    folder gets: 0777 less the umask (tempfile.mkdtemp's folders are 0700)."""
-    path = Path(path)
-    while True:
-        tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            tmp.mkdir(0o777)
-            return tmp
-        except FileExistsError:
-            continue
+    """Create an empty folder beside ``path`` under a temporary name (_new_temp), with the mode any new folder
+    gets: 0777 less the umask (tempfile.mkdtemp's folders are 0700)."""
+    return _new_temp(Path(path), "", lambda tmp: tmp.mkdir(0o777))
 
 
 def _alive(pid: int) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import resource
+import sys
 from pathlib import Path
+
+from segcli.backend import BACKEND_ENV
 
 
 def _cpuinfo(field: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
@@ -66,3 +70,67 @@ def peak_rss_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if platform.system() == "Darwin" else peak / 1024.0
+
+
+COMPILE_CACHE_ENV = "SEGCLI_JAX_CACHE"  # a folder for JAX's compiled programs, or "off"
+COMPILE_CACHE_MAX_BYTES = 2 << 30  # JAX deletes the least recently used programs beyond this
+
+
+def machine_fingerprint() -> str:
+    """A short digest of what compiled CPU code depends on: the CPU (vendor, family, model, part and feature
+    flags, of /proc/cpuinfo's first processor, x86 or ARM), the architecture and jaxlib's version, so that a
+    home folder shared by different machines never hands one machine's code to another."""
+    import hashlib
+    from importlib import metadata
+
+    keys = ("vendor_id", "cpu family", "model", "model name", "flags", "CPU implementer", "CPU architecture",
+            "CPU variant", "CPU part", "Features")
+    try:
+        jaxlib = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        jaxlib = "?"
+    found = {key: value for key in keys if (value := _cpuinfo(key)) is not None}
+    text = "\n".join([platform.machine(), platform.processor(), jaxlib, *(f"{k}={v}" for k, v in found.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def keep_compiled_programs() -> Path | None:
+    """On the jax backend, keep the programs XLA compiles in a folder on disk, and load them in later runs.
+
+    JAX compiles every program it runs, down to each variable initializer of a model being built or loaded:
+    dozens of compilations of a second or more each on a small CPU, in every `segcli predict` or `train`. Its
+    persistent compilation cache keeps them (those that took 0.1 s or more to compile): the second `predict` of
+    a model on jax then takes seconds instead of a minute. The folder is SEGCLI_JAX_CACHE if set ("off": no
+    cache), else $XDG_CACHE_HOME/segcli/jax/<this machine's fingerprint> (~/.cache when XDG_CACHE_HOME is
+    unset), at most COMPILE_CACHE_MAX_BYTES where the filelock package is there (JAX's eviction needs it);
+    JAX's own JAX_COMPILATION_CACHE_DIR, when set, is left as it is. Set as environment variables, so child
+    processes (compare, bench) share it. Nothing on the other backends; returns the folder (None: none).
+    """
+    if os.environ.get(BACKEND_ENV) != "jax":
+        return None
+    own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if own:
+        return Path(own)
+    setting = os.environ.get(COMPILE_CACHE_ENV, "")
+    if setting.lower() == "off":
+        return None
+    if setting:
+        folder = Path(setting).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path(os.path.expanduser("~")) / ".cache")
+        folder = Path(base) / "segcli" / "jax" / machine_fingerprint()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: compile every time, as JAX does by default
+    values = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0.1}
+    if importlib.util.find_spec("filelock") is not None:  # JAX's size limit (LRU eviction) needs it
+        values["jax_compilation_cache_max_size"] = COMPILE_CACHE_MAX_BYTES
+    for key, value in values.items():
+        os.environ.setdefault(key.upper(), str(value))  # the user's own size or time limit stays
+    if "jax" in sys.modules:  # too late for the variables in this process
+        import jax
+
+        for key, value in values.items():
+            jax.config.update(key, type(value)(os.environ[key.upper()]))
+    return folder

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, child_result, run_on_backend, tiny_recipe
-from segcli import backend
+from segcli import backend, system
 from segcli.errors import SegcliError
 
 
@@ -88,21 +88,21 @@ def test_cli_backend_flag_errors_are_one_line(cli):
 
 def test_compiled_programs_folder_only_on_jax_and_never_over_the_users_own(monkeypatch, tmp_path):
     for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                 "JAX_COMPILATION_CACHE_MAX_SIZE", backend.COMPILE_CACHE_ENV):
+                 "JAX_COMPILATION_CACHE_MAX_SIZE", system.COMPILE_CACHE_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delitem(sys.modules, "jax", raising=False)  # leave this process's JAX (if loaded) as it is
     monkeypatch.setenv("KERAS_BACKEND", "torch")
-    assert backend.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    assert system.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    folder = backend.keep_compiled_programs()
+    folder = system.keep_compiled_programs()
     assert folder.parent == tmp_path / "xdg" / "segcli" / "jax" and folder.is_dir()  # one folder per machine kind
     assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(folder)  # for this process's JAX and its children
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))  # the user's own is kept
-    assert backend.keep_compiled_programs() == tmp_path / "mine"
+    assert system.keep_compiled_programs() == tmp_path / "mine"
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
-    monkeypatch.setenv(backend.COMPILE_CACHE_ENV, "off")
-    assert backend.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    monkeypatch.setenv(system.COMPILE_CACHE_ENV, "off")
+    assert system.keep_compiled_programs() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
 
 
 # a model built on jax with segcli's compiled-programs folder; prints how many programs the folder holds
@@ -111,7 +111,7 @@ import os, sys
 from pathlib import Path
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # the test session's own cache: use segcli's folder instead
 os.environ["XDG_CACHE_HOME"] = sys.argv[1]
-from segcli.backend import keep_compiled_programs
+from segcli.system import keep_compiled_programs
 folder = keep_compiled_programs()
 import keras
 model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])

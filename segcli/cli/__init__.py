@@ -20,9 +20,10 @@ import typer
 from typer.core import TyperGroup
 
 from segcli.backend import BACKENDS
-from segcli.backend import keep_compiled_programs, select as select_backend
+from segcli.backend import select as select_backend
 from segcli.cli import render
 from segcli.errors import SegcliError, describe
+from segcli.system import keep_compiled_programs
 
 # Click's own errors (unknown option, missing argument, bad value): the class Typer's BadParameter comes from,
 # whether Click is vendored in Typer or installed beside it

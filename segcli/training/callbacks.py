@@ -182,10 +182,12 @@ class CtrlC(keras.callbacks.Callback):
     A KeyboardInterrupt that Python raises inside native code can be lost: on jax with several processes, the
     signal usually lands while Keras turns the step's loss into NumPy (jax's array conversion checks for
     signals and drops the error), and training went on to its last epoch. So, while fit runs (``with
-    ctrl_c:``), SIGINT only sets a flag (and calls ``on_press``, e.g. to say so), which the next batch end
-    (train or validation) or epoch end, or the end of the ``with``, turns into KeyboardInterrupt; a second
-    Ctrl-C raises at once. Where SIGINT is ignored (nohup, a background job) or handled by someone else, or
-    off the main thread, nothing changes."""
+    ctrl_c:``), SIGINT only sets a flag (and calls ``on_press``, e.g. to say so), which the next training
+    batch end or epoch end, or the end of the ``with``, turns into KeyboardInterrupt; a second Ctrl-C raises at
+    once. (No validation batch hook: any callback with one makes Keras turn every validation batch's logs into
+    NumPy, a sync per batch; a Ctrl-C during validation waits for the epoch's end, or is pressed again.)
+    Where SIGINT is ignored (nohup, a background job) or handled by someone else, or off the main thread,
+    nothing changes."""
 
     def __init__(self, on_press=None):
         super().__init__()
@@ -226,7 +228,7 @@ class CtrlC(keras.callbacks.Callback):
         if self.pressed:
             raise KeyboardInterrupt
 
-    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+    on_train_batch_end = on_epoch_end = _check
 
 
 class ProgressCallback(keras.callbacks.Callback):

@@ -182,6 +182,21 @@ def test_shards_add_up_to_the_unsharded_batches(tmp_path, engine):
             assert np.array_equal(np.concatenate([x0, x1]), x) and np.array_equal(np.concatenate([y0, y1]), y)
 
 
+@pytest.mark.parametrize("engine", ["numpy", "tfdata"])
+def test_an_endless_stream_started_at_a_batch_is_the_rest_of_the_stream(tmp_path, engine):
+    """start=k (a resumed run) gives batches k, k+1, ... of the stream from 0, across pass ends (5 pairs,
+    batches of 2), shuffled and augmented alike; also through Keras' own reading of a PyDataset by index."""
+    pairs = write_pairs(tmp_path, [(16, 24), (20, 12), (8, 8), (24, 20), (12, 12)])
+    kw = dict(augment=Augment(scale=(0.6, 1.6), crop=(12, 16), flip=True), seed=3, repeat=True)
+    whole = run(pairs, engine, take=9, **kw)
+    assert same(run(pairs, engine, take=4, start=5, **kw), whole[5:])
+    if engine == "numpy":
+        started = make_loader(pairs, CLASSES, "index", batch_size=2, training=True, start=5, **kw)
+        assert same([started[i] for i in range(4)], whole[5:])
+    with pytest.raises(ValueError, match="needs repeat"):
+        make_pipeline(pairs, CLASSES, "index", batch_size=2, training=True, start=1, engine=engine)
+
+
 def test_shard_and_engine_checks(tmp_path):
     from segcli.data.pipeline import pipeline_engine
     from segcli.errors import DataError

@@ -124,6 +124,12 @@ def test_ctrl_c_then_resume_continues(cli, sample_data, tmp_path):
     resumed = resume(out)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_complete(out, epochs=3)  # nothing lost, nothing repeated
+    # and the resumed epochs are those of a run never stopped: same weights, optimizer state and batches
+    straight = cli("train", "unet", sample_data, "--recipe", recipe, "--out", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    losses = [[float(r[key]) for r in rows(folder / "history.csv") for key in ("loss", "val_loss")]
+              for folder in (out, tmp_path / "straight")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
 @pytest.mark.slow

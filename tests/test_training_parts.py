@@ -279,3 +279,30 @@ def test_ctrl_c_during_fit_is_held_to_the_batch_end_and_never_lost():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with ctrl_c:  # no Ctrl-C: nothing raised
         ctrl_c.on_epoch_end(0)
+
+
+def test_time_budget_says_after_the_first_epoch_when_the_planned_epochs_will_not_fit(monkeypatch):
+    """A slow machine learns after epoch 1 (not after 30 minutes) that max_minutes ends the run early; a budget
+    the epochs fit in says nothing; it is said once."""
+    from segcli.training import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+
+    def first_epochs(minutes, epoch_seconds, planned, epochs=3):
+        told = []
+        budget = callbacks.TimeBudget(minutes, planned, too_short=lambda *a: told.append(a))
+        budget.set_model(type("M", (), {"stop_training": False})())
+        budget.on_train_begin()
+        for epoch in range(epochs):
+            budget.on_epoch_begin(epoch)
+            clock[0] += epoch_seconds
+            budget.on_epoch_end(epoch)
+        return told, budget
+
+    told, budget = first_epochs(30, 100.0, 45)  # 1800 s at 100 s an epoch: 18 epochs of 45
+    assert told == [(18, 45, 100.0)] and not budget.stopped
+    told, budget = first_epochs(30, 30.0, 45)  # 45 epochs in 1350 s: nothing to say
+    assert told == [] and not budget.stopped
+    told, budget = first_epochs(0, 100.0, 45)  # no budget
+    assert told == []

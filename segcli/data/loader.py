@@ -82,12 +82,13 @@ class Loader(keras.utils.PyDataset):
 
     def __init__(self, settings: Settings, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
                  pad_to_multiple: int, eval_short_side: int | None, seed: int, void_as_class: bool, repeat: bool,
-                 workers: int, max_queue_size: int):
+                 workers: int, max_queue_size: int, start: int = 0):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.settings, self.classes, self.encoding = settings, classes, encoding
         self.batch_size, self.training, self.repeat = batch_size, training, repeat
         self.pad_to_multiple, self.eval_short_side, self.seed = pad_to_multiple, eval_short_side, seed
         self.void_as_class = void_as_class
+        self.start = start  # with repeat: the stream's batch that index 0 is
         self.epoch = 0  # the pass a finite pipeline is on (on_epoch_end and iter() move it on)
         self._cache = [None] * len(settings.pairs) if settings.use_cache else None  # decoded (image, label)
         self._hw = {}  # pair index -> (H, W) once decoded
@@ -107,7 +108,7 @@ class Loader(keras.utils.PyDataset):
         return self.num_batches
 
     def __getitem__(self, index: int):
-        return self.batch(index, self.epoch)
+        return self.batch(index + self.start, self.epoch)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -121,7 +122,7 @@ class Loader(keras.utils.PyDataset):
 
     def _iterate(self, epoch: int):
         n = self.num_batches
-        indices = range(n) if n is not None else itertools.count()
+        indices = range(n) if n is not None else itertools.count(self.start)
         if self.workers <= 1:
             for i in indices:
                 yield self.batch(i, epoch)
@@ -244,7 +245,7 @@ def make_loader(pairs, classes: ClassMap, encoding: str, *, batch_size: int, tra
                 augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
                 eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
                 shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
-                workers: int | None = None, max_queue_size: int | None = None) -> Loader:
+                start: int = 0, workers: int | None = None, max_queue_size: int | None = None) -> Loader:
     """A Loader (keras.utils.PyDataset) of segcli.data.pipeline.make_pipeline's batches. workers: threads
     building batches (default segcli.data.masks.io_threads()); max_queue_size: batches built ahead (default
     workers + 2). Neither changes a batch."""
@@ -255,4 +256,4 @@ def make_loader(pairs, classes: ClassMap, encoding: str, *, batch_size: int, tra
     return Loader(settings, classes, encoding, batch_size=batch_size, training=training,
                   pad_to_multiple=pad_to_multiple, eval_short_side=eval_short_side, seed=seed,
                   void_as_class=void_as_class, repeat=repeat, workers=workers,
-                  max_queue_size=max_queue_size or workers + 2)
+                  max_queue_size=max_queue_size or workers + 2, start=start)

@@ -89,7 +89,7 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
                   augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
                   eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
                   shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
-                  engine: str = "auto"):
+                  start: int = 0, engine: str = "auto"):
     """Batches of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)): a tf.data.Dataset (engine
     "tfdata"; "auto" on the TensorFlow backend) or a segcli.data.loader.Loader, a keras.utils.PyDataset
     (engine "numpy"; "auto" on the others). Both give NumPy arrays through np.asarray, both go to model.fit.
@@ -104,11 +104,15 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
     shard (index, count): for one process of `count` (multi-host data parallel): `batch_size` stays the global
     batch (it must divide by count) and this process gets the index-th contiguous slice of each one, so the
     shards together are exactly the unsharded pipeline's batches, padded alike.
+    start: with repeat, the endless stream begins at its batch `start` (a resumed run skips the batches of its
+    finished epochs, so it trains on what a run that was never stopped trains on).
     Deterministic: the same seed gives the same batches (for one engine; the engines draw differently).
     """
     kwargs = dict(batch_size=batch_size, training=training, augment=augment, crop=crop,
                   pad_to_multiple=pad_to_multiple, eval_short_side=eval_short_side, seed=seed, cache=cache,
-                  void_as_class=void_as_class, shuffle=shuffle, repeat=repeat, shard=shard)
+                  void_as_class=void_as_class, shuffle=shuffle, repeat=repeat, shard=shard, start=start)
+    if start and not repeat:
+        raise ValueError("start (the first batch of an endless stream) needs repeat=True")
     if pipeline_engine(engine) == "tfdata":
         from segcli.data import tfdata
 

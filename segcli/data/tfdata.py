@@ -89,8 +89,8 @@ def _resized_crop(image, label, size, crop, pad_label, seed=None):
 def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
                   augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
                   eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
-                  shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1)
-                  ) -> tf.data.Dataset:
+                  shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
+                  start: int = 0) -> tf.data.Dataset:
     """A tf.data.Dataset of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)) batches: see
     segcli.data.pipeline.make_pipeline. Deterministic: augmentation uses stateless random ops.
     shard (index, count): each global batch is built whole, then this process keeps its slice."""
@@ -153,7 +153,10 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
     if repeat:
         ds = ds.repeat()
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((ds, randoms)).map(transform, num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, randoms))
+    if start:  # the samples of the batches before `start` (the cache fills meanwhile; none is augmented)
+        ds = ds.skip(start * batch_size)
+    ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)
     if s.shard[1] > 1:  # this process's contiguous slice of each global batch (padded to the whole batch's size)
         lo, hi = s.shard_slice

@@ -64,13 +64,16 @@ class TimeBudget(keras.callbacks.Callback):
 
     One budget for the whole run, also when it is trained in several fits (an encoder frozen, then not):
     the clock starts at the first fit; `stopped` says the budget ended it (stop the later fits too).
-    epochs: the run's planned epochs (default: the fit's)."""
+    epochs: the run's planned epochs (default: the fit's). too_short: called once, after the first epoch, with
+    (epochs that fit, epochs planned, seconds per epoch) when the budget will stop the run before its planned
+    epochs (its learning-rate schedule then never finishes: a slow machine is told at once, not at the end)."""
 
-    def __init__(self, minutes: float, epochs: int | None = None, agree=None):
+    def __init__(self, minutes: float, epochs: int | None = None, agree=None, too_short=None):
         super().__init__()
         self.agree = agree or bool  # several processes: stop when any of them is out of time (all at one epoch)
         self.seconds = minutes * 60.0
         self.epochs = epochs
+        self.too_short = too_short
         self.stopped_early = False
         self.stopped = False
         self._start = None
@@ -85,10 +88,17 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        if self.agree(self.seconds > 0 and now - self._start + (now - self._epoch_start) > self.seconds):
-            self.stopped_early = epoch + 1 < (self.epochs or self.params.get("epochs", 0))
+        planned = self.epochs or self.params.get("epochs", 0)
+        last = now - self._epoch_start
+        if self.agree(self.seconds > 0 and now - self._start + last > self.seconds):
+            self.stopped_early = epoch + 1 < planned
             self.stopped = True
             self.model.stop_training = True
+        elif self.too_short is not None and self.seconds > 0:
+            fit = epoch + 1 + int((self.seconds - (now - self._start)) // last)
+            if fit < planned:
+                self.too_short(fit, planned, last)
+            self.too_short = None
 
 
 class SaveBest(keras.callbacks.Callback):

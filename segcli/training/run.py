@@ -32,7 +32,7 @@ from segcli.models import build_model, count_params, encoder_of, gflops, output_
 from segcli.precision import policy, resolve_precision
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
-from segcli.runfolder import RunFolder, read_history
+from segcli.runfolder import RunFolder, read_backup_state, read_history
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
                                       TimeBudget)
@@ -109,13 +109,14 @@ def _check_resume_args(given: dict, overrides: dict | None) -> None:
                           "to train with other settings, start a new run (--out)")
 
 
-def _pipelines(dataset, recipe: Recipe, stride: int, placement):
+def _pipelines(dataset, recipe: Recipe, stride: int, placement, epochs_done: int = 0):
     """(train, steps per epoch, val or None): input pipelines (segcli.data.make_pipeline: tf.data on TensorFlow,
     else NumPy + OpenCV); val images whole, padded to the output stride. With several processes each reads its
     own slice of every global batch.
 
     The training pipeline repeats: one iterator lives through all epochs, so its prefetching carries on
-    across epoch ends and validation instead of starting cold each epoch."""
+    across epoch ends and validation instead of starting cold each epoch. A resumed run (epochs_done) starts
+    it where the last finished epoch left it: its next epoch sees the batches it would have seen unstopped."""
     data, batch, seed = recipe.data, recipe.train.batch_size, recipe.train.seed
     replicas, shard = placement.num_replicas_in_sync, (placement.process_index, placement.process_count)
     crop = data.size
@@ -131,7 +132,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, placement):
                           f"{len(dataset.splits['train'])} training pairs")
     train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
                              training=True, augment=aug, seed=seed, cache=cache, void_as_class=data.void_as_class,
-                             repeat=True, shard=shard)
+                             repeat=True, shard=shard, start=epochs_done * steps)
     val_pairs = dataset.splits.get("val") or []
     if not val_pairs:
         return train_ds, steps, None
@@ -268,7 +269,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     precision, why = resolve_precision(train_spec.precision)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)
-    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
+    backup_state = read_backup_state(run.backup_dir) if run is not None else None  # resuming: epochs done
+    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy,
+                                         int(backup_state["epoch"]) if backup_state else 0)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
     compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
     phases = _phases(model, train_spec)
@@ -299,7 +302,14 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         run.write_info(run_info)
         meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name}
 
-        budget = TimeBudget(train_spec.max_minutes, train_spec.epochs,
+        def too_short(fit, planned, seconds):  # told after the first epoch, not when the budget ends the run
+            fitting = max(1, int(train_spec.max_minutes * 60 // seconds))
+            progress.note(f"at {seconds:.0f} s an epoch, max_minutes {train_spec.max_minutes:g} fits about {fit} of the "
+                          f"{planned} planned epochs: training will stop " + (
+                              "there" if train_spec.schedule == "constant" else
+                              f"before its learning-rate schedule ends (--epochs {fitting} fits the schedule to the time)"))
+
+        budget = TimeBudget(train_spec.max_minutes, train_spec.epochs, too_short=too_short,
                             agree=lambda stop: any_process(strategy, stop))  # one decision for every process
         best = SaveBest(lambda m: save_model(m, run.best_path, classes, meta), monitor="val_miou")
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget

@@ -1,0 +1,71 @@
+"""The ready-made CamVid models in models/: each fits the repository (15 MB at most), carries the metrics of the
+run that made it and the command that rebuilds it, loads in plain Keras without segcli, predicts with
+`segcli predict` right after install, and scores on CamVid val what its metrics say."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, SAMPLE_DATA
+
+MODELS_DIR = ROOT / "models"
+MODELS = sorted(MODELS_DIR.glob("camvid-*.keras"))
+NAMES = [path.stem for path in MODELS]
+
+
+def metrics_of(model_path):
+    return json.loads(model_path.with_suffix(".metrics.json").read_text())
+
+
+def test_every_shipped_camvid_recipe_has_its_model_with_metrics_and_rebuild_command():
+    recipes = sorted(p.stem for p in (ROOT / "segcli" / "resources" / "recipes").glob("camvid-*.toml"))
+    assert NAMES == recipes, "models/ should hold one model per shipped CamVid recipe"
+    readme = (MODELS_DIR / "README.md").read_text()
+    for path in MODELS:
+        assert path.stat().st_size <= 15 * 2**20, f"{path.name}: over 15 MB"
+        metrics = metrics_of(path)
+        assert metrics["hardware"].startswith("CPU") and metrics["precision"] and metrics["backend"]
+        assert 0 < metrics["evaluation"]["miou"] <= 1 and metrics["evaluation"]["model"] == "best.keras"
+        assert f"--recipe {path.stem} " in readme and f"models/{path.name}" in readme
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_loads_in_plain_keras(name):
+    """No segcli import: a user's own code (or another tool) can use the file."""
+    code = ("import sys, keras; m = keras.saving.load_model(sys.argv[1]); "
+            "print(m.output_shape[-1], any(k.startswith('segcli') for k in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(MODELS_DIR / f"{name}.keras")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    channels, segcli_imported = proc.stdout.split()[-2:]
+    assert int(channels) == len(metrics_of(MODELS_DIR / f"{name}.keras")["classes"])
+    assert segcli_imported == "False"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_segcli_predict_with_a_shipped_model(cli, tmp_path, name):
+    image = sorted((SAMPLE_DATA / "val").glob("*.png"))[0]
+    result = cli("predict", MODELS_DIR / f"{name}.keras", image, "--out", tmp_path / "preds")
+    assert result.exit_code == 0, result.output
+    mask = cv2.imread(str(tmp_path / "preds" / image.name), cv2.IMREAD_UNCHANGED)
+    height, width = cv2.imread(str(image)).shape[:2]
+    assert mask.shape[:2] == (height, width)
+    # the image is a street scene: the model finds more than one class in it, and no label past the classes
+    labels = np.unique(mask if mask.ndim == 2 else mask.reshape(-1, mask.shape[-1]), axis=0)
+    assert len(labels) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_scores_its_metrics_on_camvid_val(cli, camvid_dir, name):
+    path = MODELS_DIR / f"{name}.keras"
+    result = cli("evaluate", path, camvid_dir, "--json", "--precision", "float32")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    expected = metrics_of(path)["evaluation"]
+    assert scores["miou"] == pytest.approx(expected["miou"], abs=2e-3)
+    assert scores["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], abs=2e-3)

@@ -75,6 +75,25 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
     assert doc["system"]["backend"] == "tensorflow" and "unavailable" not in doc
 
 
+@pytest.mark.slow
+def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data):
+    """`--models unet:mobilenetv3small`: the train path, the bare fit and predict all run the U-Net on that
+    backbone (its GFLOPs, not the plain U-Net's)."""
+    from segcli.models import build_model, gflops
+
+    result = cli("bench", "--quick", "--data", sample_data, "--models", "unet:mobilenetv3small", "--precisions",
+                 "float32", "--skip", "matmul,pipeline,torch,tiled", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    [row] = doc["training"]
+    assert row["model"] == "unet:mobilenetv3small"
+    assert all(row[k] > 0 for k in ("train_images_per_sec", "fit_images_per_sec", "fit_plain_images_per_sec"))
+    encoder_net = gflops(build_model("unet", 12, encoder="mobilenetv3small"), 64, 64)
+    assert row["gflops_per_image"] == pytest.approx(encoder_net, rel=1e-6)
+    assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 64), rel=0.05)
+    assert [r["model"] for r in doc["predict"]] == ["unet:mobilenetv3small"]
+
+
 def test_json_dash_prints_only_json(cli):
     result = cli("bench", "--quick", "--models", "lambda-fcn", "--precisions", "float32", "--skip",
                  "train,fit,pipeline,predict,tiled", "--json", "-")
@@ -133,6 +152,7 @@ def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--skip", "bogus"], "unknown section 'bogus'"),
     (["--models", "nope"], "unknown model 'nope'"),
+    (["--models", "unet:nope"], "unknown encoder 'nope' in 'unet:nope'"),
     (["--precisions", "float64"], "unknown precision 'float64'"),
     (["--jit", "maybe"], "--jit 'maybe'"),
     (["--data", "/no/such/folder"], "no such file or directory"),

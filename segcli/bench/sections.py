@@ -25,7 +25,8 @@ from typing import Callable, Iterable
 from segcli.bench import settings as bench_settings
 from segcli.bench.child import run_in_child
 from segcli.bench.data import ROOT, BenchData, VAL_FRACTION, precision_data, prepare_data, write_big_image
-from segcli.bench.settings import COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, check_choices, make_settings
+from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, bench_model, check_choices,
+                                   make_settings)
 from segcli.bench.timing import free_memory, median_after_first, peak_fraction, time_calls
 from segcli.backend import set_seed
 from segcli.errors import SegcliError, first_line
@@ -134,11 +135,13 @@ def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit:
     settings at the benchmark's size, one held-out val pair, `settings.epochs` epochs."""
     from segcli import recipe as recipes
 
+    base, options = bench_model(model_name)
     try:
-        recipe_file = recipes.find_recipe(model_name)
+        recipe_file = recipes.find_recipe(base)
     except SegcliError:
         recipe_file = None
     overrides = {
+        "model": {"options": options},  # MODEL:ENCODER
         "data": {"size": list(settings.train_size), "short_side": list(settings.short_side), "center_crop": True,
                  "flip": False, "void_as_class": True, "cache": "auto",
                  # one pair held out as val (train's curves need val figures); val time is not counted
@@ -156,7 +159,7 @@ def resolved_recipe(model_name: str, precision: str, settings: BenchSettings, ji
     from segcli import recipe as recipes
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
-    return recipes.resolve_for_model(model_name, recipe_file, overrides)[0]
+    return recipes.resolve_for_model(bench_model(model_name)[0], recipe_file, overrides)[0]
 
 
 def train_path_rate(model_name: str, precision: str, data: BenchData, settings: BenchSettings, jit: bool,
@@ -165,8 +168,8 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
     from segcli.training import train
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
-    out = Path(workdir) / f"run-{model_name}-{precision}"
-    result = train(model_name, data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True,
+    out = Path(workdir) / f"run-{model_name.replace(':', '-')}-{precision}"
+    result = train(bench_model(model_name)[0], data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True,
                    classes_file=data.root / "classes.json")  # the classes fit_rates uses, whatever the recipe says
     rates = [float(row["images_per_sec"]) for row in result.history[1:] or result.history]
     rate = statistics.median(rates)
@@ -201,7 +204,7 @@ def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: boo
     data = cached_batches(rng.uniform(0, 255, (batch, h, w, 3)).astype(np.float32),
                           rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
     with strategy.scope(), policy(precision):
-        model = build_model(model_name, num_classes, **recipe.model.options)
+        model = build_model(recipe.model.name, num_classes, **recipe.model.options)
     rates = {}
     for variant, with_metrics in (("fit", True), ("fit_plain", False)):
         spe = compile_for_training(model, recipe, classes, steps, strategy=strategy, metrics=with_metrics,
@@ -248,8 +251,9 @@ def predict_rate(model_name: str, precision: str, settings: BenchSettings, jit: 
     from segcli.models import build_model, output_stride
     from segcli.precision import policy
 
+    base, options = bench_model(model_name)
     with policy(precision):
-        model = build_model(model_name, num_classes)
+        model = build_model(base, num_classes, **options)
     model.compile(jit_compile=jit)
     stride = output_stride(model)
     h, w = (round_up(s, stride) for s in settings.predict_size)
@@ -294,8 +298,9 @@ def tiled_predict_memory(model_name: str, settings: BenchSettings, workdir: str 
     process, with the child's peak before predicting (Python + TensorFlow + model) and the seconds."""
     workdir = Path(workdir)
     image = write_big_image(workdir / f"big_{settings.tiled_size}.png", settings.tiled_size)
-    spec = {"model": model_name, "classes": num_classes, "image": str(image), "out": str(workdir / "tiled-out"),
-            "tile": settings.tile, "overlap": settings.overlap, "batch": settings.tiled_batch}
+    base, options = bench_model(model_name)
+    spec = {"model": base, "options": options, "classes": num_classes, "image": str(image),
+            "out": str(workdir / "tiled-out"), "tile": settings.tile, "overlap": settings.overlap, "batch": settings.tiled_batch}
     try:
         result = run_in_child("segcli.bench.sections:tiled_child", spec, what="tiled predict", timeout=timeout)
     finally:
@@ -479,7 +484,9 @@ class BenchRun:
         if model_name not in self._gflops:
             from segcli.models import build_model, gflops
 
-            self._gflops[model_name] = gflops(build_model(model_name, self.num_classes), *self.settings.train_size)
+            base, options = bench_model(model_name)
+            self._gflops[model_name] = gflops(build_model(base, self.num_classes, **options),
+                                              *self.settings.train_size)
         return self._gflops[model_name]
 
     def peak(self, precision: str) -> float | None:
@@ -645,7 +652,8 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     if data is not None and not Path(data).exists():
         raise SegcliError("no such file or directory", data)
     for name in models:
-        stride = output_stride(build_model(name, 12))
+        base, options = bench_model(name)
+        stride = output_stride(build_model(base, 12, **options))
         if any(s % stride for s in settings.train_size):
             raise SegcliError(f"model {name}: the training size {settings.train_size[0]}x{settings.train_size[1]} "
                               f"must divide by its output stride {stride}")

@@ -97,14 +97,25 @@ def _parse_jit(value) -> bool | None:
         raise SegcliError(f"--jit {value!r}: expected auto, true or false") from None
 
 
+def bench_model(name: str) -> tuple[str, dict]:
+    """A model as the benchmark names it: a registered model (`unet`), or MODEL:ENCODER (`unet:mobilenetv3small`,
+    one of Keras' backbones) -> (the registered name, its build options)."""
+    base, _, encoder = name.partition(":")
+    return base, ({"encoder": encoder} if encoder else {})
+
+
 def check_choices(models, precisions, skip, sections) -> None:
-    """Every model registered, every precision known, every skipped name one of `sections`; at least one model
-    and one precision."""
-    from segcli.models import model_entry
+    """Every model registered (and its encoder one of the backbones), every precision known, every skipped name
+    one of `sections`; at least one model and one precision."""
+    from segcli.models import list_encoders, model_entry
     from segcli.precision import PRECISIONS
 
     for name in models:
-        model_entry(name)  # ModelError naming the valid ones
+        base, options = bench_model(name)
+        model_entry(base)  # ModelError naming the valid ones
+        if "encoder" in options and options["encoder"] not in list_encoders():
+            raise SegcliError(f"unknown encoder {options['encoder']!r} in {name!r}; MODEL:ENCODER takes one of "
+                              f"{', '.join(list_encoders())}")
     for p in precisions:
         if p not in PRECISIONS:
             raise SegcliError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")

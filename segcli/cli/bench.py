@@ -21,7 +21,8 @@ def bench_cmd(
                                "torch.compile in the torch section (--skip torch leaves it out)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the train path and the pipeline "
                                         "(default: ../shared/data/camvid, else synthetic PNGs)."),
-    models: str = typer.Option("lambda-fcn,lambda-unet", "--models", help="Comma list of registered models."),
+    models: str = typer.Option("lambda-fcn,lambda-unet", "--models", help="Comma list of registered models, "
+                               "each also as MODEL:ENCODER (unet:mobilenetv3small; see `segcli models`)."),
     precisions: Optional[str] = typer.Option(None, "--precisions", help="Comma list (default: float32,"
                                              "mixed_bfloat16; float32,mixed_float16 with a GPU)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Timed training steps per figure "

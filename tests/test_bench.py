@@ -78,19 +78,21 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
 @pytest.mark.slow
 def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data):
     """`--models unet:mobilenetv3small`: the train path, the bare fit and predict all run the U-Net on that
-    backbone (its GFLOPs, not the plain U-Net's)."""
+    backbone (its GFLOPs, not the plain U-Net's), at the --size and --batch-size given."""
     from segcli.models import build_model, gflops
 
     result = cli("bench", "--quick", "--data", sample_data, "--models", "unet:mobilenetv3small", "--precisions",
-                 "float32", "--skip", "matmul,pipeline,torch,tiled", "--json", "-")
+                 "float32", "--skip", "matmul,pipeline,torch,tiled", "--size", "64x96", "--batch-size", "2",
+                 "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    assert doc["settings"]["train_size"] == [64, 96] and doc["settings"]["batch_size"] == 2
     [row] = doc["training"]
     assert row["model"] == "unet:mobilenetv3small"
     assert all(row[k] > 0 for k in ("train_images_per_sec", "fit_images_per_sec", "fit_plain_images_per_sec"))
-    encoder_net = gflops(build_model("unet", 12, encoder="mobilenetv3small"), 64, 64)
+    encoder_net = gflops(build_model("unet", 12, encoder="mobilenetv3small"), 64, 96)
     assert row["gflops_per_image"] == pytest.approx(encoder_net, rel=1e-6)
-    assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 64), rel=0.05)
+    assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 96), rel=0.05)
     assert [r["model"] for r in doc["predict"]] == ["unet:mobilenetv3small"]
 
 
@@ -153,6 +155,7 @@ def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_pat
     (["--skip", "bogus"], "unknown section 'bogus'"),
     (["--models", "nope"], "unknown model 'nope'"),
     (["--models", "unet:nope"], "unknown encoder 'nope' in 'unet:nope'"),
+    (["--models", "unet", "--size", "60x64"], "must divide by its output stride 16"),
     (["--precisions", "float64"], "unknown precision 'float64'"),
     (["--jit", "maybe"], "--jit 'maybe'"),
     (["--data", "/no/such/folder"], "no such file or directory"),

@@ -623,7 +623,8 @@ SECTIONS = tuple(SECTION_TABLE)
 def run_bench(*, quick: bool = False, data: str | Path | None = None, models: Iterable[str] = DEFAULT_MODELS,
               precisions: Iterable[str] | None = None, steps: int | None = None, jit=None,
               predict_batch: int | None = None, skip: Iterable[str] = (), workdir: str | Path | None = None,
-              precision_steps: int | None = None, progress: Progress | None = None) -> dict:
+              precision_steps: int | None = None, batch_size: int | None = None, size: tuple[int, int] | None = None,
+              progress: Progress | None = None) -> dict:
     """Run the benchmark sections (all but `skip`) and return the figures as a JSON-ready dict.
 
     quick: tiny sizes (64x64 crops, batch 4, 3 steps, a 1024^2 tiled predict with 256 tiles, 512^2 matmul; the
@@ -631,8 +632,9 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     section only when precision_steps is given.
     precisions: default float32 + mixed_float16 with a GPU, float32 + mixed_bfloat16 without.
     jit: None/"auto" = on with a GPU (always on jax, whose eager mode runs op by op). data: dataset folder for the
-    train path and the pipeline (default ../shared/data/camvid, else synthetic PNGs). precision_steps: the precision section's training steps
-    (default 200). progress(message) is called before each measurement.
+    train path and the pipeline (default ../shared/data/camvid, else synthetic PNGs). precision_steps: the precision
+    section's training steps (default 200). batch_size, size (height, width): the training batch and crop
+    (default the tutorial's 16 and 368x480). progress(message) is called before each measurement.
     """
     from segcli.models import build_model, output_stride
     from segcli.system import hardware_summary
@@ -648,7 +650,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     jit = bench_settings._parse_jit(jit)
     jit = bench_settings.default_jit(gpu, backend["backend"]) if jit is None else jit
     settings = make_settings(quick=quick, gpu=gpu, steps=steps, predict_batch=predict_batch,
-                             precision_steps=precision_steps)
+                             precision_steps=precision_steps, batch_size=batch_size, size=size)
     if data is not None and not Path(data).exists():
         raise SegcliError("no such file or directory", data)
     for name in models:

@@ -58,15 +58,22 @@ class BenchSettings:
 
 
 def make_settings(*, quick: bool, gpu: bool, steps: int | None = None, predict_batch: int | None = None,
-                  precision_steps: int | None = None) -> BenchSettings:
-    """The full or the --quick settings with the caller's steps, predict batch and precision steps (each >= 1)."""
+                  precision_steps: int | None = None, batch_size: int | None = None,
+                  size: tuple[int, int] | None = None) -> BenchSettings:
+    """The full or the --quick settings with the caller's steps, predict batch, precision steps, training batch
+    (each >= 1) and training crop size (height, width; the random short-side resize before the centre crop
+    then draws from height to 1.5 x height)."""
     settings = BenchSettings.quick_settings() if quick else BenchSettings.full(gpu)
     for flag, field, value in (("--steps", "steps", steps), ("--predict-batch", "predict_batch", predict_batch),
-                               ("--precision-steps", "precision_steps", precision_steps)):
+                               ("--precision-steps", "precision_steps", precision_steps),
+                               ("--batch-size", "batch_size", batch_size)):
         if value is not None:
             if int(value) < 1:
                 raise SegcliError(f"{flag} must be >= 1, got {value}")
             settings = replace(settings, **{field: int(value)})
+    if size is not None:
+        height, width = (int(v) for v in size)
+        settings = replace(settings, train_size=(height, width), short_side=(height, height * 3 // 2))
     return settings
 
 

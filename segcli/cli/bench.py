@@ -9,6 +9,7 @@ import typer
 
 from segcli.bench import SECTIONS  # no TensorFlow at import
 from segcli.cli import render
+from segcli.cli.options import size_flag
 
 
 def _bench_list(text: Optional[str]) -> list[str]:
@@ -27,6 +28,10 @@ def bench_cmd(
                                              "mixed_bfloat16; float32,mixed_float16 with a GPU)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Timed training steps per figure "
                                         "(default 10, 40 with a GPU, 3 with --quick)."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HEIGHTxWIDTH", help="Training crop of the train, "
+                                       "fit and torch sections (default 368x480, the tutorial's; 64x64 with --quick)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training batch of those sections "
+                                             "(default 16; 4 with --quick)."),
     jit: str = typer.Option("auto", "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
     predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,
                                                 help="Images per predict_on_batch call (default 8)."),
@@ -50,7 +55,8 @@ def bench_cmd(
 
     result = run_bench(quick=quick, data=data, models=_bench_list(models), precisions=_bench_list(precisions),
                        steps=steps, jit=jit, predict_batch=predict_batch, skip=_bench_list(skip),
-                       precision_steps=precision_steps, progress=render.bench_progress)
+                       precision_steps=precision_steps, batch_size=batch_size, size=size_flag(size),
+                       progress=render.bench_progress)
     if json_out == "-":
         typer.echo(json.dumps(result, indent=2))
         return

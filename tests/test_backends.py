@@ -199,8 +199,8 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     DataParallel, one CPU device per process, gloo), into process 0's run folder. Ctrl-C (SIGINT to both, each
     held after the first step of epoch 2 by tests/pause_train.py, so nothing races the training) ends both with
     exit 130 and the resume command; `--resume` on both finishes the run. Its per-epoch losses match a
-    one-process run with the same global batch and seed, stopped and resumed at the same point (a resumed
-    epoch differs a little from one trained straight through: the input pipeline starts its passes anew)."""
+    one-process run with the same global batch and seed, stopped and resumed at the same point (that a resumed
+    run equals one never stopped is test_reliability's and test_loader's)."""
     import signal
 
     pytest.importorskip("jax")

@@ -76,10 +76,21 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data):
-    """`--models unet:mobilenetv3small`: the train path, the bare fit and predict all run the U-Net on that
+def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, monkeypatch):
+    """`--models unet:mobilenetv3small`: the train path, the bare fit and predict all build the U-Net on that
     backbone (its GFLOPs, not the plain U-Net's), at the --size and --batch-size given."""
+    import segcli.models
+    import segcli.training.run
     from segcli.models import build_model, gflops
+
+    built = []
+
+    def spy(name, num_classes, **options):
+        built.append((name, options.get("encoder")))
+        return build_model(name, num_classes, **options)
+
+    monkeypatch.setattr(segcli.models, "build_model", spy)  # the sections import it when they run
+    monkeypatch.setattr(segcli.training.run, "build_model", spy)  # the train path
 
     result = cli("bench", "--quick", "--data", sample_data, "--models", "unet:mobilenetv3small", "--precisions",
                  "float32", "--skip", "matmul,pipeline,torch,tiled", "--size", "64x96", "--batch-size", "2",
@@ -94,6 +105,8 @@ def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data):
     assert row["gflops_per_image"] == pytest.approx(encoder_net, rel=1e-6)
     assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 96), rel=0.05)
     assert [r["model"] for r in doc["predict"]] == ["unet:mobilenetv3small"]
+    # the size check, the GFLOPs, the train path, the fit and predict: each built the encoder net
+    assert len(built) >= 5 and set(built) == {("unet", "mobilenetv3small")}, built
 
 
 def test_json_dash_prints_only_json(cli):
@@ -155,7 +168,7 @@ def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_pat
     (["--skip", "bogus"], "unknown section 'bogus'"),
     (["--models", "nope"], "unknown model 'nope'"),
     (["--models", "unet:nope"], "unknown encoder 'nope' in 'unet:nope'"),
-    (["--models", "unet", "--size", "60x64"], "must divide by its output stride 16"),
+    (["--models", "unet", "--size", "60x64"], "(--size) must divide by its output stride 16"),
     (["--precisions", "float64"], "unknown precision 'float64'"),
     (["--jit", "maybe"], "--jit 'maybe'"),
     (["--data", "/no/such/folder"], "no such file or directory"),

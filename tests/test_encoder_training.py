@@ -219,7 +219,8 @@ def test_freeze_run_killed_after_its_frozen_epoch_resumes_training_the_encoder(c
     """`train unet DATA --encoder mobilenetv3small --encoder-weights FILE` with freeze_encoder_epochs 1 of 2 epochs
     (encoder_lr_mult 0.5): killed (SIGKILL) after the first step of epoch 2, the backup holds epoch 1 with the
     file's encoder untouched (kernels and BN statistics); `train --resume` trains epoch 2 alone, the encoder
-    included (it moves from the backup's), and finishes the run with every epoch once; best.keras loads in plain
+    included (it moves from the backup's), and finishes the run with every epoch once, with the losses of a run
+    never stopped; best.keras loads in plain
     Keras and its ONNX export passes segcli's parity check."""
     out = tmp_path / "run"
     recipe = tiny_recipe(tmp_path, epochs=2, extra="freeze_encoder_epochs = 1\nencoder_lr_mult = 0.5")
@@ -244,6 +245,14 @@ def test_freeze_run_killed_after_its_frozen_epoch_resumes_training_the_encoder(c
     assert "epochs 2-2: encoder trainable" in result.output and "frozen" not in result.output
     assert_complete(out, epochs=2)
     assert float(rows(out / "history.csv")[0]["loss"]) == pytest.approx(state["history"][0]["loss"])  # kept
+    # both epochs are those of the same run never stopped: each phase's fit picks the data stream up where the
+    # epochs before it left it (not at its start), resumed or not
+    straight = cli("train", "unet", sample_data, "--recipe", recipe, "--encoder", ENCODER, "--encoder-weights",
+                   weights_file, "--out", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    losses = [[float(r[key]) for r in rows(folder / "history.csv") for key in ("loss", "val_loss")]
+              for folder in (out, tmp_path / "straight")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     trained = encoder_part(layer_weights(out / "model.keras"))
     assert trained.keys() == backup.keys()
     moved = [k for k in backup if not np.array_equal(trained[k], backup[k])]

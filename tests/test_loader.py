@@ -183,11 +183,12 @@ def test_shards_add_up_to_the_unsharded_batches(tmp_path, engine):
 
 
 @pytest.mark.parametrize("engine", ["numpy", "tfdata"])
-def test_an_endless_stream_started_at_a_batch_is_the_rest_of_the_stream(tmp_path, engine):
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "streaming"])
+def test_an_endless_stream_started_at_a_batch_is_the_rest_of_the_stream(tmp_path, engine, cache):
     """start=k (a resumed run) gives batches k, k+1, ... of the stream from 0, across pass ends (5 pairs,
     batches of 2), shuffled and augmented alike; also through Keras' own reading of a PyDataset by index."""
     pairs = write_pairs(tmp_path, [(16, 24), (20, 12), (8, 8), (24, 20), (12, 12)])
-    kw = dict(augment=Augment(scale=(0.6, 1.6), crop=(12, 16), flip=True), seed=3, repeat=True)
+    kw = dict(augment=Augment(scale=(0.6, 1.6), crop=(12, 16), flip=True), seed=3, repeat=True, cache=cache)
     whole = run(pairs, engine, take=9, **kw)
     assert same(run(pairs, engine, take=4, start=5, **kw), whole[5:])
     if engine == "numpy":

@@ -281,28 +281,54 @@ def test_ctrl_c_during_fit_is_held_to_the_batch_end_and_never_lost():
         ctrl_c.on_epoch_end(0)
 
 
-def test_time_budget_says_after_the_first_epoch_when_the_planned_epochs_will_not_fit(monkeypatch):
-    """A slow machine learns after epoch 1 (not after 30 minutes) that max_minutes ends the run early; a budget
-    the epochs fit in says nothing; it is said once."""
+def test_time_budget_says_after_the_second_epoch_when_the_planned_epochs_will_not_fit(monkeypatch):
+    """A slow machine learns after epoch 2 (the first one traces; not after 30 minutes) that max_minutes ends the
+    run early, with the number of epochs that fit as the stop rule counts them; a budget the epochs fit in says
+    nothing; it is said once."""
     from segcli.training import callbacks
 
     clock = [0.0]
-    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(callbacks, "_clock", lambda: clock[0])
 
-    def first_epochs(minutes, epoch_seconds, planned, epochs=3):
+    def epochs(minutes, epoch_seconds, planned, count=4):
         told = []
         budget = callbacks.TimeBudget(minutes, planned, too_short=lambda *a: told.append(a))
         budget.set_model(type("M", (), {"stop_training": False})())
         budget.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(count):
             budget.on_epoch_begin(epoch)
-            clock[0] += epoch_seconds
+            clock[0] += epoch_seconds * (3 if epoch == 0 else 1)  # the first epoch traces: 3x longer
             budget.on_epoch_end(epoch)
         return told, budget
 
-    told, budget = first_epochs(30, 100.0, 45)  # 1800 s at 100 s an epoch: 18 epochs of 45
-    assert told == [(18, 45, 100.0)] and not budget.stopped
-    told, budget = first_epochs(30, 30.0, 45)  # 45 epochs in 1350 s: nothing to say
+    told, budget = epochs(30, 100.0, 45)  # 1800 s: 400 s for two epochs, then 14 more at 100 s an epoch
+    assert told == [(16, 45, 100.0)] and not budget.stopped
+    told, budget = epochs(30, 30.0, 45)  # 45 epochs in 1410 s: nothing to say
     assert told == [] and not budget.stopped
-    told, budget = first_epochs(0, 100.0, 45)  # no budget
+    told, budget = epochs(0, 100.0, 45)  # no budget
     assert told == []
+
+
+@pytest.mark.parametrize("schedule, ends", [
+    ("onecycle", "before its learning-rate schedule ends (--epochs 9 fits the schedule to the time)"),
+    ("constant", "there"),
+])
+def test_train_says_early_that_the_time_budget_cuts_the_schedule(cli, sample_data, tmp_path, monkeypatch, schedule,
+                                                                 ends):
+    """Through `segcli train` with max_minutes: the note after epoch 2 names the epochs that fit and, where the
+    schedule depends on the epochs, the --epochs that fits it; the run then stops (a clock of 20 s a call stands
+    in for a slow machine)."""
+    import json
+
+    from conftest import tiny_recipe
+    from segcli.training import callbacks
+
+    clock = iter(range(20, 100000, 20))
+    monkeypatch.setattr(callbacks, "_clock", lambda: float(next(clock)))
+    recipe = tiny_recipe(tmp_path, epochs=12, extra=f'max_minutes = 4\nschedule = "{schedule}"')
+    result = cli("train", "unet", sample_data, "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"at 20 s an epoch, max_minutes 4 fits about 9 of the 12 planned epochs: training will stop {ends}" in text
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stopped_by_time_budget"] and metrics["epochs"] < 12

@@ -658,7 +658,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
         stride = output_stride(build_model(base, 12, **options))
         if any(s % stride for s in settings.train_size):
             raise SegcliError(f"model {name}: the training size {settings.train_size[0]}x{settings.train_size[1]} "
-                              f"must divide by its output stride {stride}")
+                              f"(--size) must divide by its output stride {stride}")
 
     result: dict = {
         "quick": quick,

@@ -61,8 +61,8 @@ def make_settings(*, quick: bool, gpu: bool, steps: int | None = None, predict_b
                   precision_steps: int | None = None, batch_size: int | None = None,
                   size: tuple[int, int] | None = None) -> BenchSettings:
     """The full or the --quick settings with the caller's steps, predict batch, precision steps, training batch
-    (each >= 1) and training crop size (height, width; the random short-side resize before the centre crop
-    then draws from height to 1.5 x height)."""
+    (each >= 1) and training crop size (height, width; the random short-side range of the resize before the
+    centre crop is scaled with the height)."""
     settings = BenchSettings.quick_settings() if quick else BenchSettings.full(gpu)
     for flag, field, value in (("--steps", "steps", steps), ("--predict-batch", "predict_batch", predict_batch),
                                ("--precision-steps", "precision_steps", precision_steps),
@@ -73,7 +73,11 @@ def make_settings(*, quick: bool, gpu: bool, steps: int | None = None, predict_b
             settings = replace(settings, **{field: int(value)})
     if size is not None:
         height, width = (int(v) for v in size)
-        settings = replace(settings, train_size=(height, width), short_side=(height, height * 3 // 2))
+        if height < 1 or width < 1:
+            raise SegcliError(f"--size must be positive, got {height}x{width}")
+        scale = height / settings.train_size[0]
+        settings = replace(settings, train_size=(height, width),
+                           short_side=tuple(round(s * scale) for s in settings.short_side))
     return settings
 
 

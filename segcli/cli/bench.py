@@ -28,9 +28,11 @@ def bench_cmd(
                                              "mixed_bfloat16; float32,mixed_float16 with a GPU)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Timed training steps per figure "
                                         "(default 10, 40 with a GPU, 3 with --quick)."),
-    size: Optional[str] = typer.Option(None, "--size", metavar="HEIGHTxWIDTH", help="Training crop of the train, "
-                                       "fit and torch sections (default 368x480, the tutorial's; 64x64 with --quick)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training batch of those sections "
+    size: Optional[str] = typer.Option(None, "--size", metavar="HEIGHTxWIDTH", help="Training crop of the pipeline, "
+                                       "train, fit and torch sections (default 368x480, the tutorial's; 64x64 with "
+                                       "--quick)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training batch of those "
+                                             "sections "
                                              "(default 16; 4 with --quick)."),
     jit: str = typer.Option("auto", "--jit", help="XLA compile: auto|true|false (auto: on with a GPU)."),
     predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,

@@ -143,19 +143,18 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
         return tf.cast(image, tf.float32), label
 
     ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))
-    if shuffle and not use_cache:  # streaming: shuffle the file names, not decoded images
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     if use_cache:
-        ds = ds.cache()
-        if shuffle:
-            ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE).cache()
+    if shuffle:  # cached: the decoded images; streaming: the file names (decoded after the skip below)
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, randoms))
-    if start:  # the samples of the batches before `start` (the cache fills meanwhile; none is augmented)
+    if start:  # the samples of the batches before `start`: none is augmented (nor, streaming, decoded)
         ds = ds.skip(start * batch_size)
+    if not use_cache:
+        ds = ds.map(lambda names, rand: (decode(*names), rand), num_parallel_calls=AUTOTUNE)
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)
     if s.shard[1] > 1:  # this process's contiguous slice of each global batch (padded to the whole batch's size)

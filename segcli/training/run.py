@@ -32,7 +32,7 @@ from segcli.models import build_model, count_params, encoder_of, gflops, output_
 from segcli.precision import policy, resolve_precision
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
-from segcli.runfolder import RunFolder, read_backup_state, read_history
+from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
                                       TimeBudget)
@@ -109,14 +109,15 @@ def _check_resume_args(given: dict, overrides: dict | None) -> None:
                           "to train with other settings, start a new run (--out)")
 
 
-def _pipelines(dataset, recipe: Recipe, stride: int, placement, epochs_done: int = 0):
-    """(train, steps per epoch, val or None): input pipelines (segcli.data.make_pipeline: tf.data on TensorFlow,
-    else NumPy + OpenCV); val images whole, padded to the output stride. With several processes each reads its
-    own slice of every global batch.
+def _pipelines(dataset, recipe: Recipe, stride: int, placement):
+    """(train_from, steps per epoch, val or None): input pipelines (segcli.data.make_pipeline: tf.data on
+    TensorFlow, else NumPy + OpenCV); val images whole, padded to the output stride. With several processes each
+    reads its own slice of every global batch.
 
-    The training pipeline repeats: one iterator lives through all epochs, so its prefetching carries on
-    across epoch ends and validation instead of starting cold each epoch. A resumed run (epochs_done) starts
-    it where the last finished epoch left it: its next epoch sees the batches it would have seen unstopped."""
+    train_from(first_batch) is the training stream from its batch `first_batch` on, one per fit: it repeats, so
+    within a fit one iterator lives through all epochs (its prefetching carries on across epoch ends and
+    validation), and each fit (a resumed run; the phases of a frozen encoder) picks up at the batch where the
+    epochs before it left the stream: every epoch sees the batches it would see in a run never stopped."""
     data, batch, seed = recipe.data, recipe.train.batch_size, recipe.train.seed
     replicas, shard = placement.num_replicas_in_sync, (placement.process_index, placement.process_count)
     crop = data.size
@@ -130,12 +131,15 @@ def _pipelines(dataset, recipe: Recipe, stride: int, placement, epochs_done: int
     if steps == 0:
         raise SegcliError(f"batch size {batch} (--batch-size, [train] batch_size) is larger than the "
                           f"{len(dataset.splits['train'])} training pairs")
-    train_ds = make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
+
+    def train_from(first_batch: int):
+        return make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
                              training=True, augment=aug, seed=seed, cache=cache, void_as_class=data.void_as_class,
-                             repeat=True, shard=shard, start=epochs_done * steps)
+                             repeat=True, shard=shard, start=first_batch)
+
     val_pairs = dataset.splits.get("val") or []
     if not val_pairs:
-        return train_ds, steps, None
+        return train_from, steps, None
     val_batch = replicas * (batch // replicas if data.eval_crop else 1) or replicas
     if replicas > 1:  # every replica needs a non-empty batch: repeat the first few pairs to fill the last one
         val_pairs = val_pairs + val_pairs[:(-len(val_pairs)) % val_batch]
@@ -143,7 +147,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, placement, epochs_done: int
                            crop=data.eval_crop or None, pad_to_multiple=stride,
                            eval_short_side=data.eval_short_side or None, cache=cache,
                            void_as_class=data.void_as_class, shard=shard)
-    return train_ds, steps, val_ds
+    return train_from, steps, val_ds
 
 
 def _phases(model, train_spec) -> list[tuple[int, int, bool | None]]:
@@ -269,9 +273,7 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     precision, why = resolve_precision(train_spec.precision)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)
-    backup_state = read_backup_state(run.backup_dir) if run is not None else None  # resuming: epochs done
-    train_ds, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy,
-                                         int(backup_state["epoch"]) if backup_state else 0)
+    train_from, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
     compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
     phases = _phases(model, train_spec)
@@ -302,12 +304,17 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         run.write_info(run_info)
         meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name}
 
-        def too_short(fit, planned, seconds):  # told after the first epoch, not when the budget ends the run
-            fitting = max(1, int(train_spec.max_minutes * 60 // seconds))
+        def too_short(fit, planned, seconds):  # said after the second epoch, not when the budget ends the run
+            later = [str(e) for e in train_spec.step_epochs if e >= fit]  # step_epochs: fixed, whatever the epochs
+            if train_spec.schedule == "step" and train_spec.step_epochs:
+                ends = f"before the learning-rate steps at epoch {', '.join(later)}" if later else "there"
+            elif train_spec.schedule == "constant":
+                ends = "there"
+            else:
+                ends = "before its learning-rate schedule ends" + (
+                    "" if not new_run else f" (--epochs {fit} fits the schedule to the time)")
             progress.note(f"at {seconds:.0f} s an epoch, max_minutes {train_spec.max_minutes:g} fits about {fit} of the "
-                          f"{planned} planned epochs: training will stop " + (
-                              "there" if train_spec.schedule == "constant" else
-                              f"before its learning-rate schedule ends (--epochs {fitting} fits the schedule to the time)"))
+                          f"{planned} planned epochs: training will stop {ends}")
 
         budget = TimeBudget(train_spec.max_minutes, train_spec.epochs, too_short=too_short,
                             agree=lambda stop: any_process(strategy, stop))  # one decision for every process
@@ -337,8 +344,10 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                     per_class.metric = compiled.metrics[1]
                     progress.note(f"epochs {first + 1}-{end}: encoder "
                                   f"{'trainable' if encoder_trainable else 'frozen (decoder only)'}")
+                # Keras reads whole calls of steps_per_execution batches: an epoch takes `steps` rounded up to them
+                batches = -(-steps // compiled.steps_per_execution) * compiled.steps_per_execution
                 with ctrl_c:
-                    model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=end,
+                    model.fit(train_from(start * batches), steps_per_epoch=steps, validation_data=val_ds, epochs=end,
                               initial_epoch=start, verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 

@@ -190,6 +190,17 @@ def test_imagenet_without_network_is_one_line_naming_the_file(monkeypatch):
     assert "--encoder-weights PATH" in msg and ".keras/models" in msg and "URL fetch failure" in msg
 
 
+def test_models_show_names_the_imagenet_weights_file_for_offline_users(cli):
+    spec = BACKBONES[SMALL]
+    result = cli("models", "show", "unet", "--encoder", SMALL, "--size", "64x64")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ImageNet weights"))
+    assert spec.weights_file in line and spec.weights_url + spec.weights_file in line
+    assert "--encoder-weights PATH" in line and ".keras/models" in line
+    plain = cli("models", "show", "unet", "--size", "64x64")
+    assert plain.exit_code == 0 and "ImageNet weights" not in plain.stdout
+
+
 def test_mixed_precision_encoder_net_has_float32_logits():
     try:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

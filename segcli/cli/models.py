@@ -56,6 +56,7 @@ def models_show(
 
     from segcli.models import (build_model, count_params, gflops, list_models, model_entry, model_spec_from_toml,
                                output_stride)
+    from segcli.models.encoders import backbone_spec, is_backbone, keras_cache_dir
 
     height, width = parse_size(size)
     recipe = None
@@ -71,8 +72,13 @@ def models_show(
         options = resolve(None, {"model": {"name": name, "options": options}}).model.options
     entry = model_entry(name)
     net = build_model(name, classes, **options)
+    weights = None  # a Keras backbone: the ImageNet weights file, for users without a network
+    if is_backbone(options.get("encoder")):
+        spec = backbone_spec(options["encoder"])
+        weights = (spec.weights_file, spec.weights_url + spec.weights_file, keras_cache_dir())
     render.model_facts(name=name, recipe=recipe, description=entry.description, options=options, classes=classes,
                        params=count_params(net), trainable=sum(math.prod(w.shape) for w in net.trainable_weights),
-                       height=height, width=width, flops=gflops(net, height, width), stride=output_stride(net))
+                       height=height, width=width, flops=gflops(net, height, width), stride=output_stride(net),
+                       imagenet_weights=weights)
     if summary:
         net.summary()

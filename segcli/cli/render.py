@@ -153,7 +153,8 @@ def models_table(rows, classes: int, height: int, width: int, *, encoders=()) ->
 
 
 def model_facts(*, name: str, recipe, description: str, options: dict, classes: int, params: int, trainable: int,
-                height: int, width: int, flops: float, stride: int) -> None:
+                height: int, width: int, flops: float, stride: int, imagenet_weights=None) -> None:
+    """imagenet_weights: (file, URL, Keras' cache folder) of the model's backbone, or None."""
     console.print(f"model: {name}" + (f"  (from {recipe})" if recipe else ""), highlight=False, markup=False)
     console.print(f"  {description}", highlight=False, markup=False)
     if options:
@@ -163,6 +164,11 @@ def model_facts(*, name: str, recipe, description: str, options: dict, classes: 
     console.print(f"GFLOPs per {height}x{width} image: {flops:.3f}", highlight=False)
     note = "" if height % stride == 0 and width % stride == 0 else f" ({height}x{width} is padded to a multiple)"
     console.print(f"output stride: {stride}{note}", highlight=False)
+    if imagenet_weights:
+        file, url, cache = imagenet_weights
+        console.print(f"ImageNet weights of the encoder: {file}, fetched by --encoder-weights imagenet from {url}; "
+                      f"offline, fetch it elsewhere and pass --encoder-weights PATH, or copy it to {cache}/",
+                      highlight=False, markup=False, soft_wrap=True)
     console.print(f"params: {params}", highlight=False)
 
 

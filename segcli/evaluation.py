@@ -97,6 +97,11 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
     dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed)
+    trained_on = loaded.meta.get("dataset_classes")
+    if dataset.classes_source == "inferred" and trained_on:  # no classes file: the masks read as in training
+        dataset = open_dataset(data_dir, classes=ClassMap.from_dict(trained_on), val_fraction=val_fraction, seed=seed)
+        dataset.notices.append("no classes file: the classes the model was trained with (void: "
+                               f"label {dataset.classes.ignore_index}); --classes FILE sets others")
     if not dataset.splits.get(split):
         raise SegcliError(f"no {split!r} split in this dataset (found: {', '.join(dataset.splits) or 'none'})",
                           data_dir)

@@ -191,3 +191,18 @@ def test_cli_evaluate_success_writes_nothing_to_stderr(cli, dataset, tmp_path):
     result = cli("evaluate", path, dataset, "--out", tmp_path / "rep")
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.stdout and result.stderr == ""  # no empty line from a progress bar on a file or pipe
+
+
+def test_a_folder_without_classes_file_reads_masks_as_the_model_was_trained(dataset, tmp_path):
+    """No classes.json beside the data: the masks are read with the classes the model's training recorded
+    (its metadata's dataset_classes), void ignored, not classes inferred from the mask values (which would
+    score void as a class); a model without that record, as before."""
+    (dataset / "classes.json").unlink()
+    model = constant_model(3, predicted=0)
+    trained = evaluate(LoadedModel(model=model, classes=THREE, output_stride=1, path=None,
+                                   meta={"dataset_classes": THREE.to_dict()}), dataset, tutorial=False)
+    assert trained["miou"] == pytest.approx(1 / 3)  # as test_known_iou_with_ignore_excluded: void left out
+    assert trained["ignored_pixels"] == 2 * 40 * 12
+    assert any("the classes the model was trained with" in note for note in trained["notes"]), trained["notes"]
+    inferred = evaluate(loaded(model, THREE), dataset, tutorial=False)  # no record: inferred from the values
+    assert not any("the classes the model was trained with" in note for note in inferred["notes"])

@@ -17,7 +17,8 @@ def evaluate_cmd(
     data_dir: Path = typer.Argument(..., help="Dataset folder (see `segcli data check`)."),
     split: str = typer.Option("val", "--split", help="val|test (or train)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv, confusion.png, evaluation.json here."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json, "
+                                           "else the classes the model was trained with)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Equal-size images per model call."),
     json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),

@@ -302,7 +302,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
             "started": dt.datetime.now().isoformat(timespec="seconds"),
         }
         run.write_info(run_info)
-        meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name}
+        meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name,
+                "dataset_classes": run_info["dataset_classes"]}  # how its masks read: evaluate on a folder without a
+        # classes file uses them
 
         def too_short(fit, planned, seconds):  # said after the second epoch, not when the budget ends the run
             later = [str(e) for e in train_spec.step_epochs if e >= fit]  # step_epochs: fixed, whatever the epochs

@@ -173,7 +173,9 @@ def build_backbone(name: str, weights=None) -> keras.Model:
     constructor = getattr(keras.applications, spec.constructor)
     if choice == "imagenet":
         try:
-            return constructor(include_top=False, weights="imagenet", input_shape=(None, None, 3), **spec.extra)
+            with warnings.catch_warnings():  # Keras' note that (None, None) input loads the 224x224 weights: as meant
+                warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square", category=UserWarning)
+                return constructor(include_top=False, weights="imagenet", input_shape=(None, None, 3), **spec.extra)
         except Exception as exc:  # no network, a refused or truncated download, a bad cached file
             raise ModelError(
                 f"could not get the ImageNet weights of encoder {name!r} ({describe(exc)}): fetch "

@@ -302,9 +302,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
             "started": dt.datetime.now().isoformat(timespec="seconds"),
         }
         run.write_info(run_info)
+        # dataset_classes: how the masks read (evaluate uses them on a data folder without a classes file)
         meta = {"recipe": recipe.to_dict(), "precision": precision, "model_name": model_spec.name,
-                "dataset_classes": run_info["dataset_classes"]}  # how its masks read: evaluate on a folder without a
-        # classes file uses them
+                "dataset_classes": run_info["dataset_classes"]}
 
         def too_short(fit, planned, seconds):  # said after the second epoch, not when the budget ends the run
             later = [str(e) for e in train_spec.step_epochs if e >= fit]  # step_epochs: fixed, whatever the epochs
@@ -314,7 +314,7 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                 ends = "there"
             else:
                 ends = "before its learning-rate schedule ends" + (
-                    "" if not new_run else f" (--epochs {fit} fits the schedule to the time)")
+                    f" (--epochs {fit} fits the schedule to the time)" if new_run else "")
             progress.note(f"at {seconds:.0f} s an epoch, max_minutes {train_spec.max_minutes:g} fits about {fit} of the "
                           f"{planned} planned epochs: training will stop {ends}")
 

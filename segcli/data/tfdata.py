@@ -153,9 +153,10 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
     ds = tf.data.Dataset.zip((ds, randoms))
     if start:  # the samples of the batches before `start`: none is augmented (nor, streaming, decoded)
         ds = ds.skip(start * batch_size)
-    if not use_cache:
-        ds = ds.map(lambda names, rand: (decode(*names), rand), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
+    if not use_cache:  # streaming: decode and augment in one step
+        ds = ds.map(lambda names, rand: transform(decode(*names), rand), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)
     if s.shard[1] > 1:  # this process's contiguous slice of each global batch (padded to the whole batch's size)
         lo, hi = s.shard_slice

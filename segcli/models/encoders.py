@@ -82,6 +82,11 @@ class Backbone:
     fcn_features: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def file_url(self) -> str:
+        """Where Keras fetches the ImageNet weights file (weights_file in the weights_url folder)."""
+        return self.weights_url + self.weights_file
+
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("vgg16", "VGG16", "VGG16 (FCN's encoder): 13 3x3 convs, no BN",
@@ -173,13 +178,14 @@ def build_backbone(name: str, weights=None) -> keras.Model:
     constructor = getattr(keras.applications, spec.constructor)
     if choice == "imagenet":
         try:
-            with warnings.catch_warnings():  # Keras' note that (None, None) input loads the 224x224 weights: as meant
-                warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square", category=UserWarning)
+            with warnings.catch_warnings():  # Keras' note that (None, None) input loads the 224x224 weights: meant
+                warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square",
+                                        category=UserWarning)
                 return constructor(include_top=False, weights="imagenet", input_shape=(None, None, 3), **spec.extra)
         except Exception as exc:  # no network, a refused or truncated download, a bad cached file
             raise ModelError(
                 f"could not get the ImageNet weights of encoder {name!r} ({describe(exc)}): fetch "
-                f"{spec.weights_file} from {spec.weights_url}{spec.weights_file} and pass it with "
+                f"{spec.weights_file} from {spec.file_url} and pass it with "
                 f"--encoder-weights PATH, or put it in the Keras cache as "
                 f"{keras_cache_dir() / spec.weights_file}") from None
     if choice is not None:
@@ -320,5 +326,5 @@ def encoder_info(name: str, height: int = 224, width: int = 224) -> dict:
         "params": count_params(encoder), "gflops": gflops(encoder, height, width), "size": (height, width),
         "feature_layers": feature_layers(name, backbone), "channels": [int(t.shape[-1]) for t in encoder.outputs],
         "preprocessing": spec.preprocessing, "weights_file": spec.weights_file,
-        "weights_url": spec.weights_url + spec.weights_file,
+        "weights_url": spec.file_url,
     }

@@ -89,7 +89,7 @@ class TrainSpec:
     step_gamma: float = 0.1
     warmup_epochs: float = 0.0
     loss: str = "ce"                             # choices: segcli.training.losses.KINDS
-    class_weights: str = "none"                  # none | median-frequency | path to a JSON list
+    class_weights: str = "none"                  # none | segcli.training.losses.CLASS_WEIGHTINGS | a JSON list file
     label_smoothing: float = 0.0
     precision: str = "auto"                      # auto or one of segcli.precision.PRECISIONS
     distribute: str = "auto"                     # choices: segcli.training.distribute.STRATEGIES

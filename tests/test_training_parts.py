@@ -121,6 +121,7 @@ def test_class_weights_shift_the_loss_towards_the_weighted_class():
 
 def test_median_frequency_weights():
     assert median_frequency_weights([50, 25, 25, 0]) == pytest.approx([0.5, 1.0, 1.0, 0.0])
+    assert median_frequency_weights([64, 16, 4, 0], power=0.5) == pytest.approx([0.5, 1.0, 2.0, 0.0])
 
 
 def test_recipe_flags_override_file_and_unknown_keys_list_valid_ones(tmp_path):
@@ -332,3 +333,21 @@ def test_train_says_early_that_the_time_budget_cuts_the_schedule(cli, sample_dat
     assert f"at 20 s an epoch, max_minutes 4 fits about 9 of the 12 planned epochs: training will stop {ends}" in text
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["stopped_by_time_budget"] and metrics["epochs"] < 12
+
+
+def test_class_weights_setting_names_and_files(tmp_path):
+    from types import SimpleNamespace
+
+    from segcli.errors import SegcliError
+    from segcli.training.run import _class_weights
+
+    report = SimpleNamespace(pixel_share=[0.64, 0.16, 0.04], void_share=0.16)
+    assert _class_weights("none", report, 3) is None
+    assert _class_weights("median-frequency", report, 3) == pytest.approx([0.25, 1.0, 4.0])
+    assert _class_weights("sqrt-median-frequency", report, 3) == pytest.approx([0.5, 1.0, 2.0])
+    assert _class_weights("sqrt-median-frequency", report, 4) == pytest.approx([0.5, 1.0, 2.0, 1.0])  # void too
+    path = tmp_path / "w.json"
+    path.write_text("[1, 2, 3]")
+    assert _class_weights(str(path), report, 3) == [1.0, 2.0, 3.0]
+    with pytest.raises(SegcliError, match="neither one of none, median-frequency, sqrt-median-frequency nor a file"):
+        _class_weights("median-frequncy", report, 3)

@@ -39,7 +39,7 @@ from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, Run
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
                                         wait_for_all)
-from segcli.training.losses import median_frequency_weights
+from segcli.training.losses import CLASS_WEIGHTINGS, median_frequency_weights
 from segcli.training.plots import plot_curves
 
 # evaluate_best(run folder, data folder, the dataset's classes) -> metrics.json's "evaluation" part
@@ -79,10 +79,13 @@ class TrainResult:
 def _class_weights(setting: str, report, num_classes: int):
     if setting in ("none", "", None):
         return None
-    if setting == "median-frequency":
+    if setting in CLASS_WEIGHTINGS:
         shares = list(report.pixel_share) + [report.void_share]  # the void share is used only with void_as_class
-        return median_frequency_weights(shares[:num_classes])
+        return median_frequency_weights(shares[:num_classes], CLASS_WEIGHTINGS[setting])
     path = Path(setting)
+    if not path.exists():
+        names = ", ".join(("none", *CLASS_WEIGHTINGS))
+        raise SegcliError(f"class_weights is {setting!r}: neither one of {names} nor a file")
     try:
         weights = [float(w) for w in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError) as exc:

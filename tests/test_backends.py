@@ -233,7 +233,7 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
             time.sleep(0.1)
         for p in procs:
             p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal running them does
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
         assert [p.returncode for p in procs] == [130] * count, "\n".join(o[-2000:] for o in outputs)
         for output in outputs:
             assert f"segcli train --resume {out}" in output and "Traceback" not in output, output[-2000:]

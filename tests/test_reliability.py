@@ -116,7 +116,7 @@ def test_ctrl_c_then_resume_continues(cli, sample_data, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "in use by process" in result.stderr
     assert (out / "recipe.toml").is_file() and (out / ".segcli.lock").is_file()
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
+    output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 130, output
     assert f"segcli train --resume {out}" in output and "Traceback" not in output
     assert len(rows(out / "history.csv")) == 1 and (out / "backup").is_dir() and not (out / ".segcli.lock").exists()
@@ -187,7 +187,7 @@ def test_kill_in_the_first_backup_then_ctrl_c_in_the_final_save_both_resume(samp
     proc = start_paused("after-fit", ["--resume", out], tmp_path / "paused-1")
     assert not leftovers(out)  # the resumed run removed the killed writer's temporary
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
+    output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 130 and "segcli train --resume" in output and "Traceback" not in output, output
 
     resumed = resume(out)

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, SAMPLE_DATA
 
 MODELS_DIR = ROOT / "models"
-MODELS = sorted(MODELS_DIR.glob("camvid-*.keras"))
+MODELS = sorted(MODELS_DIR.glob("camvid-*.keras"), key=lambda path: path.stem)  # by name: "-" sorts before "."
 NAMES = [path.stem for path in MODELS]
 
 

@@ -254,8 +254,8 @@ def test_training_does_not_import_evaluation():
 def test_ctrl_c_during_fit_is_held_to_the_batch_end_and_never_lost():
     """segcli.training.callbacks.CtrlC: inside `with`, SIGINT only sets a flag (and calls on_press once); the next
     batch end raises, and so does the end of the `with` when no batch end came; a second SIGINT raises at once;
-    the handler is Python's own again afterwards."""
-    import os
+    the handler is Python's own again afterwards. signal.raise_signal, not os.kill: kill() may deliver the signal
+    to another thread (TensorFlow's), and the handler then runs some bytecodes later, racing the asserts."""
     import signal
 
     from segcli.training.callbacks import CtrlC
@@ -264,18 +264,18 @@ def test_ctrl_c_during_fit_is_held_to_the_batch_end_and_never_lost():
     ctrl_c = CtrlC(lambda: said.append("stopping"))
     with pytest.raises(KeyboardInterrupt):
         with ctrl_c:
-            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode: no exception here
+            signal.raise_signal(signal.SIGINT)  # handled before it returns: no exception here
             assert ctrl_c.pressed == 1 and said == ["stopping"]
             ctrl_c.on_train_batch_end(0)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
         with ctrl_c:  # pressed after the last check (fit's own end): raised when the `with` ends
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             assert ctrl_c.pressed == 1
     with pytest.raises(KeyboardInterrupt):
         with ctrl_c:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)  # the second one raises at once
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the second one raises at once
             raise AssertionError("not reached")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with ctrl_c:  # no Ctrl-C: nothing raised

@@ -96,10 +96,10 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     if out_dir is not None:
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
-    dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed)
-    trained_on = loaded.meta.get("dataset_classes")
-    if dataset.classes_source == "inferred" and trained_on:  # no classes file: the masks read as in training
-        dataset = open_dataset(data_dir, classes=ClassMap.from_dict(trained_on), val_fraction=val_fraction, seed=seed)
+    trained_on = loaded.meta.get("dataset_classes")  # no classes file: the masks read as in training
+    dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed,
+                           fallback_classes=ClassMap.from_dict(trained_on) if trained_on else None)
+    if dataset.classes_source == "fallback":
         dataset.notices.append("no classes file: the classes the model was trained with (void: "
                                f"label {dataset.classes.ignore_index}); --classes FILE sets others")
     if not dataset.splits.get(split):

@@ -38,7 +38,7 @@ class Dataset:
     splits: dict[str, list[Pair]]  # keys among "train", "val", "test"
     classes: ClassMap
     encoding: str  # see segcli.data.masks.ENCODINGS
-    classes_source: str  # "file:<path>" | "inferred" | "given"
+    classes_source: str  # "file:<path>" | "inferred" | "given" | "fallback"
     notices: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -138,8 +138,11 @@ def _hold_out(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair]
 
 
 def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
-                 val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+                 val_fraction: float = 0.1, seed: int = 0, fallback_classes: ClassMap | None = None) -> Dataset:
     """Find the layout, pair images with masks, split off val when missing, settle classes and encoding.
+
+    Classes: `classes` (a file or a ClassMap), else the data's classes.json, else `fallback_classes` (source
+    "fallback": a model's own record of its training data's classes), else inferred from the mask values.
 
     Unpaired files become `problems`; a missing root, an unknown layout or no pairs at all raise DataError.
     """
@@ -169,6 +172,8 @@ def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
         classmap, source = load_classes(classes), f"file:{classes}"
     elif (base / "classes.json").is_file():
         classmap, source = load_classes(base / "classes.json"), f"file:{base / 'classes.json'}"
+    elif fallback_classes is not None:
+        classmap, source = fallback_classes, "fallback"
     else:
         classmap, source = None, "inferred"
 

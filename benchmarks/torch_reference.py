@@ -130,19 +130,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_rate(name: str, *, mode: str, precision: str = "float32", size=(368, 480), batch: int = 16,
-               num_classes: int = 12, steps: int = 10, repeats: int = 4, warmup: int = 2, seed: int = 0,
-               device: str | None = None, native_bf16: bool | None = None) -> dict:
-    """Images/s of `steps` training steps on one cached batch (the median of `repeats` timed runs), after
-    `warmup` steps; `compile_seconds`: the first step of a compiled net (tracing, compiling, running)."""
+def trainer(name: str, *, mode: str, precision: str = "float32", size=(368, 480), batch: int = 16,
+            num_classes: int = 12, seed: int = 0, device: str | None = None, native_bf16: bool | None = None):
+    """(step, net, why): `step()` trains the reference net one step on one cached batch and returns the loss
+    tensor; why (str) instead, with step and net None, where this machine cannot run the precision."""
     import torch
     import torch.nn.functional as F
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype, why = autocast_dtype(precision, device, native_bf16)
-    row = {"model": name, "mode": mode, "precision": precision, "device": device}
     if why:
-        return {**row, "skipped": why}
+        return None, None, why
     torch.manual_seed(seed)
     net = build(name, num_classes).to(device).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
@@ -176,6 +174,22 @@ def train_rate(name: str, *, mode: str, precision: str = "float32", size=(368, 4
         scaler.update()
         return loss
 
+    return step, net, None
+
+
+def train_rate(name: str, *, mode: str, precision: str = "float32", size=(368, 480), batch: int = 16,
+               num_classes: int = 12, steps: int = 10, repeats: int = 4, warmup: int = 2, seed: int = 0,
+               device: str | None = None, native_bf16: bool | None = None) -> dict:
+    """Images/s of `steps` training steps on one cached batch (the median of `repeats` timed runs), after
+    `warmup` steps; `compile_seconds`: the first step of a compiled net (tracing, compiling, running)."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    row = {"model": name, "mode": mode, "precision": precision, "device": device}
+    step, net, why = trainer(name, mode=mode, precision=precision, size=size, batch=batch, num_classes=num_classes,
+                             seed=seed, device=device, native_bf16=native_bf16)
+    if why:
+        return {**row, "skipped": why}
     start = time.perf_counter()
     loss = step()  # eager: first allocations; compiled: tracing + compiling the forward and backward graphs
     first = float(loss.detach())

@@ -254,3 +254,34 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     info = json.loads((two / "run.json").read_text())
     assert info.get("finished") and "2 processes" in info["strategy"]
     assert not list(scratch.glob("segcli-process1-*"))  # process 1's scratch copies are gone
+
+
+ONEDNN_PROBE = """
+import json, os, sys
+import segcli  # before TensorFlow, as the CLI and a Python user import it
+from tensorflow.python.util import _pywrap_util_port
+from segcli.backend import version
+print("RESULT" + json.dumps({"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "on": _pywrap_util_port.IsMklEnabled(),
+                             "version": version().split(" ", 2)[2]}))
+"""
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+                    reason="segcli turns TensorFlow's oneDNN kernels on only on x86-64 Linux")
+def test_tensorflow_runs_its_onednn_kernels_unless_the_user_said_otherwise(monkeypatch):
+    """Importing segcli before TensorFlow turns TensorFlow's oneDNN kernels on (it leaves them off itself on CPUs
+    without AVX512_VNNI/BF16/AMX, as this project's AVX2-only CI machines); a user's TF_ENABLE_ONEDNN_OPTS=0 stands;
+    once TensorFlow is loaded (this process) segcli changes nothing."""
+    def probe(**env):
+        base = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        proc = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True,
+                              env={**base, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", **env},
+                              timeout=300)
+        return child_result(proc)
+
+    assert probe() == {"env": "1", "on": True, "version": "(oneDNN on)"}  # run.json and train's line say so
+    assert probe(TF_ENABLE_ONEDNN_OPTS="0") == {"env": "0", "on": False, "version": "(oneDNN off)"}
+    import tensorflow  # noqa: F401  (loaded already in the suite; too late to choose)
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert backend.prefer_onednn() is False and "TF_ENABLE_ONEDNN_OPTS" not in os.environ

@@ -6,7 +6,7 @@ batch 16) and then as many of `torch.compile`d PyTorch (benchmarks/torch_referen
 segcli's images/s over PyTorch's, and the median ratio over the rounds is the figure.
 
     OMP_WAIT_POLICY=passive python benchmarks/paired_torch.py [--models lambda-fcn lambda-unet] [--rounds 6]
-        [--steps 3] [--mode compiled|eager] [--json out.json]
+        [--steps 3] [--mode compiled|eager] [--size 368 480] [--batch 16] [--json out.json]
 
 TensorFlow's and PyTorch's threads take turns (OMP_WAIT_POLICY=passive: PyTorch's OpenMP threads sleep
 between its steps instead of spinning against TensorFlow's). float32 only.
@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--mode", default="compiled", choices=("compiled", "eager"))
+    ap.add_argument("--size", type=int, nargs=2, default=[368, 480], metavar=("H", "W"))
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from segcli.backend import version
@@ -89,11 +91,13 @@ def main(argv=None) -> int:
     import torch
 
     head = {"hardware": hardware_summary(), "backend": version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "rounds": args.rounds, "steps": args.steps}
+            "torch_threads": torch.get_num_threads(), "rounds": args.rounds, "steps": args.steps,
+            "size": list(args.size), "batch": args.batch, "mode": args.mode}
     print("; ".join(f"{k} {v}" for k, v in head.items()))
     rows = []
     for name in args.models:
-        row = paired(name, rounds=args.rounds, steps=args.steps, mode=args.mode)
+        row = paired(name, rounds=args.rounds, steps=args.steps, mode=args.mode, batch=args.batch,
+                     size=tuple(args.size))
         rows.append(row)
         print(f"{name}: segcli {row['segcli_median']:.2f}, torch {args.mode} {row['torch_median']:.2f} images/s; "
               f"ratio per round " + " ".join(f"{r:.2f}" for r in row["ratios"]) + f"; median {row['median_ratio']:.2f}")

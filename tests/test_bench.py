@@ -5,6 +5,7 @@ defaults (precisions, XLA), the benchmark's datasets and bad options."""
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -210,6 +211,26 @@ def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_pat
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
     assert result["rows"][1]["params"] > result["rows"][0]["params"]  # the recipe's [model] section was read
     assert "| camvid-unet | float32 |" in out_md.read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_paired_torch_times_segcli_and_the_reference_in_turns(tmp_path):
+    """benchmarks/paired_torch.py: one ratio per round, each segcli's images/s over PyTorch's (eager here: the
+    compile would cost the suite a minute; the harness is the same)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_torch.py"
+    out = tmp_path / "p.json"
+    done = subprocess.run([sys.executable, str(script), "--models", "lambda-fcn", "--rounds", "2", "--steps", "1",
+                           "--mode", "eager", "--size", "32", "64", "--batch", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["backend"].startswith("tensorflow ") and result["size"] == [32, 64]
+    (row,) = result["rows"]
+    assert row["model"] == "lambda-fcn" and len(row["ratios"]) == len(row["segcli"]) == len(row["torch"]) == 2
+    for ours, theirs, ratio in zip(row["segcli"], row["torch"], row["ratios"]):
+        assert math.isfinite(ratio) and ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs)
+    assert "lambda-fcn: segcli" in done.stdout
 
 
 @pytest.mark.slow

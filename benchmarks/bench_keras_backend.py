@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segcli.bench import (COMPUTE_DTYPE, cached_batches, matmul_gflops, peak_fraction,  # noqa: E402
+from segcli.bench import (COMPUTE_DTYPE, cached_batches, matmul_gflops, peak_fraction, random_batch,  # noqa: E402
                           time_calls)  # (no TensorFlow imported)
 from segcli.errors import describe  # noqa: E402
 from segcli.models import build_model, count_params, gflops, model_spec_from_toml  # noqa: E402
@@ -70,9 +70,7 @@ class EpochTimes(keras.callbacks.Callback):
 
 def fit_rate(model, batch: int, size: tuple[int, int], classes: int, steps: int, epochs: int, spe: int,
              jit) -> list[float]:
-    rng = np.random.default_rng(0)
-    batches = cached_batches(rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32),
-                             rng.integers(0, classes, (batch, *size)).astype(np.int32))  # on the device, as bench's
+    batches = cached_batches(*random_batch(batch, size, classes))  # on the device, as bench's
 
     model.compile(optimizer=keras.optimizers.Adam(1.29e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -28,23 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def segcli_step(model_name: str, batch: int, size: tuple[int, int]):
     """One step of segcli's bare fit (loss only, as the bench's `fit_plain`) on one cached batch: a function
     that trains one step and returns the loss, synchronously."""
-    import numpy as np
     import tensorflow as tf
 
-    from segcli.bench.sections import resolved_recipe
-    from segcli.bench.settings import BenchSettings
-    from segcli.data import camvid_classes
-    from segcli.models import build_model
+    from segcli.bench import BenchSettings, fit_model, random_batch
     from segcli.training.compile import compile_for_training
 
-    settings = BenchSettings(train_size=size, batch_size=batch)
-    recipe = resolved_recipe(model_name, "float32", settings, jit=False)
-    classes = camvid_classes().with_void_as_class()
-    model = build_model(recipe.model.name, classes.num_classes, **recipe.model.options)
-    compile_for_training(model, recipe, classes, 1, metrics=False, gpu=False)
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32))
-    y = tf.constant(rng.integers(0, classes.num_classes, (batch, *size)).astype(np.int32))
+    model, recipe, classes, strategy = fit_model(model_name, "float32", BenchSettings(train_size=size,
+                                                                                      batch_size=batch), jit=False)
+    compile_for_training(model, recipe, classes, 1, strategy=strategy, metrics=False, gpu=False)
+    x, y = (tf.constant(a) for a in random_batch(batch, size, classes.num_classes))
     return lambda: float(model.train_on_batch(x, y))
 
 

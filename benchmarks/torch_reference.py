@@ -123,6 +123,13 @@ def autocast_dtype(precision: str, device: str, native_bf16: bool | None = None)
     return None, f"unknown precision {precision!r}"
 
 
+def _device(device: str | None) -> str:
+    """The device asked for, else the GPU where there is one, else the CPU."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -137,7 +144,7 @@ def trainer(name: str, *, mode: str, precision: str = "float32", size=(368, 480)
     import torch
     import torch.nn.functional as F
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(device)
     dtype, why = autocast_dtype(precision, device, native_bf16)
     if why:
         return None, None, why
@@ -182,9 +189,7 @@ def train_rate(name: str, *, mode: str, precision: str = "float32", size=(368, 4
                device: str | None = None, native_bf16: bool | None = None) -> dict:
     """Images/s of `steps` training steps on one cached batch (the median of `repeats` timed runs), after
     `warmup` steps; `compile_seconds`: the first step of a compiled net (tracing, compiling, running)."""
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(device)
     row = {"model": name, "mode": mode, "precision": precision, "device": device}
     step, net, why = trainer(name, mode=mode, precision=precision, size=size, batch=batch, num_classes=num_classes,
                              seed=seed, device=device, native_bf16=native_bf16)
@@ -224,7 +229,7 @@ def run_reference(spec: dict) -> dict:
     modes = list(spec.get("modes", MODES))
     precisions = list(spec.get("precisions", ["float32"]))
     size = tuple(spec.get("size", (368, 480)))
-    device = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(spec.get("device"))
     native_bf16 = spec.get("native_bf16")
     native_bf16 = _native_bf16() if native_bf16 is None and device == "cpu" else native_bf16
     if "threads" in spec:

@@ -35,7 +35,7 @@ def prefer_onednn() -> bool:
     which never load TensorFlow, nor where TensorFlow already had them on."""
     if os.environ.get(ONEDNN_ENV) is not None or "tensorflow" in sys.modules:
         return False
-    if not (sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")):
+    if not (sys.platform.startswith("linux") and platform.machine() == "x86_64"):
         return False
     os.environ[ONEDNN_ENV] = "1"
     return True
@@ -122,11 +122,9 @@ def tensorflow_onednn() -> bool | None:
     function, absent from some builds)."""
     try:
         from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
-        return None
-    try:
+
         return bool(_pywrap_util_port.IsMklEnabled())
-    except Exception:  # noqa: BLE001 (a private API: any failure means "cannot tell")
+    except Exception:  # noqa: BLE001 (a private API: absent or failing means "cannot tell")
         return None
 
 

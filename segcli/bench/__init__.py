@@ -38,8 +38,8 @@ from segcli.bench.child import run_in_child
 from segcli.bench.data import (DEFAULT_DATA, VAL_FRACTION, BenchData, precision_data, prepare_data, write_big_image,
                                write_synthetic_dataset)
 from segcli.bench.sections import (SECTION_TABLE, SECTIONS, TORCH_MODES, BenchRun, Unavailable, backend_info,
-                                   cached_batches, fit_rates, matmul_gflops, pipeline_rate, precision_curves,
-                                   predict_rate, resolved_recipe, run_bench, tiled_predict_memory,
+                                   cached_batches, fit_model, fit_rates, matmul_gflops, pipeline_rate, precision_curves,
+                                   predict_rate, random_batch, resolved_recipe, run_bench, tiled_predict_memory,
                                    torch_reference_rates, train_path_rate)
 from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, _parse_jit, default_jit,
                                    default_precisions, gpu_available, make_settings)
@@ -47,8 +47,8 @@ from segcli.bench.timing import median_after_first, peak_fraction, time_calls
 
 __all__ = [
     "BenchData", "BenchRun", "BenchSettings", "COMPUTE_DTYPE", "DEFAULT_DATA", "DEFAULT_MODELS", "SECTIONS",
-    "SECTION_TABLE", "TORCH_MODES", "Unavailable", "VAL_FRACTION", "backend_info", "cached_batches", "default_jit", "default_precisions", "fit_rates", "gpu_available",
+    "SECTION_TABLE", "TORCH_MODES", "Unavailable", "VAL_FRACTION", "backend_info", "cached_batches", "default_jit", "default_precisions", "fit_model", "fit_rates", "gpu_available",
     "make_settings", "matmul_gflops", "median_after_first", "peak_fraction", "pipeline_rate", "precision_curves",
-    "precision_data", "predict_rate", "prepare_data", "resolved_recipe", "run_bench", "run_in_child",
+    "precision_data", "predict_rate", "prepare_data", "random_batch", "resolved_recipe", "run_bench", "run_in_child",
     "tiled_predict_memory", "time_calls", "torch_reference_rates", "train_path_rate", "write_big_image", "write_synthetic_dataset",
 ]

@@ -187,32 +187,45 @@ def train_path_rate(model_name: str, precision: str, data: BenchData, settings: 
             "epochs": int(result.metrics["epochs"])}
 
 
-def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, classes=None) -> dict:
-    """Images/s of a bare model.fit on one cached batch, the median of `settings.repeats` timed fits: compiled
-    by segcli.training.compile_for_training as train compiles (optimizer, loss, metrics with the scoring rules,
-    jit, steps per execution) -> "fit"; the loss only -> "fit_plain". classes: the model's ClassMap (default
-    CamVid's 11 + void trained as a class, as the benchmark's recipe trains it)."""
+def random_batch(batch: int, size, num_classes: int, seed: int = 0):
+    """The benchmark's one training batch: (images float32 0..255 (batch, h, w, 3), labels int32 (batch, h, w))
+    as NumPy arrays, the same for every run with the same seed."""
     import numpy as np
 
+    rng = np.random.default_rng(seed)
+    h, w = size
+    return (rng.uniform(0, 255, (batch, h, w, 3)).astype(np.float32),
+            rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
+
+
+def fit_model(model_name: str, precision: str, settings: BenchSettings, jit: bool, classes=None):
+    """(model, recipe, classes, strategy): the net a bare fit of `model_name` trains, built as `segcli train`
+    builds it (its recipe, seed, strategy scope and precision policy), not yet compiled. classes: the model's
+    ClassMap (default CamVid's 11 + void trained as a class, as the benchmark's recipe trains it)."""
     from segcli.data import camvid_classes
     from segcli.models import build_model
     from segcli.precision import policy
-    from segcli.training.callbacks import Throughput
-    from segcli.training.compile import compile_for_training
     from segcli.training.distribute import resolve_strategy
 
     recipe = resolved_recipe(model_name, precision, settings, jit)
     classes = classes or camvid_classes().with_void_as_class()
-    num_classes = classes.num_classes
     set_seed(recipe.train.seed)
     strategy, _ = resolve_strategy(recipe.train.distribute)
-    batch, steps = int(settings.batch_size), int(settings.steps)
-    h, w = settings.train_size
-    rng = np.random.default_rng(0)
-    data = cached_batches(rng.uniform(0, 255, (batch, h, w, 3)).astype(np.float32),
-                          rng.integers(0, num_classes, (batch, h, w)).astype(np.int32))
     with strategy.scope(), policy(precision):
-        model = build_model(recipe.model.name, num_classes, **recipe.model.options)
+        model = build_model(recipe.model.name, classes.num_classes, **recipe.model.options)
+    return model, recipe, classes, strategy
+
+
+def fit_rates(model_name: str, precision: str, settings: BenchSettings, jit: bool, classes=None) -> dict:
+    """Images/s of a bare model.fit on one cached batch, the median of `settings.repeats` timed fits: compiled
+    by segcli.training.compile_for_training as train compiles (optimizer, loss, metrics with the scoring rules,
+    jit, steps per execution) -> "fit"; the loss only -> "fit_plain". classes: as fit_model's."""
+    from segcli.training.callbacks import Throughput
+    from segcli.training.compile import compile_for_training
+
+    model, recipe, classes, strategy = fit_model(model_name, precision, settings, jit, classes)
+    batch, steps = int(settings.batch_size), int(settings.steps)
+    data = cached_batches(*random_batch(batch, settings.train_size, classes.num_classes))
     rates = {}
     for variant, with_metrics in (("fit", True), ("fit_plain", False)):
         spe = compile_for_training(model, recipe, classes, steps, strategy=strategy, metrics=with_metrics,

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The Ctrl-C tests send SIGINT to segcli children. A suite started as a background job of a script (`cmd &`,
+# nohup) inherits SIGINT ignored, and so would every child: Python and segcli leave an ignored SIGINT ignored
+# (as they should), so those children would never stop and the tests would wait out their timeouts. Give the
+# test processes Python's handler back: a child starts with SIGINT at its default again (exec resets handlers).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The tests start many JAX processes that compile the same small programs (a Keras model's eager initializers
 # alone are dozens of XLA compilations): JAX's persistent compilation cache, in a folder of this test session's

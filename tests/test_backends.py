@@ -208,6 +208,7 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     scratch = tmp_path / "tmp"  # the temp folder of the children: process 1's scratch copies go there
     scratch.mkdir()
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
+    started: list[subprocess.Popen] = []  # killed at the end if still running (a failed wait leaves them)
 
     def stopped_and_resumed(out: Path, count: int) -> list[str]:
         """Train into `out` in `count` processes, Ctrl-C them all in epoch 2, resume: the resumed outputs."""
@@ -219,8 +220,9 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
                        else [sys.executable, "-c", "from segcli.cli import main; main()", "train"])
             multi = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
                      "KERAS_DISTRIBUTION_PROCESS_ID": str(i)} if count > 1 else {}
-            return subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env={**env, **multi})
+            started.append(subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True, env={**env, **multi}))
+            return started[-1]
 
         procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", out], "batch:1") for i in range(count)]
         deadline = time.monotonic() + 900
@@ -244,11 +246,17 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
         return outputs
 
     two, one = tmp_path / "two", tmp_path / "one"
-    outputs = stopped_and_resumed(two, 2)
+    try:
+        outputs = stopped_and_resumed(two, 2)
+        stopped_and_resumed(one, 1)
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert "in 2 processes (this is process 0)" in outputs[0]
     assert outputs[1].strip().splitlines()[-1].startswith("process 1 of 2 finished; process 0 wrote")
     assert "epoch 2/2" in outputs[0] and "epoch 2/2" not in outputs[1]  # only process 0 reports
-    stopped_and_resumed(one, 1)
     two_losses, one_losses = _history_losses(two), _history_losses(one)
     assert len(two_losses) == 2 and np.allclose(two_losses, one_losses, rtol=1e-3), (two_losses, one_losses)
     info = json.loads((two / "run.json").read_text())

@@ -242,6 +242,37 @@ def test_compile_for_training_scores_only_the_dataset_classes_with_void_as_class
     assert plain.metrics == [] and model.loss.ignore_index == 11
 
 
+def test_the_first_train_step_creates_no_variable_so_it_is_traced_once():
+    """compile_for_training builds the optimizer over every trainable variable: the first step of fit creates no
+    variable (on TensorFlow one that did would make Keras trace the step twice), and every later step updates
+    the variables it was built over; a recompile with it (train's freeze and unfreeze) leaves it as it is."""
+    import keras
+
+    from segcli.data import camvid_classes
+    from segcli.models import build_model
+    from segcli.training.compile import compile_for_training
+
+    classes = camvid_classes()
+    model = build_model("unet", classes.num_classes, depth=2, base_filters=4)
+    compile_for_training(model, recipes.resolve(), classes, 10, gpu=False)
+    assert model.optimizer.built
+    before = len(model.optimizer.variables)
+    assert before > 2 * len(model.trainable_variables)  # Adam: two moments per variable, plus its counters
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype="float32")
+    y = np.random.default_rng(1).integers(0, classes.num_classes, (2, 32, 32, 1)).astype("int32")
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        created = []
+        with tf.variable_creator_scope(lambda next_creator, **kw: created.append(kw.get("name")) or next_creator(**kw)):
+            model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+        assert created == []
+    else:
+        model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    assert len(model.optimizer.variables) == before
+    compile_for_training(model, recipes.resolve(), classes, 10, gpu=False, optimizer=model.optimizer)
+    assert len(model.optimizer.variables) == before and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
+
 def test_training_does_not_import_evaluation():
     import subprocess
     import sys

@@ -279,14 +279,11 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     train_from, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
     compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
+    # Freezing the encoder: ONE optimizer, built over all variables by compile_for_training, serves every phase
+    # (re-compiled with it), so the step count (the lr schedule), the decoder's moments and the backup's optimizer
+    # state carry across the switch, and a resume in either phase restores the same variables. The encoder's own
+    # moments start at zero when it is unfrozen (Adam then steps it a little more than lr for its first updates).
     phases = _phases(model, train_spec)
-    if len(phases) > 1 or phases[0][2] is not None:
-        # Freezing the encoder: ONE optimizer, built over all variables, serves every phase (re-compiled with it),
-        # so the step count (the lr schedule), the decoder's moments and the backup's optimizer state carry across
-        # the switch, and a resume in either phase restores the same variables. The encoder's own moments start
-        # at zero when it is unfrozen (Adam then steps it a little more than lr for its first updates).
-        with strategy.scope():
-            model.optimizer.build(model.trainable_variables)
 
     new_run = run is None
     if new_run:

@@ -5,6 +5,7 @@ Python raises it in the wait; SIGKILL ends it on the spot).
 
 usage: python tests/pause_train.py POINT MARKER ARGS...
 POINT:
+  epoch:E       as epoch E (0-based) begins, before its first step (for SIGKILL: a SIGINT would end that step)
   batch:E       after the first training step of epoch E (0-based): mid-epoch
   backup:E      while epoch E's backup is written: its weights file half-written under the temporary name
                 (for SIGKILL only: a SIGINT there would let the truncated file be renamed into place)
@@ -36,7 +37,16 @@ def install(point: str, marker: str) -> None:
     from segcli.training import callbacks
 
     kind, _, arg = point.partition(":")
-    if kind == "batch":
+    if kind == "epoch":
+        begin = callbacks.Throughput.on_epoch_begin
+
+        def paused_epoch_begin(self, epoch, logs=None):
+            begin(self, epoch, logs)
+            if epoch == int(arg):
+                pause(marker)
+
+        callbacks.Throughput.on_epoch_begin = paused_epoch_begin
+    elif kind == "batch":
         begin = callbacks.Throughput.on_epoch_begin
 
         def on_epoch_begin(self, epoch, logs=None):

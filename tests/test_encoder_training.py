@@ -217,11 +217,11 @@ def test_encoder_lr_mult_on_jax_and_torch(backend):
 def test_freeze_run_killed_after_its_frozen_epoch_resumes_training_the_encoder(cli, sample_data, tmp_path,
                                                                               weights_file):
     """`train unet DATA --encoder mobilenetv3small --encoder-weights FILE` with freeze_encoder_epochs 1 of 2 epochs
-    (encoder_lr_mult 0.5): killed (SIGKILL) as epoch 2 begins, the encoder unfrozen (killed mid-epoch is
-    test_reliability's), the backup holds epoch 1 with the file's encoder untouched (kernels and BN statistics); `train --resume` trains epoch 2 alone, the encoder
-    included (it moves from the backup's), and finishes the run with every epoch once, with the losses of a run
-    never stopped; best.keras loads in plain
-    Keras and its ONNX export passes segcli's parity check."""
+    (encoder_lr_mult 0.5): killed (SIGKILL) as epoch 2 begins, the encoder unfrozen (a kill mid-epoch is
+    test_reliability's), the backup holds epoch 1 with the file's encoder untouched (kernels and BN statistics);
+    `train --resume` trains epoch 2 alone, the encoder included (it moves from the backup's), and finishes the run
+    with every epoch once, with the losses of a run never stopped; best.keras loads in plain Keras and its ONNX
+    export passes segcli's parity check."""
     out = tmp_path / "run"
     recipe = tiny_recipe(tmp_path, epochs=2, extra="freeze_encoder_epochs = 1\nencoder_lr_mult = 0.5")
     proc = start_paused("epoch:1", ["unet", sample_data, "--recipe", recipe, "--encoder", ENCODER,

@@ -264,14 +264,21 @@ def test_the_first_train_step_creates_no_variable_so_it_is_traced_once():
         import tensorflow as tf
 
         created = []
-        with tf.variable_creator_scope(lambda next_creator, **kw: created.append(kw.get("name")) or next_creator(**kw)):
+
+        def creator(next_creator, **kwargs):
+            created.append(kwargs.get("name"))
+            return next_creator(**kwargs)
+
+        with tf.variable_creator_scope(creator):
             model.fit(x, y, epochs=1, batch_size=2, verbose=0)
         assert created == []
     else:
         model.fit(x, y, epochs=1, batch_size=2, verbose=0)
     assert len(model.optimizer.variables) == before
     compile_for_training(model, recipes.resolve(), classes, 10, gpu=False, optimizer=model.optimizer)
-    assert len(model.optimizer.variables) == before and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
+    assert len(model.optimizer.variables) == before
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
+
 
 def test_training_does_not_import_evaluation():
     import subprocess

@@ -37,24 +37,17 @@ def install(point: str, marker: str) -> None:
     from segcli.training import callbacks
 
     kind, _, arg = point.partition(":")
-    if kind == "epoch":
-        begin = callbacks.Throughput.on_epoch_begin
-
-        def paused_epoch_begin(self, epoch, logs=None):
-            begin(self, epoch, logs)
-            if epoch == int(arg):
-                pause(marker)
-
-        callbacks.Throughput.on_epoch_begin = paused_epoch_begin
-    elif kind == "batch":
+    if kind in ("epoch", "batch"):
         begin = callbacks.Throughput.on_epoch_begin
 
         def on_epoch_begin(self, epoch, logs=None):
             begin(self, epoch, logs)
             self.pause_here = epoch == int(arg)
+            if self.pause_here and kind == "epoch":
+                pause(marker)
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.pause_here:
+            if self.pause_here and kind == "batch":
                 pause(marker)
 
         callbacks.Throughput.on_epoch_begin = on_epoch_begin

@@ -210,23 +210,25 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
     started: list[subprocess.Popen] = []  # killed at the end if still running (a failed wait leaves them)
 
-    def stopped_and_resumed(out: Path, count: int) -> list[str]:
-        """Train into `out` in `count` processes, Ctrl-C them all in epoch 2, resume: the resumed outputs."""
-        address = f"127.0.0.1:{_free_port()}"
+    two, one = tmp_path / "two", tmp_path / "one"
+    address = f"127.0.0.1:{_free_port()}"
 
-        def start(i: int, args: list, pause_at: str | None = None) -> subprocess.Popen:
-            marker = tmp_path / f"paused-{out.name}-{i}"
-            command = ([sys.executable, str(ROOT / "tests" / "pause_train.py"), pause_at, str(marker)] if pause_at
-                       else [sys.executable, "-c", "from segcli.cli import main; main()", "train"])
-            multi = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
-                     "KERAS_DISTRIBUTION_PROCESS_ID": str(i)} if count > 1 else {}
-            started.append(subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, env={**env, **multi}))
-            return started[-1]
+    def start(i: int, args: list, pause_at: str | None = None) -> subprocess.Popen:
+        """Process i of 2 training into `two` (held at `pause_at` by tests/pause_train.py, if given)."""
+        marker = tmp_path / f"paused-{i}"
+        command = ([sys.executable, str(ROOT / "tests" / "pause_train.py"), pause_at, str(marker)] if pause_at
+                   else [sys.executable, "-c", "from segcli.cli import main; main()", "train"])
+        multi = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                 "KERAS_DISTRIBUTION_PROCESS_ID": str(i)}
+        started.append(subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env={**env, **multi}))
+        return started[-1]
 
-        procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", out], "batch:1") for i in range(count)]
+    try:
+        # both held after the first step of epoch 2, then Ctrl-C'd, then resumed
+        procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", two], "batch:1") for i in range(2)]
         deadline = time.monotonic() + 900
-        while not all((tmp_path / f"paused-{out.name}-{i}").is_file() for i in range(count)):
+        while not all((tmp_path / f"paused-{i}").is_file() for i in range(2)):
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 for p in procs:
                     p.kill()
@@ -236,18 +238,14 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
         for p in procs:
             p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal running them does
         outputs = [p.communicate(timeout=600)[0] for p in procs]
-        assert [p.returncode for p in procs] == [130] * count, "\n".join(o[-2000:] for o in outputs)
+        assert [p.returncode for p in procs] == [130] * 2, "\n".join(o[-2000:] for o in outputs)
         for output in outputs:
-            assert f"segcli train --resume {out}" in output and "Traceback" not in output, output[-2000:]
-        assert len(_history_losses(out)) == 1 and (out / "backup").is_dir()  # epoch 1 kept, epoch 2 to redo
-        procs = [start(i, ["--resume", out]) for i in range(count)]
+            assert f"segcli train --resume {two}" in output and "Traceback" not in output, output[-2000:]
+        assert len(_history_losses(two)) == 1 and (two / "backup").is_dir()  # epoch 1 kept, epoch 2 to redo
+        procs = [start(i, ["--resume", two]) for i in range(2)]
         outputs = [p.communicate(timeout=900)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0] * count, "\n".join(o[-2000:] for o in outputs)
-        return outputs
+        assert [p.returncode for p in procs] == [0] * 2, "\n".join(o[-2000:] for o in outputs)
 
-    two, one = tmp_path / "two", tmp_path / "one"
-    try:
-        outputs = stopped_and_resumed(two, 2)
         straight = subprocess.run([sys.executable, "-m", "segcli", "train", "unet", str(sample_data), "--recipe",
                                    str(recipe), "--out", str(one)], capture_output=True, text=True, env=env,
                                   timeout=900)

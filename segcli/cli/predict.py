@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP, tta_flag
+from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP
 
 
 def predict_cmd(
@@ -28,16 +28,13 @@ def predict_cmd(
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
 ):
     """Predict a palette PNG mask (the input's size, the model's class colours) for every input image."""
-    from segcli.inference import check_predict_out, predict_files, resolve_inputs
-    from segcli.modelfile import load_model
+    from segcli.inference import predict_files
 
-    augment = tta_flag(tta)  # a bad --tta, a missing input or a bad --out fails before the model loads
-    files = resolve_inputs(inputs)
-    check_predict_out(files, out, overlay=overlay, probabilities=probabilities)
-    loaded = load_model(model, precision)
     with render.RichProgress(render.err_console) as progress:
-        records = predict_files(loaded, files, out, overlay=overlay, alpha=alpha, probabilities=probabilities,
-                                tile=tile, overlap=overlap, batch_size=batch_size, tta=augment, progress=progress)
+        # a bad --tta, a missing input or a bad --out fails there before the model loads
+        records = predict_files(model, inputs, out, precision=precision, overlay=overlay, alpha=alpha,
+                                probabilities=probabilities, tile=tile, overlap=overlap, batch_size=batch_size,
+                                tta=tta, progress=progress)
     render.predictions_written(len(records), out, overlay=overlay, probabilities=probabilities)
 
 

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
             "out": str(args.work / "out"), "tile": args.tile, "overlap": args.overlap, "batch": args.batch_size,
             "probabilities": args.probabilities, "overlay": args.overlay}
     try:
-        r = run_in_child("segcli.bench.sections:tiled_child", spec, what="tiled predict")
+        r = run_in_child("segcli.bench.measurements:tiled_child", spec, what="tiled predict")
     except SegcliError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"predicted {args.size}x{args.size} with {args.model} {spec['options']}, {args.classes} classes -> "

@@ -361,14 +361,14 @@ def test_torch_section_prints_the_reference_beside_segcli_fit(cli, tmp_path):
 
 
 def test_torch_section_without_torch_says_how_to_get_it(cli, monkeypatch):
-    monkeypatch.setattr(bench.sections, "torch_installed", lambda: False)
+    monkeypatch.setattr(bench.measurements, "torch_installed", lambda: False)
     others = ",".join(s for s in bench.SECTIONS if s != "torch")
     result = cli("bench", "--quick", "--skip", others)
     assert result.exit_code == 0, result.output
     assert "torch: not run on tensorflow: PyTorch is not installed: pip install torch" in result.stdout
     result = cli("bench", "--quick", "--skip", others, "--json", "-")
     assert json.loads(result.stdout)["unavailable"] == {
-        "torch": "PyTorch is not installed: " + bench.sections.TORCH_HINT}
+        "torch": "PyTorch is not installed: " + bench.measurements.TORCH_HINT}
 
 
 def test_a_section_that_cannot_run_on_the_backend_says_why(tmp_path):

@@ -26,9 +26,11 @@ Every training figure also gets its share of the matmul peak of its compute dtyp
 GFLOPs per image (segcli.models.gflops) x 3 (forward + backward) x images/s / peak GFLOP/s.
 
 The modules: `settings` (what a run measures, full and --quick), `data` (CamVid or synthetic PNGs),
-`timing` (the timing harness), `child` (the child-process protocol), `sections` (one function per section,
-`SECTION_TABLE`, `run_bench`). The result is a plain dict; segcli/cli/render.py prints it. Importing this
-package imports neither TensorFlow nor Keras (benchmarks/bench_keras_backend.py runs without TensorFlow).
+`timing` (the timing harness), `child` (the child-process protocol), `fitting` (the training measurements: the
+train path, the bare fit, the precision curves), `measurements` (the others: matmul, pipeline, predict, tiled
+predict, the PyTorch reference), `sections` (one function per section, `SECTION_TABLE`, `run_bench`). The result
+is a plain dict; segcli/cli/render.py prints it. Importing this package imports neither TensorFlow nor Keras
+(benchmarks/bench_keras_backend.py runs without TensorFlow).
 
 >>> from segcli.bench import run_bench
 >>> result = run_bench(quick=True)          # a dict, as `segcli bench --json -` prints it
@@ -37,10 +39,11 @@ package imports neither TensorFlow nor Keras (benchmarks/bench_keras_backend.py 
 from segcli.bench.child import run_in_child
 from segcli.bench.data import (DEFAULT_DATA, VAL_FRACTION, BenchData, precision_data, prepare_data, write_big_image,
                                write_synthetic_dataset)
-from segcli.bench.sections import (SECTION_TABLE, SECTIONS, TORCH_MODES, BenchRun, Unavailable, backend_info,
-                                   cached_batches, fit_model, fit_rates, matmul_gflops, pipeline_rate, precision_curves,
-                                   predict_rate, random_batch, resolved_recipe, run_bench, tiled_predict_memory,
-                                   torch_reference_rates, train_path_rate)
+from segcli.bench.fitting import (cached_batches, fit_model, fit_rates, precision_curves, random_batch,
+                                  resolved_recipe, train_path_rate)
+from segcli.bench.measurements import (TORCH_MODES, Unavailable, backend_info, matmul_gflops, pipeline_rate,
+                                       predict_rate, tiled_predict_memory, torch_reference_rates)
+from segcli.bench.sections import SECTION_TABLE, SECTIONS, BenchRun, run_bench
 from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, _parse_jit, default_jit,
                                    default_precisions, gpu_available, make_settings)
 from segcli.bench.timing import median_after_first, peak_fraction, time_calls

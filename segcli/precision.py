@@ -12,10 +12,10 @@ import contextlib
 
 import keras
 
+from segcli.choices import PRECISIONS, check_choice
 from segcli.errors import SegcliError, describe
 from segcli.system import cpu_flags, gpu_available
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 REDUCED_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
 FLOAT_POLICIES = ("float32", *REDUCED_POLICIES)  # the plain ones with_policy rewrites (quantized ones stay)
 
@@ -54,8 +54,10 @@ def resolve_precision(choice: str = "auto") -> tuple[str, str]:
     scored; --precision mixed_bfloat16 opts in. The figures: README, "Precision and GPUs"; the ``precision``
     section of `segcli bench` and benchmarks/precision_layers.py check a CPU.
     """
-    if choice not in ("auto", *PRECISIONS):
-        raise SegcliError(f"unknown precision {choice!r}; valid: auto, {', '.join(PRECISIONS)}")
+    try:
+        check_choice(choice, ("auto", *PRECISIONS))  # the recipe's check and message (predict's flag comes here)
+    except ValueError as exc:
+        raise SegcliError(f"--precision: {exc}") from None
     if choice != "auto":
         return choice, "chosen"
     if gpu_available():

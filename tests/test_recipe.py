@@ -1,6 +1,8 @@
 """Every numeric flag and recipe value is checked once (segcli.recipe), before anything is built or written:
 a bad one is exit 2 with one line naming the flag, or the recipe file and key, and no run folder appears."""
 
+from pathlib import Path
+
 import pytest
 
 from segcli import recipe as recipes
@@ -180,7 +182,7 @@ def test_typed_recipe_round_trips_through_recipe_toml(tmp_path):
     r = recipes.resolve("camvid-fcn", {"train": {"jit": "on", "epochs": "3"}, "data": {"size": [64, 96]}})
     assert isinstance(r, recipes.Recipe) and r.train.jit is True and r.data.cache is None
     assert r.train.epochs == 3 and r.data.size == (64, 96) and r.model.name == "fcn"
-    assert r.data.classes.endswith("camvid-classes.json") and recipes.Path(r.data.classes).is_file()
+    assert r.data.classes.endswith("camvid-classes.json") and Path(r.data.classes).is_file()
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.train.epochs = 4
     recipes.save(r, tmp_path / "recipe.toml")
@@ -206,7 +208,7 @@ def test_shipped_recipes_are_package_data():
     """Found inside the package (what a wheel installs), by name or by path."""
     import segcli
 
-    package = recipes.Path(segcli.__file__).resolve().parent
+    package = Path(segcli.__file__).resolve().parent
     assert recipes.RECIPES_DIR == package / "resources" / "recipes"
     for name in ("sample-unet", "camvid-fcn", "camvid-unet", "lambda-fcn", "lambda-unet"):
         assert recipes.find_recipe(name) == recipes.RECIPES_DIR / f"{name}.toml"

@@ -173,7 +173,7 @@ def test_precision_auto(monkeypatch):
     monkeypatch.setattr(precision, "gpu_available", lambda: True)
     assert precision.resolve_precision("auto")[0] == "mixed_float16"
     monkeypatch.setattr(precision, "gpu_available", lambda: False)
-    for flags, expected in (({"avx512_bf16"}, "mixed_bfloat16"), ({"amx_bf16", "avx512_bf16"}, "float32"),
+    for flags, expected in (({"avx512_bf16"}, "mixed_bfloat16"), ({"amx_bf16", "avx512_bf16"}, "mixed_bfloat16"),
                             (set(), "float32")):  # each CPU kind: tests/test_precision.py
         monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
         assert precision.resolve_precision("auto")[0] == expected, flags
@@ -189,7 +189,7 @@ def test_strategy_choice(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}')
     with pytest.raises(SegcliError, match="keras-team/keras#20585"):  # Keras 3's fit fails on several machines
         resolve_strategy("auto")
-    with pytest.raises(SegcliError, match="unknown --distribute 'ring'; choose auto, none, mirrored"):
+    with pytest.raises(SegcliError, match="--distribute: must be one of auto, none, mirrored, multi, got 'ring'"):
         resolve_strategy("ring")
     assert not is_distributed(strategy)
 

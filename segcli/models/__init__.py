@@ -11,8 +11,8 @@ from segcli.models.encoders import (ENCODER_LAYER, build_backbone, decoder_varia
                                     encoder_of, encoder_variables, list_encoders, set_encoder_trainable)
 from segcli.models.fcn import build_fcn
 from segcli.models.info import count_params, gflops, output_stride
-from segcli.models.registry import (ModelEntry, build_model, builder_options, list_models, model_entry,
-                                    model_spec_from_toml, register)
+from segcli.models.registry import (ModelEntry, build_model, builder_defaults, builder_options, list_models,
+                                    model_entry, model_spec_from_toml, register)
 from segcli.models.unet import build_unet
 
 # --- the registered architectures -------------------------------------------------------------
@@ -28,8 +28,8 @@ register("lambda-unet", build_unet, description="the tutorial's U-Net: lambda-fc
          encoder="strided", depth=4, base_filters=32, batch_norm=False)
 
 __all__ = [
-    "ENCODER_LAYER", "ModelEntry", "build_backbone", "build_fcn", "build_model", "build_unet", "builder_options",
-    "count_params", "decoder_variables", "encoder_info", "encoder_layers", "encoder_of", "encoder_variables", "gflops",
-    "list_encoders", "list_models", "model_entry", "model_spec_from_toml", "output_stride", "register",
-    "set_encoder_trainable",
+    "ENCODER_LAYER", "ModelEntry", "build_backbone", "build_fcn", "build_model", "build_unet", "builder_defaults",
+    "builder_options", "count_params", "decoder_variables", "encoder_info", "encoder_layers", "encoder_of",
+    "encoder_variables", "gflops", "list_encoders", "list_models", "model_entry", "model_spec_from_toml",
+    "output_stride", "register", "set_encoder_trainable",
 ]

@@ -8,7 +8,6 @@ with options overriding the preset's.
 from __future__ import annotations
 
 import inspect
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ from typing import Any, Callable
 import keras
 
 from segcli.errors import ModelError
+from segcli.tomlfile import read_toml
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,25 @@ class ModelEntry:
     presets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The options it builds with when a recipe gives none: the builder's defaults, then the presets."""
+        return {**builder_defaults(self.builder), **self.presets}
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def builder_options(builder: Callable) -> list[str]:
+def builder_defaults(builder: Callable) -> dict[str, Any]:
+    """A builder's options (its keyword arguments but num_classes), in order, each with its default
+    (inspect.Parameter.empty where it has none): the one reader of builder signatures."""
     params = inspect.signature(builder).parameters.values()
-    return [p.name for p in params
-            if p.name != "num_classes" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return {p.name: p.default for p in params
+            if p.name != "num_classes" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def builder_options(builder: Callable) -> list[str]:
+    return list(builder_defaults(builder))
 
 
 def _check_options(name: str, builder: Callable, options: dict) -> None:
@@ -90,17 +101,7 @@ def model_spec_from_toml(path: str | Path) -> tuple[str, dict[str, Any]]:
     Other tables and keys are ignored. Raises ModelError for a missing file, bad TOML or no [model] table.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ModelError("no such recipe file", path) from None
-    except IsADirectoryError:
-        raise ModelError("is a directory, not a recipe file", path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelError(f"not valid TOML: {exc}", path) from None
-    except OSError as exc:
-        raise ModelError(f"cannot read: {exc.strerror or exc}", path) from None
+    doc = read_toml(path, ModelError)
     model = doc.get("model")
     if not isinstance(model, dict):
         raise ModelError("no [model] table (expected [model] with name = \"...\")", path)

@@ -11,11 +11,10 @@ import json
 import os
 from dataclasses import dataclass
 
+from segcli.choices import STRATEGIES, check_choice, parse_switch
 from segcli.errors import SegcliError, describe
-from segcli.recipe import parse_switch
 from segcli.system import gpu_names
 
-STRATEGIES = ("auto", "none", "mirrored", "multi")  # what --distribute takes
 # Keras' own variables for several processes (keras.distribution.initialize reads them)
 MULTI_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
 
@@ -73,8 +72,10 @@ def resolve_strategy(choice: str = "auto") -> tuple[Placement, str]:
     import keras
 
     backend = keras.backend.backend()
-    if choice not in STRATEGIES:
-        raise SegcliError(f"unknown --distribute {choice!r}; choose {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
+    try:
+        check_choice(choice, STRATEGIES)
+    except ValueError as exc:
+        raise SegcliError(f"--distribute: {exc}") from None
     processes = multi_process_env()
     cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
     if choice == "multi" or (choice == "auto" and (processes > 1 or len(cluster.get("worker", [])) > 1)):

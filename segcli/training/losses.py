@@ -18,8 +18,8 @@ import numpy as np
 from keras import ops
 
 from segcli.backend import is_tensorflow
-
-KINDS = ("ce", "focal", "dice", "ce+dice")
+from segcli.choices import LOSSES as KINDS  # the loss kinds: the recipe's [train] loss choices
+from segcli.choices import check_choice
 
 
 def xla_on_tensorflow(fn):
@@ -91,8 +91,10 @@ class SegmentationLoss(keras.losses.Loss):
                  class_weights=None, gamma: float = 2.0, label_smoothing: float = 0.0,
                  name: str = "segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"unknown loss {kind!r}; valid: {', '.join(KINDS)}")
+        try:
+            check_choice(kind, KINDS)
+        except ValueError as exc:
+            raise ValueError(f"loss kind: {exc}") from None
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.kind = kind

@@ -1,9 +1,9 @@
-"""Optimizer and learning-rate schedule from a recipe's [train] table (a segcli.recipe.TrainSpec)."""
+"""Optimizer and learning-rate schedule from a recipe's [train] table (a segcli.recipe.TrainSpec).
+
+Their names are segcli.choices.OPTIMIZERS and SCHEDULES; the recipe checks them when it is parsed.
+"""
 
 from __future__ import annotations
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 def make_schedule(train, steps_per_epoch: int):

@@ -271,6 +271,20 @@ def test_cli_show(cli, tmp_path):
     assert "output stride: 4" in result.output
 
 
+def test_cli_show_finds_a_shipped_recipe_by_name(cli):
+    """`models show --recipe camvid-fcn` finds the shipped recipe as `train --recipe camvid-fcn` does."""
+    result = cli("models", "show", "--recipe", "camvid-fcn", "--classes", "3", "--size", "64x64")
+    assert result.exit_code == 0, result.output
+    assert "model: fcn  (from " in result.output and "camvid-fcn.toml)" in result.output
+    assert "'downsample_input': 2" in result.output  # built with the recipe's options, not fcn's defaults
+    assert "params: 1177506" in result.output and "params: 1177506" not in cli(
+        "models", "show", "fcn", "--classes", "3", "--size", "64x64").output
+    for args in (("--recipe", "no-such-recipe"), ("lambda-fcn", "--recipe", "camvid-fcn"), ()):
+        result = cli("models", "show", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+    assert "shipped recipes: " in cli("models", "show", "--recipe", "no-such-recipe").output
+
+
 def test_cli_errors(cli, tmp_path):
     for args in (("models", "--size", "12"), ("models", "show", "lambda-fcn", "--size", "12"),
                  ("models", "show", "nope"), ("models", "show", tmp_path / "missing.toml")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -44,23 +45,33 @@ def models_main(
 
 @app.command("show")
 def models_show(
-    model: str = typer.Argument(..., metavar="NAME|RECIPE.toml", help="A registered name or a recipe TOML file."),
+    model: Optional[str] = typer.Argument(None, metavar="NAME|RECIPE.toml",
+                                          help="A registered name or a recipe TOML file."),
+    recipe_name: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE",
+                                              help="The model of a recipe: a TOML file, or a shipped recipe's name."),
     classes: int = typer.Option(12, "--classes", min=1, help="Number of classes the model outputs."),
     size: str = typer.Option("360x480", "--size", help="Image size HEIGHTxWIDTH for GFLOPs."),
     summary: bool = typer.Option(False, "--summary", help="Also print the Keras layer summary."),
     encoder: str = typer.Option(None, "--encoder", metavar="NAME",
                                 help="Build it with this encoder (vgg, strided, or a backbone: see `segcli models`)."),
 ):
-    """One model's parameter count, GFLOPs per image and output stride."""
+    """One model's parameter count, GFLOPs per image and output stride (a registered model, or a recipe's)."""
     import math
 
+    from segcli.errors import SegcliError
     from segcli.models import (build_model, count_params, gflops, list_models, model_entry, model_spec_from_toml,
                                output_stride)
     from segcli.models.encoders import backbone_spec, is_backbone, keras_cache_dir
+    from segcli.recipe import find_recipe
 
     height, width = parse_size(size)
     recipe = None
-    if model.lower().endswith(".toml") or (model not in list_models() and Path(model).is_file()):
+    if (model is None) == (recipe_name is None):
+        raise SegcliError("give a model NAME (or RECIPE.toml) or --recipe RECIPE, one of them")
+    if recipe_name is not None:  # as `train --recipe`: a file, or a shipped recipe's name
+        recipe = find_recipe(recipe_name)
+        name, options = model_spec_from_toml(recipe)
+    elif model.lower().endswith(".toml") or (model not in list_models() and Path(model).is_file()):
         recipe = Path(model)
         name, options = model_spec_from_toml(recipe)
     else:

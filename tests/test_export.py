@@ -173,7 +173,7 @@ def test_a_mixed_bfloat16_model_exports_as_float32(cli, mixed_file):
 # --- refusals ---------------------------------------------------------------------------------------
 
 def test_onnx_without_the_extra_says_how_to_install_it(cli, model_file, monkeypatch):
-    monkeypatch.setattr(export, "find_spec", lambda name: None if name == "tf2onnx" else object())
+    monkeypatch.setattr(export.guards, "find_spec", lambda name: None if name == "tf2onnx" else object())
     result = cli("export", model_file, "--format", "onnx")
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -212,8 +212,8 @@ def test_a_different_classes_json_beside_is_kept_without_force(cli, model_file):
 
 
 def test_an_export_that_differs_from_keras_fails_and_leaves_nothing(model_file, monkeypatch):
-    real = export._keras_reference
-    monkeypatch.setattr(export, "_keras_reference", lambda model, x: real(model, x) + 1.0)
+    real = export.formats._keras_reference
+    monkeypatch.setattr(export.formats, "_keras_reference", lambda model, x: real(model, x) + 1.0)
     with pytest.raises(ExportError, match="does not reproduce the Keras model"):
         export_model(model_file, "savedmodel")
     assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.keras"]
@@ -240,14 +240,14 @@ def test_a_missing_model_file_exits_2(cli, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_tflite_falls_back_to_a_fixed_size_when_dynamic_fails(model_file, monkeypatch):
-    real = export._tflite_bytes
+    real = export.formats._tflite_bytes
 
     def no_dynamic(model, size):
         if size is None:
             raise RuntimeError("dynamic shapes not supported")
         return real(model, size)
 
-    monkeypatch.setattr(export, "_tflite_bytes", no_dynamic)
+    monkeypatch.setattr(export.formats, "_tflite_bytes", no_dynamic)
     result = export_model(model_file, "tflite")
     assert result.fixed_size == (360, 480)  # the default, already a multiple of the stride 4
     assert any("could not take dynamic height/width" in n and "360x480" in n for n in result.notes)

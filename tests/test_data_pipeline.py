@@ -63,18 +63,18 @@ def test_scale_then_crop_interpolates_only_the_window():
     padded at the bottom/right."""
     import tensorflow as tf
 
-    from segcli.data.tfdata import _crop, _resized_crop
+    from segcli.data.tfdata import crop_window, resized_crop
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (6, 8, 3)).astype(np.uint8)
     label = rng.integers(0, 4, (6, 8)).astype(np.int32)
     # resized to its own size, centre window: exactly the plain crop
-    same = _resized_crop(image, label, tf.constant([6, 8]), (4, 6), 255)
-    plain = _crop(tf.constant(image), tf.constant(label), (4, 6), 255)
+    same = resized_crop(image, label, tf.constant([6, 8]), (4, 6), 255)
+    plain = crop_window(tf.constant(image), tf.constant(label), (4, 6), 255)
     np.testing.assert_allclose(same[0].numpy(), plain[0].numpy(), atol=1e-2)  # 0..255
     np.testing.assert_array_equal(same[1].numpy(), plain[1].numpy())
     # resized to 16x22, so resized pixel (r, c) sits at source (r / 3, c / 3); centre window 5x7 from (5, 7)
-    up_image, up_label = (t.numpy() for t in _resized_crop(image, label, tf.constant([16, 22]), (5, 7), 255))
+    up_image, up_label = (t.numpy() for t in resized_crop(image, label, tf.constant([16, 22]), (5, 7), 255))
     ys, xs = np.arange(5, 10) / 3, np.arange(7, 14) / 3
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
     y1, x1 = np.minimum(y0 + 1, 5), np.minimum(x0 + 1, 7)
@@ -86,7 +86,7 @@ def test_scale_then_crop_interpolates_only_the_window():
     nearest = label[np.floor(ys + 0.5).astype(int)][:, np.floor(xs + 0.5).astype(int)]  # no ties at thirds
     np.testing.assert_array_equal(up_label, nearest)
     # resized to 3x4, smaller than the 5x6 crop: the rest is padding
-    small_image, small_label = (t.numpy() for t in _resized_crop(image, label, tf.constant([3, 4]), (5, 6), 255))
+    small_image, small_label = (t.numpy() for t in resized_crop(image, label, tf.constant([3, 4]), (5, 6), 255))
     assert (small_label[3:] == 255).all() and (small_label[:, 4:] == 255).all()
     assert (small_image[3:] == 0).all() and (small_image[:, 4:] == 0).all()
     assert set(np.unique(small_label[:3, :4])) <= {0, 1, 2, 3}

@@ -198,6 +198,24 @@ def test_an_endless_stream_started_at_a_batch_is_the_rest_of_the_stream(tmp_path
         make_pipeline(pairs, CLASSES, "index", batch_size=2, training=True, start=1, engine=engine)
 
 
+def test_one_options_object_or_its_keywords(tmp_path):
+    """Both engines take one PipelineOptions; make_pipeline and make_loader take it or its fields as keywords
+    (which replace its values), and nothing else."""
+    from segcli.data import PipelineOptions
+
+    pairs = write_pairs(tmp_path)
+    aug = Augment(scale=(0.6, 1.6), crop=(12, 16), flip=True)
+    options = PipelineOptions(batch_size=2, training=True, augment=aug, seed=3)
+    as_keywords = run(pairs, augment=aug, seed=3)
+    assert same([(np.asarray(x), np.asarray(y)) for x, y in make_pipeline(pairs, CLASSES, "index", options,
+                                                                          engine="numpy")], as_keywords)
+    reseeded = [(np.asarray(x), np.asarray(y)) for x, y in make_loader(pairs, CLASSES, "index", options, seed=4,
+                                                                       workers=1)]
+    assert same(reseeded, run(pairs, augment=aug, seed=4)) and not same(reseeded, as_keywords)
+    with pytest.raises(TypeError, match="bogus"):
+        make_pipeline(pairs, CLASSES, "index", batch_size=2, training=True, bogus=1)
+
+
 def test_shard_and_engine_checks(tmp_path):
     from segcli.data.pipeline import pipeline_engine
     from segcli.errors import DataError

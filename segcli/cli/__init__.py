@@ -136,23 +136,23 @@ def _guard(fn):
             if _state["debug"]:
                 raise
             render.error(str(exc))
-            _leave_now_if_joined(exc.exit_code)
+            leave_now_if_joined(exc.exit_code)
             raise typer.Exit(exc.exit_code)
         except Exception as exc:
             if _state["debug"]:
                 raise
             render.error(f"{describe(exc)} (run with --debug for the traceback)")  # one line, whatever the message
-            _leave_now_if_joined(1)
+            leave_now_if_joined(1)
             raise typer.Exit(1)
 
     return wrapper
 
 
-def _leave_now_if_joined(code: int) -> None:
+def leave_now_if_joined(code: int) -> None:
     """A process of a several-process training that failed exits at once: a normal exit would wait at JAX's
     shutdown barrier for peers that are gone, then abort with a C++ trace."""
     distribute = sys.modules.get("segcli.training.distribute")
-    if distribute is not None and distribute._JAX_STATE.get("joined"):
+    if distribute is not None and distribute.joined_others():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

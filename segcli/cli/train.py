@@ -52,9 +52,9 @@ def train_cmd(
                                         resume=resume, force=force, classes_file=classes, progress=progress)
     except TrainingInterrupted as exc:
         render.train_interrupted(exc.run_dir)
-        from segcli.cli import _leave_now_if_joined
+        from segcli.cli import leave_now_if_joined
 
-        _leave_now_if_joined(130)
+        leave_now_if_joined(130)
         raise typer.Exit(130)
     if result.process_index:
         render.train_other_process(result)

@@ -11,7 +11,7 @@ from segcli.data.imageio import IMAGE_EXTS, read_image, read_label_png, write_im
 from segcli.data.layout import Dataset, Pair, Problem, open_dataset
 from segcli.data.masks import ENCODINGS, decode_mask, detect_encoding, read_mask
 
-_PIPELINE_NAMES = ("make_pipeline", "pipeline_throughput")
+_PIPELINE_NAMES = ("PipelineOptions", "make_pipeline", "pipeline_throughput")
 
 __all__ = [
     "ClassMap", "load_classes", "default_classes", "camvid_classes",

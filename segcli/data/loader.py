@@ -21,11 +21,10 @@ import cv2
 import keras
 import numpy as np
 
-from segcli.data.augment import Augment
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.masks import io_threads, read_mask
-from segcli.data.pipeline import Settings, resolve
+from segcli.data.pipeline import PipelineOptions, Settings, pipeline_options, resolve
 from segcli.errors import DataError
 from segcli.sizes import round_up
 
@@ -80,15 +79,14 @@ def _bilinear_window(image: np.ndarray, size: tuple[int, int], top: int, left: i
 class Loader(keras.utils.PyDataset):
     """Batches (images float32 (B, H, W, 3) 0..255, labels int32 (B, H, W)) as NumPy arrays; see make_loader."""
 
-    def __init__(self, settings: Settings, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
-                 pad_to_multiple: int, eval_short_side: int | None, seed: int, void_as_class: bool, repeat: bool,
-                 workers: int, max_queue_size: int, start: int = 0):
+    def __init__(self, settings: Settings, classes: ClassMap, encoding: str, *, workers: int, max_queue_size: int):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.settings, self.classes, self.encoding = settings, classes, encoding
-        self.batch_size, self.training, self.repeat = batch_size, training, repeat
-        self.pad_to_multiple, self.eval_short_side, self.seed = pad_to_multiple, eval_short_side, seed
-        self.void_as_class = void_as_class
-        self.start = start  # with repeat: the stream's batch that index 0 is
+        o = settings.options
+        self.batch_size, self.training, self.repeat = o.batch_size, o.training, o.repeat
+        self.pad_to_multiple, self.eval_short_side, self.seed = o.pad_to_multiple, o.eval_short_side, o.seed
+        self.void_as_class = o.void_as_class
+        self.start = o.start  # with repeat: the stream's batch that index 0 is
         self.epoch = 0  # the pass a finite pipeline is on (on_epoch_end and iter() move it on)
         self._cache = [None] * len(settings.pairs) if settings.use_cache else None  # decoded (image, label)
         self._hw = {}  # pair index -> (H, W) once decoded
@@ -241,19 +239,12 @@ class Loader(keras.utils.PyDataset):
         return image, label
 
 
-def make_loader(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
-                augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
-                eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
-                shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
-                start: int = 0, workers: int | None = None, max_queue_size: int | None = None) -> Loader:
-    """A Loader (keras.utils.PyDataset) of segcli.data.pipeline.make_pipeline's batches. workers: threads
-    building batches (default segcli.data.masks.io_threads()); max_queue_size: batches built ahead (default
-    workers + 2). Neither changes a batch."""
-    settings = resolve(pairs, classes, batch_size=batch_size, training=training, augment=augment, crop=crop,
-                       pad_to_multiple=pad_to_multiple, cache=cache, void_as_class=void_as_class, shuffle=shuffle,
-                       shard=shard)
+def make_loader(pairs, classes: ClassMap, encoding: str, options: PipelineOptions | None = None, *,
+                workers: int | None = None, max_queue_size: int | None = None, **keywords) -> Loader:
+    """A Loader (keras.utils.PyDataset) of segcli.data.pipeline.make_pipeline's batches, from `options` or its
+    fields as keywords (as make_pipeline takes them). workers: threads building batches (default
+    segcli.data.masks.io_threads()); max_queue_size: batches built ahead (default workers + 2). Neither changes
+    a batch."""
+    settings = resolve(pairs, classes, pipeline_options(options, keywords))
     workers = io_threads() if workers is None else max(1, int(workers))
-    return Loader(settings, classes, encoding, batch_size=batch_size, training=training,
-                  pad_to_multiple=pad_to_multiple, eval_short_side=eval_short_side, seed=seed,
-                  void_as_class=void_as_class, repeat=repeat, workers=workers,
-                  max_queue_size=max_queue_size or workers + 2, start=start)
+    return Loader(settings, classes, encoding, workers=workers, max_queue_size=max_queue_size or workers + 2)

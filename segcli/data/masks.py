@@ -110,7 +110,8 @@ def detect_encoding(mask_paths, classes: ClassMap | None = None, sample: int = 8
     return "binary" if binary_ok and (values == {0, 255} or noisy) else "index"
 
 
-def _label_dtype(classes: ClassMap):
+def label_dtype(classes: ClassMap):
+    """The dtype of decoded labels: uint8 while every label (the classes and the ignore index) fits, else int32."""
     return np.uint8 if max(classes.num_classes - 1, classes.ignore_index) <= 255 else np.int32
 
 
@@ -126,7 +127,7 @@ def decode_mask(raw: np.ndarray, encoding: str, classes: ClassMap, path: str | P
             shown = ", ".join(f"({r},{g},{b})" for r, g, b in bad[:5].tolist())
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise DataError(f"RGB colours not in the classes file: {shown}{more}", path)
-        return np.where(idx == k, ignore, idx).astype(_label_dtype(classes))
+        return np.where(idx == k, ignore, idx).astype(label_dtype(classes))
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown mask encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
     if raw.ndim == 3:
@@ -143,7 +144,7 @@ def decode_mask(raw: np.ndarray, encoding: str, classes: ClassMap, path: str | P
     bad = present[(present >= k) & (present != ignore)]
     if bad.size:
         raise DataError(f"label values {_listing(bad)} outside the classes (0..{k - 1}, void {ignore})", path)
-    return raw.astype(_label_dtype(classes), copy=False)
+    return raw.astype(label_dtype(classes), copy=False)
 
 
 def _listing(values: np.ndarray, limit: int = 8) -> str:

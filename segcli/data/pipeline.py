@@ -9,6 +9,7 @@ Keras; the engine is picked (and imported) when a pipeline is built.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -18,18 +19,59 @@ from segcli.data.augment import Augment
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.layout import Pair
-from segcli.data.masks import _label_dtype
+from segcli.data.masks import label_dtype
 from segcli.errors import DataError
 
-__all__ = ["Augment", "ENGINES", "make_pipeline", "pipeline_engine", "pipeline_throughput"]
+__all__ = ["Augment", "ENGINES", "PipelineOptions", "make_pipeline", "pipeline_engine", "pipeline_throughput"]
 
 ENGINES = ("auto", "tfdata", "numpy")  # auto: tfdata on the TensorFlow backend, numpy (the loader) elsewhere
 CACHE_SHARE_OF_RAM = 0.25
 
 
-class Settings(NamedTuple):
-    """What both engines derive from make_pipeline's arguments (checked once, here)."""
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How a pipeline makes its batches: make_pipeline's keywords, one object that both engines take (checked
+    once, in `resolve`).
 
+    training: seeded shuffle, then `augment` (None: no augmentation): random scale or short-side resize,
+    crop (augment.crop, else `crop`; random unless center_crop) padded with 0 / ignore_index, flip; full
+    batches only. Eval: optional `eval_short_side` resize, then a centre `crop`, else whole images.
+    Both: padded at the bottom/right to a multiple of `pad_to_multiple`, and to the largest in the batch.
+    cache: "auto" keeps decoded images in memory when they fit in a quarter of the RAM; True/False force it.
+    void_as_class: void pixels become class K (see ClassMap.with_void_as_class); padding stays ignored.
+    shuffle: None follows `training`.
+    repeat: endless (model.fit with steps_per_epoch), reshuffled each pass; batches run across pass ends.
+    shard (index, count): for one process of `count` (multi-host data parallel): `batch_size` stays the global
+    batch (it must divide by count) and this process gets the index-th contiguous slice of each one, so the
+    shards together are exactly the unsharded pipeline's batches, padded alike.
+    start: with repeat, the endless stream begins at its batch `start` (a resumed run skips the batches of its
+    finished epochs, so it trains on what a run that was never stopped trains on).
+    """
+
+    batch_size: int
+    training: bool
+    augment: Augment | None = None
+    crop: tuple[int, int] | None = None
+    pad_to_multiple: int = 1
+    eval_short_side: int | None = None
+    seed: int = 0
+    cache: bool | str = "auto"
+    void_as_class: bool = False
+    shuffle: bool | None = None
+    repeat: bool = False
+    shard: tuple[int, int] = (0, 1)
+    start: int = 0
+
+
+def pipeline_options(options: PipelineOptions | None, keywords: dict) -> PipelineOptions:
+    """`options` with `keywords` (PipelineOptions' fields) put in; without `options`, the keywords alone."""
+    return replace(options, **keywords) if options is not None else PipelineOptions(**keywords)
+
+
+class Settings(NamedTuple):
+    """What both engines derive from the options (checked once, here), with the options themselves."""
+
+    options: PipelineOptions
     pairs: list[Pair]
     aug: Augment | None  # training only
     crop: tuple[int, int] | None  # augment.crop, else `crop`
@@ -48,29 +90,30 @@ def _fits_in_memory(pairs: list[Pair], label_bytes: int) -> bool:
     return len(pairs) * h * w * (3 + label_bytes) < CACHE_SHARE_OF_RAM * psutil.virtual_memory().total
 
 
-def resolve(pairs, classes: ClassMap, *, batch_size: int, training: bool, augment: Augment | None,
-            crop, pad_to_multiple: int, cache, void_as_class: bool, shuffle: bool | None,
-            shard: tuple[int, int]) -> Settings:
+def resolve(pairs, classes: ClassMap, options: PipelineOptions) -> Settings:
+    o = options
     pairs = list(pairs)
     if not pairs:
         raise DataError("no image/mask pairs to build a pipeline from")
-    if batch_size < 1 or pad_to_multiple < 1:
-        raise DataError(f"batch size and pad multiple must be >= 1, got {batch_size} and {pad_to_multiple}")
-    index, count = (int(v) for v in shard)
-    if count < 1 or not 0 <= index < count or batch_size % count:
-        raise DataError(f"shard {index} of {count}: needs 0 <= index < count and a batch size ({batch_size}) "
+    if o.start and not o.repeat:
+        raise ValueError("start (the first batch of an endless stream) needs repeat=True")
+    if o.batch_size < 1 or o.pad_to_multiple < 1:
+        raise DataError(f"batch size and pad multiple must be >= 1, got {o.batch_size} and {o.pad_to_multiple}")
+    index, count = (int(v) for v in o.shard)
+    if count < 1 or not 0 <= index < count or o.batch_size % count:
+        raise DataError(f"shard {index} of {count}: needs 0 <= index < count and a batch size ({o.batch_size}) "
                         "that divides by count")
-    aug = augment if training else None
-    label_dtype = np.dtype(_label_dtype(classes))
-    local = batch_size // count
+    aug = o.augment if o.training else None
+    labels = np.dtype(label_dtype(classes))
+    local = o.batch_size // count
     return Settings(
-        pairs=pairs, aug=aug,
-        crop=tuple(aug.crop) if aug and aug.crop else (tuple(crop) if crop else None),
-        random_crop=training and not (aug and aug.center_crop),
-        shuffle=training if shuffle is None else bool(shuffle),
-        pad_label=classes.with_void_as_class().ignore_index if void_as_class else classes.ignore_index,
-        label_dtype=label_dtype,
-        use_cache=_fits_in_memory(pairs, label_dtype.itemsize) if cache == "auto" else bool(cache),
+        options=o, pairs=pairs, aug=aug,
+        crop=tuple(aug.crop) if aug and aug.crop else (tuple(o.crop) if o.crop else None),
+        random_crop=o.training and not (aug and aug.center_crop),
+        shuffle=o.training if o.shuffle is None else bool(o.shuffle),
+        pad_label=classes.with_void_as_class().ignore_index if o.void_as_class else classes.ignore_index,
+        label_dtype=labels,
+        use_cache=_fits_in_memory(pairs, labels.itemsize) if o.cache == "auto" else bool(o.cache),
         shard=(index, count), shard_slice=(index * local, (index + 1) * local))
 
 
@@ -85,41 +128,24 @@ def pipeline_engine(engine: str = "auto") -> str:
     return engine
 
 
-def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
-                  augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
-                  eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
-                  shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
-                  start: int = 0, engine: str = "auto"):
+def make_pipeline(pairs, classes: ClassMap, encoding: str, options: PipelineOptions | None = None, *,
+                  engine: str = "auto", **keywords):
     """Batches of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)): a tf.data.Dataset (engine
     "tfdata"; "auto" on the TensorFlow backend) or a segcli.data.loader.Loader, a keras.utils.PyDataset
     (engine "numpy"; "auto" on the others). Both give NumPy arrays through np.asarray, both go to model.fit.
 
-    training: seeded shuffle, then `augment` (None: no augmentation): random scale or short-side resize,
-    crop (augment.crop, else `crop`; random unless center_crop) padded with 0 / ignore_index, flip; full
-    batches only. Eval: optional `eval_short_side` resize, then a centre `crop`, else whole images.
-    Both: padded at the bottom/right to a multiple of `pad_to_multiple`, and to the largest in the batch.
-    cache: "auto" keeps decoded images in memory when they fit in a quarter of the RAM; True/False force it.
-    void_as_class: void pixels become class K (see ClassMap.with_void_as_class); padding stays ignored.
-    repeat: endless (model.fit with steps_per_epoch), reshuffled each pass; batches run across pass ends.
-    shard (index, count): for one process of `count` (multi-host data parallel): `batch_size` stays the global
-    batch (it must divide by count) and this process gets the index-th contiguous slice of each one, so the
-    shards together are exactly the unsharded pipeline's batches, padded alike.
-    start: with repeat, the endless stream begins at its batch `start` (a resumed run skips the batches of its
-    finished epochs, so it trains on what a run that was never stopped trains on).
-    Deterministic: the same seed gives the same batches (for one engine; the engines draw differently).
+    How: `options` (a PipelineOptions), or its fields as keywords (`batch_size=8, training=True, ...`; with
+    `options`, they replace its values). Deterministic: the same seed gives the same batches (for one engine;
+    the engines draw differently).
     """
-    kwargs = dict(batch_size=batch_size, training=training, augment=augment, crop=crop,
-                  pad_to_multiple=pad_to_multiple, eval_short_side=eval_short_side, seed=seed, cache=cache,
-                  void_as_class=void_as_class, shuffle=shuffle, repeat=repeat, shard=shard, start=start)
-    if start and not repeat:
-        raise ValueError("start (the first batch of an endless stream) needs repeat=True")
+    options = pipeline_options(options, keywords)
     if pipeline_engine(engine) == "tfdata":
         from segcli.data import tfdata
 
-        return tfdata.make_pipeline(pairs, classes, encoding, **kwargs)
+        return tfdata.make_pipeline(pairs, classes, encoding, options)
     from segcli.data import loader
 
-    return loader.make_loader(pairs, classes, encoding, **kwargs)
+    return loader.make_loader(pairs, classes, encoding, options)
 
 
 def pipeline_throughput(pairs, classes: ClassMap, encoding: str, *, batch_size: int = 16, batches: int = 50,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from segcli.data.augment import Augment
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.masks import read_mask
-from segcli.data.pipeline import resolve
+from segcli.data.pipeline import PipelineOptions, resolve
 from segcli.sizes import round_up
 
 __all__ = ["make_pipeline"]
@@ -49,7 +48,7 @@ def _window_start(size, crop, seed, offset):
     return tf.random.stateless_uniform([], seed + [0, offset], 0, room + 1, dtype=tf.int32)
 
 
-def _crop(image, label, crop, pad_label, seed=None):
+def crop_window(image, label, crop, pad_label, seed=None):
     """A crop of `crop` (H, W): random with a seed, else central; padded first where the image is smaller."""
     image, label = _pad_at_least(image, label, crop, pad_label)
     hw = tf.shape(label)
@@ -61,14 +60,14 @@ def _crop(image, label, crop, pad_label, seed=None):
     return image, label
 
 
-def _resized_crop(image, label, size, crop, pad_label, seed=None):
+def resized_crop(image, label, size, crop, pad_label, seed=None):
     """The `crop` window of the image resized to `size`, interpolating only the crop's pixels.
 
-    What _resize then _crop give, but without the whole resized image: on the tutorial's 400-600 px
+    What _resize then crop_window give, but without the whole resized image: on the tutorial's 400-600 px
     short-side augmentation that image is up to 3x the crop, and resizing it cost the training loop about
     6% on the project's 2-core AMD EPYC. The samples sit with corners aligned (resized pixel r at source r * (H - 1) /
     (size - 1)) where tf.image.resize centres them, a sub-pixel difference. Where the resized image is
-    smaller than the crop, the bottom/right are padded (image 0, labels pad_label), as _crop pads.
+    smaller than the crop, the bottom/right are padded (image 0, labels pad_label), as crop_window pads.
     """
     ends = []
     for i in (0, 1):  # normalised source coordinates (0..1 = first..last pixel) of the window's first and last
@@ -86,17 +85,14 @@ def _resized_crop(image, label, size, crop, pad_label, seed=None):
     return image, tf.cast(label, tf.int32)
 
 
-def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, training: bool,
-                  augment: Augment | None = None, crop: tuple[int, int] | None = None, pad_to_multiple: int = 1,
-                  eval_short_side: int | None = None, seed: int = 0, cache="auto", void_as_class: bool = False,
-                  shuffle: bool | None = None, repeat: bool = False, shard: tuple[int, int] = (0, 1),
-                  start: int = 0) -> tf.data.Dataset:
+def make_pipeline(pairs, classes: ClassMap, encoding: str, options: PipelineOptions) -> tf.data.Dataset:
     """A tf.data.Dataset of (images float32 (B,H,W,3) 0..255, labels int32 (B,H,W)) batches: see
     segcli.data.pipeline.make_pipeline. Deterministic: augmentation uses stateless random ops.
     shard (index, count): each global batch is built whole, then this process keeps its slice."""
-    s = resolve(pairs, classes, batch_size=batch_size, training=training, augment=augment, crop=crop,
-                pad_to_multiple=pad_to_multiple, cache=cache, void_as_class=void_as_class, shuffle=shuffle,
-                shard=shard)
+    s = resolve(pairs, classes, options)
+    batch_size, training, pad_to_multiple = options.batch_size, options.training, options.pad_to_multiple
+    eval_short_side, seed, void_as_class = options.eval_short_side, options.seed, options.void_as_class
+    repeat, start = options.repeat, options.start
     pairs, aug, crop, random_crop, shuffle, pad_label = s.pairs, s.aug, s.crop, s.random_crop, s.shuffle, s.pad_label
     k, ignore = classes.num_classes, classes.ignore_index
     label_dtype, use_cache = tf.as_dtype(s.label_dtype), s.use_cache
@@ -129,11 +125,11 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, *, batch_size: int, t
                                                               tf.cast(tf.reduce_min(hw), tf.float32)))
         crop_seed = seeds[1] if random_crop else None
         if size is not None and crop:
-            image, label = _resized_crop(image, label, size, crop, pad_label, crop_seed)
+            image, label = resized_crop(image, label, size, crop, pad_label, crop_seed)
         elif size is not None:
             image, label = _resize(image, label, size)
         elif crop:
-            image, label = _crop(image, label, crop, pad_label, crop_seed)
+            image, label = crop_window(image, label, crop, pad_label, crop_seed)
         if aug and aug.flip:
             flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
             image, label = tf.cond(flip, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label))

@@ -121,6 +121,12 @@ _JAX_STATE: dict = {}  # whether this process has joined the others (jax.distrib
 JOIN_TIMEOUT, HEARTBEAT_TIMEOUT, SHUTDOWN_TIMEOUT = 300, 30, 300
 
 
+def joined_others() -> bool:
+    """Whether this process has joined other processes (jax.distributed.initialize ran): a failed one then leaves
+    at once (the CLI's error guard), where a normal exit would wait at JAX's shutdown barrier for gone peers."""
+    return bool(_JAX_STATE.get("joined"))
+
+
 def _join_processes() -> None:
     """jax.distributed.initialize from Keras' variables (what keras.distribution.initialize does, but with
     timeouts we set: a peer that never comes ends the wait after JOIN_TIMEOUT instead of jax's 300 s default).

@@ -29,7 +29,7 @@ The modules: `settings` (what a run measures, full and --quick), `data` (CamVid 
 `timing` (the timing harness), `child` (the child-process protocol), `fitting` (the training measurements: the
 train path, the bare fit, the precision curves), `measurements` (the others: matmul, pipeline, predict, tiled
 predict, the PyTorch reference), `sections` (one function per section, `SECTION_TABLE`, `run_bench`). The result
-is a plain dict; segcli/cli/render.py prints it. Importing this package imports neither TensorFlow nor Keras
+is a plain dict; segcli/cli/render/bench.py prints it. Importing this package imports neither TensorFlow nor Keras
 (benchmarks/bench_keras_backend.py runs without TensorFlow).
 
 >>> from segcli.bench import run_bench

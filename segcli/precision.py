@@ -1,5 +1,5 @@
-"""Compute precision: fp16 on a GPU, bf16 on a CPU with AVX512-BF16 but no AMX, else fp32 (see
-resolve_precision for why not on AMX); and copies of a model under another precision.
+"""Compute precision: fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32; the
+class-score head that stays in float32 under both mixed policies; and copies of a model under another precision.
 
 Model files are saved in float32 and loaded under the precision of the machine that runs them: a model
 trained with mixed_float16 on a GPU would otherwise run float16 convolutions on a CPU (6x slower than float32
@@ -9,6 +9,7 @@ on the project's AMD EPYC with AVX512-BF16).
 from __future__ import annotations
 
 import contextlib
+import re
 
 import keras
 
@@ -35,24 +36,17 @@ def cpu_has_bf16() -> bool:
     return cpu_bf16() is not None
 
 
-AMX_REASON = ("CPU has AMX, where bf16 training lost accuracy (camvid-fcn: 43.7% val mIoU against 60.7% in "
-              "float32); --precision mixed_bfloat16 opts in")
-
-
 def resolve_precision(choice: str = "auto") -> tuple[str, str]:
-    """Return (policy name, reason). ``auto`` never trades accuracy for speed:
+    """Return (policy name, reason). ``auto`` picks the reduced precision the device computes natively:
 
     - a GPU: mixed_float16 (with loss scaling);
-    - a CPU with AVX512-BF16 and no AMX: mixed_bfloat16 (on an AMD EPYC Zen 4, camvid-fcn reached 58.4% val mIoU
-      in bf16, 1.6x faster than float32);
-    - a CPU with AMX: float32 (on a Xeon with AMX, camvid-fcn lost 17 mIoU points in bf16, its train loss high
-      from the first epochs; the AMX kernels are suspected, not identified);
+    - a CPU with native bf16 (AMX or AVX512-BF16): mixed_bfloat16;
     - any other CPU: float32 (bf16 is emulated there, many times slower).
 
-    The same choice serves inference (load_model, so predict / evaluate / compare): with the AMX kernels at
-    fault but not identified, the forward ones are not cleared either, and evaluate should score what training
-    scored; --precision mixed_bfloat16 opts in. The figures: README, "Precision and GPUs"; the ``precision``
-    section of `segcli bench` and benchmarks/precision_layers.py check a CPU.
+    Under both mixed policies the class-score head computes in float32 (HEAD_DTYPE, is_head_layer): with it in
+    bf16, training on a Xeon with AMX lost 17 mIoU points, which is why auto once chose float32 there. The same
+    choice serves inference (load_model, so predict / evaluate / compare). The figures: docs/precision.md; the
+    ``precision`` section of `segcli bench` and benchmarks/precision_layers.py check a CPU.
     """
     try:
         check_choice(choice, ("auto", *PRECISIONS))  # the recipe's check and message (predict's flag comes here)
@@ -62,11 +56,27 @@ def resolve_precision(choice: str = "auto") -> tuple[str, str]:
         return choice, "chosen"
     if gpu_available():
         return "mixed_float16", "GPU found"
-    if not cpu_has_bf16():
+    bf16 = cpu_bf16()
+    if bf16 is None:
         return "float32", "no GPU and no native bf16 on this CPU"
-    if cpu_bf16() == "amx_bf16":
-        return "float32", AMX_REASON
-    return "mixed_bfloat16", "CPU has native bf16 (avx512_bf16, no AMX)"
+    return "mixed_bfloat16", f"CPU has native bf16 ({bf16})"
+
+
+# --- the class-score head ------------------------------------------------------------------------
+
+HEAD_DTYPE = "float32"  # the head's policy under every policy (the variables of a mixed policy are float32 too)
+HEAD_LAYER = re.compile(r"score(_s\d+)?|fuse_s\d+|(up_s\d+|up_final)_(convT|resize|conv)|upsample_logits|logits")
+
+
+def is_head_layer(name: str) -> bool:
+    """Whether the layer called ``name`` belongs to the class-score head, as segcli's builders name it: the layers
+    after the last feature layer that produce or combine class scores (score convs, their upsampling and
+    fusion, the logits). They compute in float32 under a mixed policy: a bf16 gradient of a dozen channels
+    summed over every pixel of a batch is lost (camvid-fcn at 128x160: the whole bf16 gradient 0.63 off
+    float32's, relative; 0.04 with the head in float32, on a Xeon with AMX), and the head costs a few percent
+    of the FLOPs. The builders put these layers in HEAD_DTYPE, and with_policy keeps them there.
+    """
+    return HEAD_LAYER.fullmatch(name) is not None
 
 
 @contextlib.contextmanager
@@ -86,16 +96,17 @@ def _policy_name(layer) -> str:
     return getattr(getattr(layer, "dtype_policy", None), "name", "float32")
 
 
-def _all_layers(model):
+def all_layers(model):
+    """The model's layers, those of nested models (a pretrained encoder) included."""
     for layer in model.layers:
         yield layer
-        if hasattr(layer, "layers"):  # a nested model
-            yield from _all_layers(layer)
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def reduced_policy(model: keras.Model) -> str | None:
     """The first mixed/half dtype policy among the model's layers (None: all float32)."""
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if _policy_name(layer) in REDUCED_POLICIES:
             return _policy_name(layer)
     return None
@@ -117,15 +128,19 @@ def _float32_config(obj):
             for key, value in obj.items()}
 
 
-def _mixed_config(config: dict, name: str) -> dict:
-    """A functional model's config with its layers under ``name``, the output layers in float32 (so logits
-    leave in float32, as the builders make them). Quantized layers keep their policy."""
+def _mixed_config(config: dict, name: str, top: bool = True) -> dict:
+    """A functional model's config with its layers under ``name``, those of nested models (a pretrained
+    encoder) included, and the class-score head (is_head_layer) and the output layers in float32, as the
+    builders make them. Quantized layers keep their policy."""
     outputs = config["output_layers"]
     outputs = {outputs[0]} if outputs and isinstance(outputs[0], str) else {out[0] for out in outputs}
     for layer in config["layers"]:
         inner = layer["config"]
+        if "layers" in inner:
+            _mixed_config(inner, name, top=False)
         if layer["class_name"] != "InputLayer" and _is_float_dtype(inner.get("dtype"), FLOAT_POLICIES):
-            inner["dtype"] = "float32" if inner["name"] in outputs else name
+            head = top and (inner["name"] in outputs or is_head_layer(inner["name"]))
+            inner["dtype"] = HEAD_DTYPE if head else name
     return config
 
 
@@ -133,9 +148,14 @@ def _needs_copy(model: keras.Model, name: str) -> bool:
     if name == "float32":
         return reduced_policy(model) is not None
     outputs = {id(tensor._keras_history[0]) for tensor in model.outputs}
-    return any(_policy_name(layer) != ("float32" if id(layer) in outputs else name)
-               for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
-               and _policy_name(layer) in FLOAT_POLICIES)
+    top = {id(layer) for layer in model.layers}
+    for layer in all_layers(model):
+        if isinstance(layer, (keras.layers.InputLayer, keras.Model)) or _policy_name(layer) not in FLOAT_POLICIES:
+            continue  # a nested model's own policy computes nothing: its layers' do
+        head = id(layer) in top and (id(layer) in outputs or is_head_layer(layer.name))
+        if _policy_name(layer) != (HEAD_DTYPE if head else name):
+            return True
+    return False
 
 
 def with_policy(model: keras.Model, name: str) -> keras.Model:

@@ -12,23 +12,24 @@ from keras import layers
 
 from segcli.errors import ModelError
 from segcli.models.encoders import BACKBONES
+from segcli.precision import HEAD_DTYPE, all_layers, is_head_layer
 
 UPSAMPLE_MODES = ("transpose", "resize", "resize_nearest", "resize_bilinear")
 ENCODERS = ("vgg", "strided")
 
 
-def _check_choice(what: str, value, valid) -> None:
+def check_choice(what: str, value, valid) -> None:
     if value not in valid:
         raise ModelError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
-def _check_positive_int(what: str, value) -> int:
+def check_positive_int(what: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ModelError(f"{what} must be a positive integer, got {value!r}")
     return value
 
 
-def _check_filters(what: str, value, *, min_len: int = 1) -> tuple:
+def check_filters(what: str, value, *, min_len: int = 1) -> tuple:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
     try:
@@ -40,7 +41,7 @@ def _check_filters(what: str, value, *, min_len: int = 1) -> tuple:
     return value
 
 
-def _model(inputs, outputs, name: str, bn_momentum: float) -> keras.Model:
+def finish_model(inputs, outputs, name: str, bn_momentum: float) -> keras.Model:
     """The model, its BatchNormalization layers set to ``bn_momentum`` (saved in their config).
 
     Keras' 0.99 suits thousands of steps; a run of a few hundred (a small dataset, a few epochs) ends
@@ -49,23 +50,15 @@ def _model(inputs, outputs, name: str, bn_momentum: float) -> keras.Model:
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 < bn_momentum < 1.0:
         raise ModelError(f"bn_momentum must be in (0, 1), got {bn_momentum!r}")
     model = keras.Model(inputs, outputs, name=name)
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(bn_momentum)
     return model
 
 
-def _all_layers(model):
-    """The model's layers, those of nested models (a pretrained encoder) included."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def _check_encoder(encoder, encoder_weights) -> bool:
+def check_encoder(encoder, encoder_weights) -> bool:
     """Validate ``encoder`` (segcli's own or a keras.applications backbone); True for a backbone."""
-    _check_choice("encoder", encoder, ENCODERS + tuple(BACKBONES))
+    check_choice("encoder", encoder, ENCODERS + tuple(BACKBONES))
     if encoder in BACKBONES:
         return True
     if encoder_weights is not None and not (isinstance(encoder_weights, str) and encoder_weights.lower() == "none"):
@@ -74,31 +67,55 @@ def _check_encoder(encoder, encoder_weights) -> bool:
     return False
 
 
-def _input(normalize: bool = True, downsample: int = 1):
+def image_input(normalize: bool = True, downsample: int = 1):
     """``(None, None, 3)`` float RGB 0..255 input; optionally rescaled to -1..1 inside the model.
 
     downsample > 1 averages the image down by that factor first: the whole net then runs on
-    downsample**2 fewer pixels (see _logits, which brings the scores back to full size).
+    downsample**2 fewer pixels (see logits_layer, which brings the scores back to full size).
     """
     inputs = keras.Input((None, None, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inputs) if normalize else inputs
-    if _check_positive_int("downsample_input", downsample) > 1:
+    if check_positive_int("downsample_input", downsample) > 1:
         x = layers.AveragePooling2D(downsample, name="downsample_input")(x)
     return inputs, x
 
 
-def _logits(x, upsample: int = 1):
+# --- the class-score head: float32 under every policy (segcli.precision.is_head_layer says why) ---------
+
+def _head(name: str) -> str:
+    """HEAD_DTYPE for a head layer; a head layer must be named so that with_policy finds it in a model file."""
+    if not is_head_layer(name):
+        raise ModelError(f"{name!r} is not a class-score head layer's name (segcli.precision.HEAD_LAYER)")
+    return HEAD_DTYPE
+
+
+def score_conv(x, num_classes: int, *, name: str):
+    """A 1x1 conv to class scores (where a classifier has a Dense layer)."""
+    return layers.Conv2D(num_classes, 1, name=name, dtype=_head(name))(x)
+
+
+def fuse_scores(scores, skip, *, name: str):
+    """The sum of two class-score maps (FCN's skips)."""
+    return layers.Add(name=name, dtype=_head(name))([scores, skip])
+
+
+def upsample_scores(x, num_classes: int, stride: int, *, name: str, **up):
+    """Upsample to class scores by ``stride`` (no BN, no activation; see upsample_block for ``up``)."""
+    return upsample_block(x, num_classes, stride, activation=None, dtype=_head(f"{name}_conv"), name=name, **up)
+
+
+def logits_layer(x, upsample: int = 1):
     """The last layer: identity in float32, so logits leave in float32 under a mixed policy."""
     if upsample > 1:
-        x = bilinear_upsample(x, upsample, name="upsample_logits")
-    return layers.Activation("linear", dtype="float32", name="logits")(x)
+        x = bilinear_upsample(x, upsample, name="upsample_logits", dtype=_head("upsample_logits"))
+    return layers.Activation("linear", dtype=_head("logits"), name="logits")(x)
 
 
-def _conv(x, filters: int, kernel_size: int = 3, *, strides: int = 1, batch_norm: bool = True,
-          activation: str | None = "relu", name: str):
-    """Conv2D (+ BatchNorm) + activation; the conv has a bias only without BN."""
+def conv_block(x, filters: int, kernel_size: int = 3, *, strides: int = 1, batch_norm: bool = True,
+               activation: str | None = "relu", dtype: str | None = None, name: str):
+    """Conv2D (+ BatchNorm) + activation; the conv has a bias only without BN. dtype: None, the global policy."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
-                      name=f"{name}_conv")(x)
+                      name=f"{name}_conv", dtype=dtype)(x)
     return _bn_act(x, batch_norm, activation, name)
 
 
@@ -111,10 +128,10 @@ def _bn_act(x, batch_norm: bool, activation: str | None, name: str):
     return x
 
 
-def _check_upsample(upsample: str, kernel_size: int | None, stride: int, allow_checkerboard: bool) -> int:
+def check_upsample(upsample: str, kernel_size: int | None, stride: int, allow_checkerboard: bool) -> int:
     """Validate an upsampling choice; return the transposed-conv kernel size (default 2*stride)."""
-    _check_choice("upsample", upsample, UPSAMPLE_MODES)
-    kernel = 2 * stride if kernel_size is None else _check_positive_int("up_kernel", kernel_size)
+    check_choice("upsample", upsample, UPSAMPLE_MODES)
+    kernel = 2 * stride if kernel_size is None else check_positive_int("up_kernel", kernel_size)
     if upsample == "transpose" and kernel % stride and not allow_checkerboard:
         raise ModelError(
             f"transposed-conv kernel {kernel} is not a multiple of its stride {stride}: the overlap is uneven and "
@@ -123,24 +140,24 @@ def _check_upsample(upsample: str, kernel_size: int | None, stride: int, allow_c
     return kernel
 
 
-def _upsample(x, filters: int, stride: int = 2, *, upsample: str = "transpose", kernel_size: int | None = None,
-              batch_norm: bool = False, activation: str | None = "relu", allow_checkerboard: bool = False,
-              name: str):
+def upsample_block(x, filters: int, stride: int = 2, *, upsample: str = "transpose", kernel_size: int | None = None,
+                   batch_norm: bool = False, activation: str | None = "relu", allow_checkerboard: bool = False,
+                   dtype: str | None = None, name: str):
     """Upsample by ``stride``: a learned Conv2DTranspose, or UpSampling2D (nearest/bilinear) then a 3x3 conv.
 
     The transposed conv's kernel defaults to ``2 * stride``; a kernel the stride does not divide is refused
     (checkerboard artefacts) unless ``allow_checkerboard``.
     """
-    kernel = _check_upsample(upsample, kernel_size, stride, allow_checkerboard)
+    kernel = check_upsample(upsample, kernel_size, stride, allow_checkerboard)
     if upsample == "transpose":
         x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
-                                   name=f"{name}_convT")(x)
+                                   name=f"{name}_convT", dtype=dtype)(x)
         return _bn_act(x, batch_norm, activation, name)
     if upsample == "resize_bilinear":
-        x = bilinear_upsample(x, stride, name=f"{name}_resize")
+        x = bilinear_upsample(x, stride, name=f"{name}_resize", dtype=dtype)
     else:
-        x = layers.UpSampling2D(stride, interpolation="nearest", name=f"{name}_resize")(x)
-    return _conv(x, filters, 3, batch_norm=batch_norm, activation=activation, name=name)
+        x = layers.UpSampling2D(stride, interpolation="nearest", name=f"{name}_resize", dtype=dtype)(x)
+    return conv_block(x, filters, 3, batch_norm=batch_norm, activation=activation, dtype=dtype, name=name)
 
 
 def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
@@ -155,7 +172,7 @@ def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
     return kernel
 
 
-def bilinear_upsample(x, factor: int, *, name: str):
+def bilinear_upsample(x, factor: int, *, name: str, dtype: str | None = None):
     """Bilinear upsampling as a frozen Conv2DTranspose.
 
     UpSampling2D(interpolation="bilinear") cannot trace with unknown height and width (Keras 3 resize
@@ -163,26 +180,26 @@ def bilinear_upsample(x, factor: int, *, name: str):
     """
     channels = int(x.shape[-1])
     return layers.Conv2DTranspose(channels, 2 * factor, strides=factor, padding="same", use_bias=False,
-                                  trainable=False, name=name,
+                                  trainable=False, name=name, dtype=dtype,
                                   kernel_initializer=keras.initializers.Constant(bilinear_kernel(factor, channels)))(x)
 
 
-def _encoder(x, filters, *, encoder: str, batch_norm: bool, convs_per_block: int = 2, kernel_size: int = 3,
+def encoder_features(x, filters, *, encoder: str, batch_norm: bool, convs_per_block: int = 2, kernel_size: int = 3,
              strided_kernel: int = 4, name: str = "enc"):
     """A downsampling encoder; returns the feature map after each stride-2 step (strides 2, 4, 8, ...).
 
     ``vgg``: per level ``convs_per_block`` 3x3 convs then 2x2 MaxPooling.
     ``strided``: per level one ``strided_kernel`` x ``strided_kernel`` stride-2 conv (the tutorial's encoder).
     """
-    _check_choice("encoder", encoder, ENCODERS)
+    check_choice("encoder", encoder, ENCODERS)
     feats = []
     for level, f in enumerate(filters, start=1):
         if encoder == "vgg":
             for i in range(1, convs_per_block + 1):
-                x = _conv(x, f, kernel_size, batch_norm=batch_norm, name=f"{name}{level}_{i}")
+                x = conv_block(x, f, kernel_size, batch_norm=batch_norm, name=f"{name}{level}_{i}")
             x = layers.MaxPooling2D(2, name=f"{name}{level}_pool")(x)
         else:
-            x = _conv(x, f, strided_kernel, strides=2, batch_norm=batch_norm, name=f"{name}{level}")
+            x = conv_block(x, f, strided_kernel, strides=2, batch_norm=batch_norm, name=f"{name}{level}")
         feats.append(x)
     return feats
 

@@ -12,8 +12,9 @@ import keras
 from keras import layers
 
 from segcli.errors import ModelError
-from segcli.models.blocks import (_check_choice, _check_encoder, _check_filters, _check_positive_int,
-                                  _check_upsample, _conv, _encoder, _input, _logits, _model, _upsample)
+from segcli.models.blocks import (check_choice, check_encoder, check_filters, check_positive_int, check_upsample,
+                                  conv_block, encoder_features, finish_model, fuse_scores, image_input, logits_layer,
+                                  score_conv, upsample_block, upsample_scores)
 from segcli.models.encoders import backbone_features
 
 VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # variant -> number of fused encoder depths
@@ -46,13 +47,13 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
         (UpSampling2D then a 3x3 conv). A kernel the stride does not divide is refused unless
         ``allow_checkerboard``.
     """
-    num_classes = _check_positive_int("num_classes", num_classes)
-    filters = _check_filters("filters", filters)
-    _check_choice("decoder", decoder, DECODERS)
-    _check_choice("variant", variant, tuple(VARIANTS))
-    pretrained = _check_encoder(encoder, encoder_weights)
-    _check_positive_int("convs_per_block", convs_per_block)
-    _check_upsample(upsample, up_kernel, 2, allow_checkerboard)
+    num_classes = check_positive_int("num_classes", num_classes)
+    filters = check_filters("filters", filters)
+    check_choice("decoder", decoder, DECODERS)
+    check_choice("variant", variant, tuple(VARIANTS))
+    pretrained = check_encoder(encoder, encoder_weights)
+    check_positive_int("convs_per_block", convs_per_block)
+    check_upsample(upsample, up_kernel, 2, allow_checkerboard)
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout!r}")
     fused = VARIANTS[variant]
@@ -62,37 +63,36 @@ def build_fcn(num_classes: int, *, variant: str = "fcn8s", encoder: str = "vgg",
         raise ModelError(f"decoder 'mirror' on encoder {encoder!r} (stride 32) needs 5 filters, got {list(filters)}")
 
     if pretrained:
-        inputs, x = _input(False, downsample_input)  # the backbone normalises as it was trained to
+        inputs, x = image_input(False, downsample_input)  # the backbone normalises as it was trained to
         feats = backbone_features(x, encoder, encoder_weights, fcn=True)
     else:
-        inputs, x = _input(normalize, downsample_input)
-        feats = _encoder(x, filters, encoder=encoder, batch_norm=batch_norm, convs_per_block=convs_per_block)
+        inputs, x = image_input(normalize, downsample_input)
+        feats = encoder_features(x, filters, encoder=encoder, batch_norm=batch_norm, convs_per_block=convs_per_block)
     x = feats[-1]
     if head_filters:
-        x = _conv(x, _check_positive_int("head_filters", head_filters), 3, batch_norm=batch_norm, name="head1")
+        x = conv_block(x, check_positive_int("head_filters", head_filters), 3, batch_norm=batch_norm, name="head1")
         if dropout:
             x = layers.Dropout(dropout, name="head1_dropout")(x)
-        x = _conv(x, head_filters, 1, batch_norm=batch_norm, name="head2")
+        x = conv_block(x, head_filters, 1, batch_norm=batch_norm, name="head2")
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     up = dict(upsample=upsample, allow_checkerboard=allow_checkerboard)
 
     if decoder == "mirror":
         for i, f in enumerate(reversed(filters[:-1]), start=1):
-            x = _upsample(x, f, 2, kernel_size=up_kernel, batch_norm=batch_norm, name=f"dec{i}", **up)
-        x = _upsample(x, num_classes, 2, kernel_size=up_kernel, activation=None, name="up_final", **up)
-        return _model(inputs, _logits(x, downsample_input), name or f"fcn_mirror_{encoder}", bn_momentum)
+            x = upsample_block(x, f, 2, kernel_size=up_kernel, batch_norm=batch_norm, name=f"dec{i}", **up)
+        x = upsample_scores(x, num_classes, 2, kernel_size=up_kernel, name="up_final", **up)
+        return finish_model(inputs, logits_layer(x, downsample_input), name or f"fcn_mirror_{encoder}", bn_momentum)
 
     depth = len(feats)
     # the class-score head: a 1x1 conv where a classifier has a Dense layer
-    score = layers.Conv2D(num_classes, 1, name=f"score_s{2 ** depth}")(x)
+    score = score_conv(x, num_classes, name=f"score_s{2 ** depth}")
     for j in range(1, fused):
         level = depth - j  # feats[level - 1] is at stride 2**level
-        score = _upsample(score, num_classes, 2, kernel_size=up_kernel, activation=None,
-                          name=f"up_s{2 ** level}", **up)
-        skip = layers.Conv2D(num_classes, 1, name=f"score_s{2 ** level}")(feats[level - 1])
-        score = layers.Add(name=f"fuse_s{2 ** level}")([score, skip])
+        score = upsample_scores(score, num_classes, 2, kernel_size=up_kernel, name=f"up_s{2 ** level}", **up)
+        skip = score_conv(feats[level - 1], num_classes, name=f"score_s{2 ** level}")
+        score = fuse_scores(score, skip, name=f"fuse_s{2 ** level}")
     stride = 2 ** (depth - fused + 1)
-    x = _upsample(score, num_classes, stride, kernel_size=up_kernel if stride == 2 else None, activation=None,
-                  name="up_final", **up)
-    return _model(inputs, _logits(x, downsample_input), name or f"{variant}_{encoder}", bn_momentum)
+    x = upsample_scores(score, num_classes, stride, kernel_size=up_kernel if stride == 2 else None, name="up_final",
+                        **up)
+    return finish_model(inputs, logits_layer(x, downsample_input), name or f"{variant}_{encoder}", bn_momentum)

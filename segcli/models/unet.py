@@ -6,8 +6,9 @@ import keras
 from keras import layers
 
 from segcli.errors import ModelError
-from segcli.models.blocks import (_check_encoder, _check_positive_int, _check_upsample, _conv, _encoder, _input,
-                                  _logits, _model, _upsample)
+from segcli.models.blocks import (check_encoder, check_positive_int, check_upsample, conv_block, encoder_features,
+                                  finish_model, image_input, logits_layer, score_conv, upsample_block,
+                                  upsample_scores)
 from segcli.models.encoders import backbone_features
 
 
@@ -39,12 +40,12 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
         ``resize``/``resize_nearest``/``resize_bilinear`` (UpSampling2D then a 3x3 conv). A kernel the
         stride does not divide is refused unless ``allow_checkerboard``.
     """
-    num_classes = _check_positive_int("num_classes", num_classes)
-    depth = _check_positive_int("depth", depth)
-    base_filters = _check_positive_int("base_filters", base_filters)
-    pretrained = _check_encoder(encoder, encoder_weights)
-    _check_positive_int("convs_per_block", convs_per_block)
-    _check_upsample(upsample, up_kernel, 2, allow_checkerboard)
+    num_classes = check_positive_int("num_classes", num_classes)
+    depth = check_positive_int("depth", depth)
+    base_filters = check_positive_int("base_filters", base_filters)
+    pretrained = check_encoder(encoder, encoder_weights)
+    check_positive_int("convs_per_block", convs_per_block)
+    check_upsample(upsample, up_kernel, 2, allow_checkerboard)
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout!r}")
     if decoder_convs is None:
@@ -55,7 +56,7 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     up = dict(upsample=upsample, kernel_size=up_kernel, allow_checkerboard=allow_checkerboard)
 
     if pretrained:
-        inputs, x = _input(False, downsample_input)  # the backbone normalises as it was trained to
+        inputs, x = image_input(False, downsample_input)  # the backbone normalises as it was trained to
         feats = backbone_features(x, encoder, encoder_weights)
         skips, x = feats[:-1], feats[-1]
         widths = [base_filters * 2 ** i for i in range(1, len(feats))]  # strides 2, 4, 8, 16
@@ -63,40 +64,40 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
             x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
         levels = range(len(skips) - 1, -1, -1)
     elif encoder == "vgg":
-        inputs, x = _input(normalize, downsample_input)
+        inputs, x = image_input(normalize, downsample_input)
         skips = []
         for i, f in enumerate(widths, start=1):
             for k in range(1, convs_per_block + 1):
-                x = _conv(x, f, 3, batch_norm=batch_norm, name=f"enc{i}_{k}")
+                x = conv_block(x, f, 3, batch_norm=batch_norm, name=f"enc{i}_{k}")
             skips.append(x)
             x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
         for k in range(1, convs_per_block + 1):
-            x = _conv(x, base_filters * 2 ** depth, 3, batch_norm=batch_norm, name=f"bottleneck_{k}")
+            x = conv_block(x, base_filters * 2 ** depth, 3, batch_norm=batch_norm, name=f"bottleneck_{k}")
         if dropout:
             x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
         levels = range(depth - 1, -1, -1)
     else:
-        inputs, x = _input(normalize, downsample_input)
-        skips = _encoder(x, widths, encoder="strided", batch_norm=batch_norm)
+        inputs, x = image_input(normalize, downsample_input)
+        skips = encoder_features(x, widths, encoder="strided", batch_norm=batch_norm)
         x = skips[-1]
         if dropout:
             x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
         levels = range(depth - 2, -1, -1)
 
     for n, i in enumerate(levels, start=1):
-        x = _upsample(x, widths[i], 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
+        x = upsample_block(x, widths[i], 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
         x = layers.Concatenate(name=f"dec{n}_concat")([skips[i], x])
         for k in range(1, decoder_convs + 1):
-            x = _conv(x, widths[i], 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
+            x = conv_block(x, widths[i], 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
 
     if pretrained:  # back to stride 1, no skip there
         n = len(skips) + 1
-        x = _upsample(x, base_filters, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
+        x = upsample_block(x, base_filters, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
         for k in range(1, decoder_convs + 1):
-            x = _conv(x, base_filters, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
-        x = layers.Conv2D(num_classes, 1, name="score")(x)
+            x = conv_block(x, base_filters, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
+        x = score_conv(x, num_classes, name="score")
     elif encoder == "vgg":
-        x = layers.Conv2D(num_classes, 1, name="score")(x)
+        x = score_conv(x, num_classes, name="score")
     else:
-        x = _upsample(x, num_classes, 2, activation=None, name="up_final", **up)
-    return _model(inputs, _logits(x, downsample_input), name or f"unet_{encoder}", bn_momentum)
+        x = upsample_scores(x, num_classes, 2, name="up_final", **up)
+    return finish_model(inputs, logits_layer(x, downsample_input), name or f"unet_{encoder}", bn_momentum)

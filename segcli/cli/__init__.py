@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from segcli.backend import BACKENDS
 from segcli.backend import select as select_backend
 from segcli.cli import render
+from segcli.cli.joined import leave_now_if_joined
 from segcli.errors import SegcliError, describe
 from segcli.system import keep_compiled_programs
 
@@ -146,16 +147,6 @@ def _guard(fn):
             raise typer.Exit(1)
 
     return wrapper
-
-
-def leave_now_if_joined(code: int) -> None:
-    """A process of a several-process training that failed exits at once: a normal exit would wait at JAX's
-    shutdown barrier for peers that are gone, then abort with a C++ trace."""
-    distribute = sys.modules.get("segcli.training.distribute")
-    if distribute is not None and distribute.joined_others():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def _guard_all(typer_app: typer.Typer) -> None:

@@ -52,7 +52,7 @@ def train_cmd(
                                         resume=resume, force=force, classes_file=classes, progress=progress)
     except TrainingInterrupted as exc:
         render.train_interrupted(exc.run_dir)
-        from segcli.cli import leave_now_if_joined
+        from segcli.cli.joined import leave_now_if_joined
 
         leave_now_if_joined(130)
         raise typer.Exit(130)

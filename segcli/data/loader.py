@@ -24,7 +24,7 @@ import numpy as np
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.masks import io_threads, read_mask
-from segcli.data.pipeline import PipelineOptions, Settings, pipeline_options, resolve
+from segcli.data.options import PipelineOptions, Settings, pipeline_options, resolve
 from segcli.errors import DataError
 from segcli.sizes import round_up
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
 from segcli.data.masks import read_mask
-from segcli.data.pipeline import PipelineOptions, resolve
+from segcli.data.options import PipelineOptions, resolve
 from segcli.sizes import round_up
 
 __all__ = ["make_pipeline"]

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -44,8 +46,134 @@ def figures(obj, path="$"):
             yield from figures(value, f"{path}[{i}]")
 
 
+# --- the test's own clock ---------------------------------------------------------------------------------------
+# The bench's figures are checked against timings this test takes itself, around the Keras calls the bench times:
+# a figure must say what the test measured (work / seconds) within a wide margin for the few Python calls between
+# the bench's clock and the test's. No figure is compared with a speed: the machine may be as slow as it likes.
+
+def agrees(work: float, rate: float, seconds: float, rel: float = 0.15, slack: float = 0.02) -> bool:
+    """Whether `rate` (work per second, as the bench reports it) took about the `seconds` the test measured."""
+    return seconds * (1 - rel) - slack <= work / rate <= seconds * (1 + rel) + slack
+
+
+@dataclass
+class Clock:
+    """What the test timed: per fit timed by segcli's Throughput callback, each epoch's (steps, seconds of the
+    training steps, validation left out); each predict_on_batch call's (input shape, start, end); each
+    keras.ops.matmul call's (dtype, shape, start, end)."""
+
+    fits: list = field(default_factory=list)
+    predicts: list = field(default_factory=list)
+    matmuls: list = field(default_factory=list)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Clock, filled while the test runs: keras.Model.fit gets an epoch clock beside each Throughput callback,
+    predict_on_batch and keras.ops.matmul are timed call by call."""
+    import keras
+    import numpy as np
+
+    record = Clock()
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self, epochs: list):
+            super().__init__()
+            self.epochs = epochs
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.validation, self.steps = time.perf_counter(), None, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps = batch + 1  # Keras passes the last step of the execution
+
+        def on_test_begin(self, logs=None):
+            self.validation = self.validation or time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append((self.steps, (self.validation or time.perf_counter()) - self.start))
+
+    fit, predict_on_batch, matmul = keras.Model.fit, keras.Model.predict_on_batch, keras.ops.matmul
+
+    def timed_fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        for i, callback in enumerate(callbacks):
+            if type(callback).__name__ == "Throughput":
+                record.fits.append([])
+                callbacks.insert(i + 1, EpochClock(record.fits[-1]))  # right after it: the same stretch
+                break
+        return fit(self, *args, callbacks=callbacks, **kwargs)
+
+    def timed_predict_on_batch(self, x, *args, **kwargs):
+        start = time.perf_counter()
+        out = predict_on_batch(self, x, *args, **kwargs)
+        record.predicts.append((tuple(np.shape(x)), start, time.perf_counter()))
+        return out
+
+    def timed_matmul(a, b):
+        start = time.perf_counter()
+        out = matmul(a, b)
+        record.matmuls.append((keras.backend.standardize_dtype(a.dtype), tuple(a.shape), start, time.perf_counter()))
+        return out
+
+    monkeypatch.setattr(keras.Model, "fit", timed_fit)
+    monkeypatch.setattr(keras.Model, "predict_on_batch", timed_predict_on_batch)
+    monkeypatch.setattr(keras.ops, "matmul", timed_matmul)
+    return record
+
+
+def assert_epochs_agree(rates: list, epochs: list, batch: int) -> None:
+    """Each epoch's images/s is its steps x batch over the seconds the test timed."""
+    assert len(rates) == len(epochs) >= 1, (rates, epochs)
+    for rate, (steps, seconds) in zip(rates, epochs):
+        assert agrees(steps * batch, rate, seconds), (rate, steps, batch, seconds)
+
+
+def assert_fits_agree(doc: dict, clock: Clock) -> None:
+    """The bare fits (with metrics, then the loss only: the last two timed fits) against the test's clock; each
+    --quick figure is one timed fit of settings.steps steps (the median of one)."""
+    settings, (row,) = doc["settings"], doc["training"]
+    fit, fit_plain = clock.fits[-2:]
+    assert settings["repeats"] == 1 and [steps for steps, _ in fit + fit_plain] == [settings["steps"]] * 2
+    assert_epochs_agree(row["fit_epochs_images_per_sec"], fit, settings["batch_size"])
+    assert_epochs_agree([row["fit_images_per_sec"]], fit, settings["batch_size"])
+    assert_epochs_agree([row["fit_plain_images_per_sec"]], fit_plain, settings["batch_size"])
+
+
+def assert_predict_agrees(doc: dict, clock: Clock) -> None:
+    """predict_on_batch's images/s: the calls the test timed (after predict_rate's 2 warm-ups) x the batch over
+    their seconds."""
+    (predict,) = doc["predict"]
+    shape = (doc["settings"]["predict_batch"], *predict["padded_size"], 3)
+    timed = [(start, end) for s, start, end in clock.predicts if s == shape][2:]
+    assert timed and agrees(len(timed) * shape[0], predict["images_per_sec"], timed[-1][1] - timed[0][0])
+
+
+def assert_matmul_figures_agree(doc: dict, clock: Clock) -> None:
+    """Each dtype's GFLOP/s is 2 n^3 per product of the products the test timed (after matmul_gflops' untimed
+    warm-up run of 4) over the seconds they took."""
+    n = doc["settings"]["matmul_n"]
+    for dtype, rate in doc["matmul_gflops"].items():
+        calls = [(start, end) for d, shape, start, end in clock.matmuls if d == dtype and shape == (n, n)]
+        timed = calls[4:]
+        assert timed, (dtype, len(calls))
+        seconds = timed[-1][1] - timed[0][0]
+        assert agrees(2 * n ** 3 * len(timed) / 1e9, rate, seconds), (dtype, rate, len(timed), seconds)
+
+
+def assert_peak_shares_agree(doc: dict) -> None:
+    """Every training figure's share of the matmul peak is GFLOPs per image x 3 x images/s / the peak of its
+    compute dtype."""
+    for row in doc["training"]:
+        peak = doc["matmul_gflops"][bench.COMPUTE_DTYPE[row["precision"]]]
+        for key in ("train", "fit", "fit_plain"):
+            if f"{key}_images_per_sec" in row:
+                assert row[f"{key}_peak_fraction"] == pytest.approx(
+                    row["gflops_per_image"] * 3 * row[f"{key}_images_per_sec"] / peak, rel=1e-9), key
+
+
 @pytest.mark.slow
-def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
+def test_quick_bench_prints_tables_and_figures_the_tests_clock_agrees_with(cli, tmp_path, clock):
     out = tmp_path / "bench.json"
     # one model and one precision keep the test short on two cores (both models and both precisions run the
     # same code; the default precisions are test_gpu_defaults_are_float16_and_xla's, a bf16 training the
@@ -69,6 +197,17 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
         assert row["train_over_fit"] == pytest.approx(row["train_images_per_sec"] / row["fit_images_per_sec"])
     assert set(doc["matmul_gflops"]) == {"float32", "bfloat16"}  # always both, then those of --precisions
     assert len(doc["predict"]) == 1 and doc["predict"][0]["padded_size"] == [64, 80]  # one per precision
+
+    # each figure against the test's clock: the train path's fit (its epochs after the first), the bare fits,
+    # predict_on_batch, the matmul peak
+    (row,) = doc["training"]
+    *train_path, _, _ = clock.fits
+    train_epochs = [epoch for epochs in train_path for epoch in epochs][1:]
+    assert_epochs_agree(row["train_epochs_images_per_sec"], train_epochs, doc["settings"]["batch_size"])
+    assert_fits_agree(doc, clock)
+    assert_predict_agrees(doc, clock)
+    assert_matmul_figures_agree(doc, clock)
+    assert_peak_shares_agree(doc)
     tiled = doc["tiled"]
     assert tiled["size"] == [1024, 1024] and tiled["peak_rss_mib"] >= tiled["peak_rss_before_predict_mib"]
     assert doc["data"]["classes"] == 12
@@ -77,7 +216,7 @@ def test_quick_bench_prints_tables_and_finite_positive_figures(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, monkeypatch):
+def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, monkeypatch, clock):
     """`--models unet:mobilenetv3small`: the bare fit and predict build the U-Net on that backbone (its GFLOPs,
     not the plain U-Net's), at the --size and --batch-size given. (The train path takes the same recipe overrides
     as the fit; it is left out to keep the test short.)"""
@@ -102,22 +241,23 @@ def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, 
     assert doc["settings"]["train_size"] == [64, 96] and doc["settings"]["batch_size"] == 2
     [row] = doc["training"]
     assert row["model"] == "unet:mobilenetv3small"
-    assert all(row[k] > 0 for k in ("fit_images_per_sec", "fit_plain_images_per_sec"))
+    assert_fits_agree(doc, clock)
     encoder_net = gflops(build_model("unet", 12, encoder="mobilenetv3small"), 64, 96)
     assert row["gflops_per_image"] == pytest.approx(encoder_net, rel=1e-6)
     assert encoder_net != pytest.approx(gflops(build_model("unet", 12), 64, 96), rel=0.05)
     assert [r["model"] for r in doc["predict"]] == ["unet:mobilenetv3small"]
+    assert_predict_agrees(doc, clock)
     # the size check, the GFLOPs, the fit and predict: each built the encoder net
     assert len(built) >= 4 and set(built) == {("unet", "mobilenetv3small")}, built
 
 
-def test_json_dash_prints_only_json(cli):
+def test_json_dash_prints_only_json(cli, clock):
     result = cli("bench", "--quick", "--models", "lambda-fcn", "--precisions", "float32", "--skip",
                  "train,fit,pipeline,predict,tiled", "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc["matmul_gflops"]) == {"float32", "bfloat16"}
-    assert all(v > 0 and math.isfinite(v) for v in doc["matmul_gflops"].values())
+    assert_matmul_figures_agree(doc, clock)
     assert "training" not in doc and "tiled" not in doc
 
 
@@ -154,7 +294,9 @@ def test_bench_data_links_cycles_and_holds_out_one_val_pair(sample_data, tmp_pat
 
 
 def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_path):
-    from segcli.data import check_dataset, open_dataset
+    import numpy as np
+
+    from segcli.data import check_dataset, open_dataset, read_label_png
 
     monkeypatch.setattr(bench.data, "DEFAULT_DATA", tmp_path / "absent")  # where prepare_data looks it up
     data = bench.prepare_data(None, 9, tmp_path / "work", synthetic_size=(40, 56))
@@ -163,7 +305,12 @@ def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_pat
     report = check_dataset(dataset)
     assert report.ok and report.counts == {"train": 9} and report.sizes == {"40x56": 9}
     assert dataset.classes.num_classes == 11 and dataset.classes.ignore_index == 11
-    assert sum(1 for share in report.pixel_share if share > 0) >= 6  # several classes in every crop's reach
+    # the shares are the pixels the test counts in the masks (index PNGs: classes 0-10, void 11)
+    counts = sum(np.bincount(read_label_png(pair.mask).ravel(), minlength=12) for pair in dataset.splits["train"])
+    assert counts.sum() == 9 * 40 * 56 and len(counts) == 12
+    assert report.pixel_share == pytest.approx(list(counts[:11] / counts.sum()), abs=1e-12)
+    assert report.void_share == pytest.approx(counts[11] / counts.sum(), abs=1e-12)
+    assert np.count_nonzero(counts[:11]) >= 6  # several classes in every crop's reach
 
 
 @pytest.mark.parametrize("args, message", [
@@ -181,6 +328,24 @@ def test_bad_options_fail_in_one_line(cli, args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_gflops_per_image_is_the_hand_count_of_a_tiny_conv_net():
+    """The GFLOPs behind every share of the matmul peak: 2 x the multiply-accumulates of each conv and dense
+    layer (other layers count nothing), counted by hand for a tiny net on an 8x12 image."""
+    import keras
+
+    from segcli.models import gflops
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)        # 8x12 outputs, 3x3x3 inputs each, 8 filters
+    x = keras.layers.BatchNormalization()(x)                      # not counted
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)   # 4x6 outputs, 3x3x8, 4 filters
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)        # 4x6 outputs, 3x3 per channel, 4 channels
+    x = keras.layers.Conv2DTranspose(5, 2, strides=2)(x)          # 4x6 inputs, each 2x2x4 into 5 filters
+    x = keras.layers.Dense(2)(x)                                  # 8x12 positions, 5 -> 2
+    macs = 8 * 12 * 27 * 8 + 4 * 6 * 72 * 4 + 4 * 6 * 9 * 4 + 4 * 6 * 2 * 2 * 4 * 5 + 8 * 12 * 5 * 2
+    assert gflops(keras.Model(inputs, x), 8, 12) == pytest.approx(2 * macs / 1e9, rel=1e-12)
+
+
 def test_importing_the_bench_package_imports_neither_tensorflow_nor_rich():
     """benchmarks/bench_keras_backend.py imports segcli.bench on machines without TensorFlow; the library
     never imports rich (segcli/cli/render.py prints the tables)."""
@@ -194,11 +359,15 @@ def test_importing_the_bench_package_imports_neither_tensorflow_nor_rich():
 def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_path):
     """benchmarks/bench_keras_backend.py, as run on a GPU machine without TensorFlow, here on the TF backend."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_keras_backend.py"
+    from segcli.models import build_model, gflops
+
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, str(script), "--models", "lambda-fcn", "camvid-unet",
                            "--precisions", "float32", "--size", "32", "64", "--batch", "2",
                            "--steps", "2", "--epochs", "2", "--matmul-size", "64", "--json", str(out_json),
                            "--markdown", str(out_md)], capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out_json.read_text())
     # float32 alone: the policy is one set_dtype_policy per row, and bf16 is emulated (slow) on many CPUs
@@ -208,7 +377,13 @@ def test_keras_backend_benchmark_runs_the_nets_and_writes_finite_figures(tmp_pat
         assert "error" not in row, row
         assert len(row["train_epochs_images_per_sec"]) == 2
         for key in ("train_images_per_sec", "predict_images_per_sec", "peak_fraction", "gflops"):
-            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+            assert math.isfinite(row[key]), (key, row)
+        # each epoch (2 steps of batch 2) took a positive time within the child's run, which the test timed
+        assert all(0 < 2 * 2 / rate <= wall for rate in row["train_epochs_images_per_sec"]), (row, wall)
+        assert row["train_images_per_sec"] == pytest.approx(sum(row["train_epochs_images_per_sec"]) / 2)  # median
+        assert row["peak_fraction"] == pytest.approx(
+            row["gflops"] * 3 * row["train_images_per_sec"] / result["matmul_gflops"]["float32"])
+    assert result["rows"][0]["gflops"] == pytest.approx(gflops(build_model("lambda-fcn", 12), 32, 64), rel=1e-9)
     assert result["rows"][1]["params"] > result["rows"][0]["params"]  # the recipe's [model] section was read
     assert "| camvid-unet | float32 |" in out_md.read_text()
 
@@ -288,16 +463,23 @@ def test_quick_bench_runs_on_jax_and_torch_without_tensorflow(backend, tmp_path)
         print("TENSORFLOW LOADED:", sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
         sys.exit(code)
     """)
+    started = time.perf_counter()
     done = run_on_backend(backend, "-c", code, timeout=300)
+    wall = time.perf_counter() - started
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "TENSORFLOW LOADED: []" in done.stdout
     doc = json.loads(out.read_text())
     assert doc["system"]["backend"] == backend and doc["system"]["backend_version"].startswith(backend)
     assert "unavailable" not in doc, doc.get("unavailable")  # no section gave up (e.g. for lack of TensorFlow)
-    assert doc["matmul_gflops"]["float32"] > 0 and doc["matmul_gflops"]["bfloat16"] > 0
+    # the figures come from the child: each timed stretch fits in the child's run, which the test timed
+    settings = doc["settings"]
     (row,) = doc["training"]
-    assert row["fit_images_per_sec"] > 0 and row["fit_plain_images_per_sec"] > 0
-    assert doc["predict"][0]["images_per_sec"] > 0
+    images = settings["steps"] * settings["batch_size"]
+    assert all(0 < images / rate <= wall for rate in (row["fit_images_per_sec"], row["fit_plain_images_per_sec"]))
+    assert 0 < 3 * settings["predict_batch"] / doc["predict"][0]["images_per_sec"] <= wall  # 3 calls at least
+    assert set(doc["matmul_gflops"]) == {"float32", "bfloat16"}
+    assert all(map(math.isfinite, doc["matmul_gflops"].values()))
+    assert_peak_shares_agree(doc)
     assert doc["system"]["jit"] is (backend == "jax")  # jax compiles (its eager mode runs op by op)
 
 

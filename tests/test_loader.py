@@ -232,13 +232,39 @@ def test_shard_and_engine_checks(tmp_path):
     assert pipeline_engine("auto") == ("tfdata" if keras.backend.backend() == "tensorflow" else "numpy")
 
 
-def test_pipeline_throughput_runs_on_both_engines(tmp_path):
+def test_pipeline_throughput_is_the_images_the_test_timed_over_their_seconds(tmp_path, monkeypatch):
+    """On both engines: images/s of the batches after the warm-up epoch, as the test times each next() itself
+    (never a speed: only that the figure says what the test measured, within a margin for the few calls between
+    the two clocks)."""
+    import time
+
+    import segcli.data.pipeline
     from segcli.data import pipeline_throughput
 
+    calls = []  # (start, end) of each next() on the pipeline
+
+    class Timed:
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __iter__(self):
+            it = iter(self.ds)
+            while True:
+                start = time.perf_counter()
+                batch = next(it)
+                calls.append((start, time.perf_counter()))
+                yield batch
+
+    make = segcli.data.pipeline.make_pipeline
+    monkeypatch.setattr(segcli.data.pipeline, "make_pipeline", lambda *a, **kw: Timed(make(*a, **kw)))
     pairs = write_pairs(tmp_path, [(16, 24)] * 4)
     for engine in ("numpy", "tfdata"):
-        assert pipeline_throughput(pairs, CLASSES, "index", batch_size=2, batches=2, engine=engine,
-                                   augment=Augment(crop=(8, 8))) > 0
+        calls.clear()
+        rate = pipeline_throughput(pairs, CLASSES, "index", batch_size=2, batches=20, engine=engine,
+                                   augment=Augment(crop=(8, 8)))
+        assert len(calls) == 2 + 20, engine  # one warm-up epoch of 4 pairs, then the timed batches
+        seconds = calls[-1][1] - calls[2][0]
+        assert seconds * 0.9 - 1e-4 <= 20 * 2 / rate <= seconds * 1.5 + 0.01, (engine, rate, seconds)
 
 
 JAX_SCRIPT = """

@@ -48,10 +48,13 @@ def test_losses_ignore_void_pixels(kind):
     logits = rng.normal(size=(2, 4, 4, 3)).astype("float32")
     other = logits.copy()
     other[:, 0] = rng.normal(size=other[:, 0].shape) * 5  # change only the ignored rows
+    scored = logits.copy()
+    scored[:, 1] = rng.normal(size=scored[:, 1].shape) * 5  # change a scored row
     loss = make_loss(kind, 3, 255, class_weights=None if kind == "ce" else [1.0, 2.0, 1.0])
-    a, b = float(loss(truth, logits)), float(loss(truth, other))
-    assert np.isfinite(a) and a > 0
+    a, b, c = float(loss(truth, logits)), float(loss(truth, other)), float(loss(truth, scored))
+    assert np.isfinite(a) and np.isfinite(c)
     assert a == pytest.approx(b, rel=1e-5)
+    assert abs(c - a) > 1e-3 * abs(a)  # while the scored pixels count
 
 
 def test_cross_entropy_equals_keras_own():

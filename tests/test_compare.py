@@ -3,6 +3,7 @@
 import json
 import math
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,23 @@ from segcli.compare import COLUMNS
 
 
 @pytest.mark.slow
-def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
+def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path, monkeypatch):
+    import time
+
+    import keras
+    import numpy as np
+
+    latencies = []  # each one-image predict_on_batch call's seconds, timed by the test (the latency column's)
+    predict_on_batch = keras.Model.predict_on_batch
+
+    def timed(self, x, *args, **kwargs):
+        start = time.perf_counter()
+        out = predict_on_batch(self, x, *args, **kwargs)
+        if np.shape(x)[0] == 1:
+            latencies.append(time.perf_counter() - start)
+        return out
+
+    monkeypatch.setattr(keras.Model, "predict_on_batch", timed)
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(textwrap.dedent("""
         [data]
@@ -33,7 +50,16 @@ def test_compare_trains_both_and_writes_table_json_png(cli, tmp_path):
                 continue
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
         assert row["precision"] == "float32" and row["backend"].startswith("tensorflow ") and "CPU" in row["hardware"]
-        assert row["epochs"] == 2 and row["train_images_per_sec"] > 0 and row["latency_ms"] > 0
+        assert row["epochs"] == 2
+        # the figures are the run's: its metrics.json's images/s, the epochs after the first
+        run = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert row["train_images_per_sec"] == run["train_images_per_sec"] and math.isfinite(run["train_images_per_sec"])
+        assert row["train_minutes"] == pytest.approx(run["train_seconds"] / 60)
+    # the latency: the median of each model's 5 timed one-image calls (after 2 warm-ups) as the test timed them
+    assert len(latencies) == 2 * 7, latencies
+    for i, row in enumerate(data["rows"]):
+        timed_ms = 1000 * float(np.median(latencies[7 * i + 2: 7 * i + 7]))
+        assert timed_ms * 0.85 - 2 <= row["latency_ms"] <= timed_ms * 1.15 + 2, (row["latency_ms"], timed_ms)
     assert data["rows"][0]["params"] != data["rows"][1]["params"]
     md = (out / "compare.md").read_text()
     assert "| train images/s |" in md and "Hardware:" in md

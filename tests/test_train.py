@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "64x64", "--batch-size", "8", "--precision", "float32"]
+STEP_IMAGES = 3 * 8  # an epoch of sample_data's 30 train pairs at batch 8: 3 steps
 
 
 def rows(path):
@@ -25,7 +27,9 @@ def rows(path):
 @pytest.mark.slow
 def test_train_writes_a_complete_run_folder(cli, sample_data, tmp_path):
     out = tmp_path / "run"
+    started = time.perf_counter()
     result = cli("train", "unet", sample_data, "--recipe", tiny_recipe(tmp_path), "--out", out)
+    wall = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     assert "run folder: " in result.stdout and "epoch 2/2: loss " in result.stdout  # segcli.progress, shown by the CLI
     for name in ("model.keras", "best.keras", "recipe.toml", "classes.json", "history.csv", "metrics.json",
@@ -39,7 +43,13 @@ def test_train_writes_a_complete_run_folder(cli, sample_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["val"]["pixel_accuracy"] <= 1.0 and 0.0 <= metrics["val"]["miou"] <= 1.0
     assert metrics["val"]["miou"] == pytest.approx(float(history[-1]["val_miou"]))
-    assert metrics["train_images_per_sec"] > 0 and metrics["precision"] == "float32"
+    assert metrics["precision"] == "float32"
+    # the speed: each epoch's images/s is its steps' images over its train_seconds, which fit in the run the test
+    # timed; metrics.json's is the mean of the epochs after the first
+    seconds = [float(r["train_seconds"]) for r in history]
+    assert [float(r["images_per_sec"]) * t for r, t in zip(history, seconds)] == pytest.approx([STEP_IMAGES] * 2)
+    assert 0 < sum(seconds) <= wall and metrics["train_seconds"] == pytest.approx(sum(seconds))
+    assert metrics["train_images_per_sec"] == pytest.approx(float(history[1]["images_per_sec"]))
     assert set(metrics["val"]["iou"]) == set(json.loads((sample_data / "classes.json").read_text())["classes"][i]["name"]
                                              for i in range(11))
     recipe = (out / "recipe.toml").read_text()

@@ -47,7 +47,9 @@ def test_random_search_writes_its_files_and_the_best_recipe_trains(cli, sample_d
     for r in rows:  # each trial is a finished segcli run folder, trained with its knobs
         trained = tomllib.loads((out / r["trial"] / "recipe.toml").read_text())["train"]
         assert (trained["lr"], trained["loss"]) == (pytest.approx(r["knobs"]["lr"]), r["knobs"]["loss"])
-        assert (out / r["trial"] / "metrics.json").is_file()
+        # the score is the trial's own evaluation of its best.keras on val, as its metrics.json has it
+        evaluation = json.loads((out / r["trial"] / "metrics.json").read_text())["evaluation"]
+        assert (r["val_miou"], r["pixel_accuracy"]) == pytest.approx((evaluation["miou"], evaluation["pixel_accuracy"]))
     best = report["best"]
     assert best["val_miou"] == max(r["val_miou"] for r in rows)
     assert "trial-002" in result.stdout and "best: " + best["trial"] in result.stdout
@@ -180,6 +182,7 @@ def test_each_algorithm_drives_the_trials_through_keras_tuner(cli, sample_data, 
     rows = json.loads((out / "tune.json").read_text())["rows"]
     assert len(rows) == len(calls) == 4
     assert [r["knobs"]["lr"] for r in rows] == pytest.approx([c.train.lr for c in calls])
+    assert [r["val_miou"] for r in rows] == pytest.approx([c.train.lr for c in calls])  # the stand-in's score
     assert calls[0].train.max_minutes == pytest.approx(30 / 4, rel=1e-2)  # the budget shared by the trials left
     assert all(0 < c.train.max_minutes <= 30 for c in calls)
     if algorithm == "hyperband":  # Hyperband gives the first trials few epochs

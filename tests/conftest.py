@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,58 @@ def child_result(proc, tag: str = "RESULT") -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith(tag)]
     assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-3000:]
     return json.loads(lines[-1][len(tag):])
+
+
+_CHILDREN: list[subprocess.Popen] = []  # start_child's, killed after each test if still running
+
+
+def start_child(args, **kwargs) -> subprocess.Popen:
+    """subprocess.Popen(args, **kwargs), killed when the test ends if it is still running: a failed assertion,
+    a passed deadline or pytest-timeout's limit leaves no child behind (a paused training would wait on)."""
+    proc = subprocess.Popen([str(a) for a in args], **kwargs)
+    _CHILDREN.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def kill_children_left_running():
+    yield
+    while _CHILDREN:
+        proc = _CHILDREN.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
+def _output(proc) -> str:
+    """The tail of a finished (or killed) child's output, if it was piped."""
+    out = proc.communicate()[0] if proc.stdout is not None else None
+    return (out or "")[-3000:] if isinstance(out, str) else ""
+
+
+def wait_for_files(paths, procs, what: str, timeout: float = 600.0) -> None:
+    """Return once every one of `paths` exists. If one of the child processes `procs` ends first, or `timeout`
+    seconds pass, kill them all and fail, naming `what` was awaited, with their output."""
+    deadline = time.monotonic() + timeout
+    while not all(Path(p).is_file() for p in paths):
+        ended = [p for p in procs if p.poll() is not None]
+        if ended or time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            why = (f"a process ended (exit {ended[0].returncode}) first" if ended
+                   else f"not there after {timeout:g} s (the processes were killed)")
+            pytest.fail(f"waiting for {what}: {why}:\n" + "\n".join(_output(p) for p in procs))
+        time.sleep(0.1)
+
+
+def wait_for_exit(proc, what: str, timeout: float = 600.0) -> str:
+    """The output of child `proc` (stdout piped, text) once it exits; after `timeout` seconds it is killed and the
+    test fails, naming `what` was awaited."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"waiting for {what}: still running after {timeout:g} s (killed):\n{_output(proc)}")
 
 
 def tiny_recipe_text(epochs: int = 2, extra: str = "", precision: str | None = "float32",

@@ -1,7 +1,8 @@
 """Run `segcli train ARGS...` and stop it at a chosen point, so a test can signal or kill it there: no race
 with the training's speed. At the point the process writes its pid to MARKER and waits (a SIGINT ends the
 wait as Ctrl-C would end that step: during fit segcli raises KeyboardInterrupt at the batch's end, elsewhere
-Python raises it in the wait; SIGKILL ends it on the spot).
+Python raises it in the wait; SIGKILL ends it on the spot). Paused PAUSE_LIMIT seconds with no signal, it
+exits 3 (its test is gone).
 
 usage: python tests/pause_train.py POINT MARKER ARGS...
 POINT:
@@ -20,12 +21,19 @@ import time
 from pathlib import Path
 
 
+PAUSE_LIMIT = 900  # seconds a paused training waits for its signal: then it ends itself (its test is gone)
+
+
 def pause(marker: str) -> None:
     Path(marker).write_text(str(os.getpid()))
     # inside fit, segcli's CtrlC callback holds SIGINT: it sets a flag that the batch's end turns into
     # KeyboardInterrupt, so the paused step then ends as a real one would; elsewhere SIGINT raises in the sleep
     owner = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    deadline = time.monotonic() + PAUSE_LIMIT
     while not getattr(owner, "pressed", 0):
+        if time.monotonic() > deadline:
+            print(f"pause_train: no signal came within {PAUSE_LIMIT} s of pausing at {marker}; exiting", flush=True)
+            os._exit(3)
         time.sleep(0.05)
 
 

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, child_result, run_on_backend, tiny_recipe
+from conftest import (ROOT, child_result, run_on_backend, start_child, tiny_recipe, wait_for_exit,
+                      wait_for_files)
 from segcli import backend, system
 from segcli.errors import SegcliError
 
@@ -194,6 +194,7 @@ def _history_losses(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # five trainings in turn, each a fresh JAX process (its waits: up to 900 s each)
 def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     """Issue 14: `segcli train` started twice on localhost with Keras' variables set trains one model (JAX
     DataParallel, one CPU device per process, gloo), into process 0's run folder. Ctrl-C (SIGINT to both, each
@@ -208,7 +209,6 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
     scratch = tmp_path / "tmp"  # the temp folder of the children: process 1's scratch copies go there
     scratch.mkdir()
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
-    started: list[subprocess.Popen] = []  # killed at the end if still running (a failed wait leaves them)
 
     two, one = tmp_path / "two", tmp_path / "one"
     address = f"127.0.0.1:{_free_port()}"
@@ -220,41 +220,28 @@ def test_two_processes_train_one_model_like_one_process(sample_data, tmp_path):
                    else [sys.executable, "-c", "from segcli.cli import main; main()", "train"])
         multi = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
                  "KERAS_DISTRIBUTION_PROCESS_ID": str(i)}
-        started.append(subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env={**env, **multi}))
-        return started[-1]
+        # start_child: killed when the test ends if still running (a failed wait or assertion leaves them)
+        return start_child([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**env, **multi})
 
-    try:
-        # both held after the first step of epoch 2, then Ctrl-C'd, then resumed
-        procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", two], "batch:1") for i in range(2)]
-        deadline = time.monotonic() + 900
-        while not all((tmp_path / f"paused-{i}").is_file() for i in range(2)):
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                for p in procs:
-                    p.kill()
-                pytest.fail("a process ended (or hung) before epoch 2:\n"
-                            + "\n".join(p.communicate()[0][-2000:] for p in procs))
-            time.sleep(0.1)
-        for p in procs:
-            p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal running them does
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-        assert [p.returncode for p in procs] == [130] * 2, "\n".join(o[-2000:] for o in outputs)
-        for output in outputs:
-            assert f"segcli train --resume {two}" in output and "Traceback" not in output, output[-2000:]
-        assert len(_history_losses(two)) == 1 and (two / "backup").is_dir()  # epoch 1 kept, epoch 2 to redo
-        procs = [start(i, ["--resume", two]) for i in range(2)]
-        outputs = [p.communicate(timeout=900)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0] * 2, "\n".join(o[-2000:] for o in outputs)
+    # both held after the first step of epoch 2, then Ctrl-C'd, then resumed
+    procs = [start(i, ["unet", sample_data, "--recipe", recipe, "--out", two], "batch:1") for i in range(2)]
+    wait_for_files([tmp_path / f"paused-{i}" for i in range(2)], procs,
+                   "both training processes to pause after the first step of epoch 2", 900)
+    for p in procs:
+        p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal running them does
+    outputs = [wait_for_exit(p, f"process {i} of 2 to exit after SIGINT") for i, p in enumerate(procs)]
+    assert [p.returncode for p in procs] == [130] * 2, "\n".join(o[-2000:] for o in outputs)
+    for output in outputs:
+        assert f"segcli train --resume {two}" in output and "Traceback" not in output, output[-2000:]
+    assert len(_history_losses(two)) == 1 and (two / "backup").is_dir()  # epoch 1 kept, epoch 2 to redo
+    procs = [start(i, ["--resume", two]) for i in range(2)]
+    outputs = [wait_for_exit(p, f"process {i} of 2 to finish the resumed run", 900) for i, p in enumerate(procs)]
+    assert [p.returncode for p in procs] == [0] * 2, "\n".join(o[-2000:] for o in outputs)
 
-        straight = subprocess.run([sys.executable, "-m", "segcli", "train", "unet", str(sample_data), "--recipe",
-                                   str(recipe), "--out", str(one)], capture_output=True, text=True, env=env,
-                                  timeout=900)
-        assert straight.returncode == 0, (straight.stdout + straight.stderr)[-2000:]
-    finally:
-        for p in started:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    straight = subprocess.run([sys.executable, "-m", "segcli", "train", "unet", str(sample_data), "--recipe",
+                               str(recipe), "--out", str(one)], capture_output=True, text=True, env=env, timeout=900)
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-2000:]
     assert "in 2 processes (this is process 0)" in outputs[0]
     assert outputs[1].strip().splitlines()[-1].startswith("process 1 of 2 finished; process 0 wrote")
     assert "epoch 2/2" in outputs[0] and "epoch 2/2" not in outputs[1]  # only process 0 reports

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import child_result, run_on_backend
+from conftest import child_result, run_on_backend, wait_for_exit
 from segcli import recipe as recipes
 from test_reliability import assert_complete, layer_weights, start_paused
 from test_train import rows, tiny_recipe
@@ -227,7 +227,7 @@ def test_freeze_run_killed_after_its_frozen_epoch_resumes_training_the_encoder(c
     proc = start_paused("epoch:1", ["unet", sample_data, "--recipe", recipe, "--encoder", ENCODER,
                                     "--encoder-weights", weights_file, "--out", out], tmp_path / "paused")
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    wait_for_exit(proc, "the killed training to end", 60)
     state = json.loads((out / "backup" / "state.json").read_text())
     assert state["epoch"] == 1 and [int(r["epoch"]) for r in rows(out / "history.csv")] == [0]
 

@@ -7,28 +7,25 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import start_child, wait_for_exit, wait_for_files
 from test_train import rows, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("pause_train.py")
 
 
-def start_paused(point, args, marker):
-    """Start a training that stops at ``point``; return the process once it is there."""
-    proc = subprocess.Popen([sys.executable, str(DRIVER), point, str(marker), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while not marker.is_file():
-        if proc.poll() is not None:
-            pytest.fail(f"training ended before reaching {point}:\n{proc.stdout.read()[-3000:]}")
-        try:
-            proc.wait(timeout=0.1)
-        except subprocess.TimeoutExpired:
-            pass
+def start_paused(point, args, marker, timeout: float = 600):
+    """Start a training that stops at ``point``; return the process once it is there. It fails (the training
+    killed) if the training ends first or is not there within `timeout` seconds."""
+    proc = start_child([sys.executable, DRIVER, point, marker, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    wait_for_files([marker], [proc], f"the training to pause at {point}", timeout)
     return proc
 
 
@@ -83,7 +80,7 @@ def test_kill_9_at_each_phase_then_resume_loses_at_most_the_unfinished_epoch(sam
     for i, (point, done) in enumerate(phases):
         proc = start_paused(point, first if i == 0 else ["--resume", out], tmp_path / f"paused-{i}")
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        wait_for_exit(proc, f"the training killed at {point} to end", 60)
         state = json.loads((out / "backup" / "state.json").read_text())
         assert state["epoch"] == done and (out / "backup" / state["weights"]).is_file(), point
         assert [int(r["epoch"]) for r in rows(out / "history.csv")] == list(range(done)), point
@@ -116,7 +113,7 @@ def test_ctrl_c_then_resume_continues(cli, sample_data, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "in use by process" in result.stderr
     assert (out / "recipe.toml").is_file() and (out / ".segcli.lock").is_file()
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=600)[0]
+    output = wait_for_exit(proc, "the training to exit after SIGINT")
     assert proc.returncode == 130, output
     assert f"segcli train --resume {out}" in output and "Traceback" not in output
     assert len(rows(out / "history.csv")) == 1 and (out / "backup").is_dir() and not (out / ".segcli.lock").exists()
@@ -181,13 +178,13 @@ def test_kill_in_the_first_backup_then_ctrl_c_in_the_final_save_both_resume(samp
     proc = start_paused("backup:0", ["unet", sample_data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", out],
                         tmp_path / "paused-0")
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    wait_for_exit(proc, "the killed training to end", 60)
     assert leftovers(out / "backup") and not (out / "backup" / "state.json").exists()
 
     proc = start_paused("after-fit", ["--resume", out], tmp_path / "paused-1")
     assert not leftovers(out)  # the resumed run removed the killed writer's temporary
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=600)[0]
+    output = wait_for_exit(proc, "the training to exit after SIGINT")
     assert proc.returncode == 130 and "segcli train --resume" in output and "Traceback" not in output, output
 
     resumed = resume(out)
@@ -219,7 +216,7 @@ def test_a_run_its_time_budget_stopped_stays_stopped_when_resumed(sample_data, t
     recipe = tiny_recipe(tmp_path, epochs=3, extra="max_minutes = 0.0001")
     proc = start_paused("after-fit", ["unet", sample_data, "--recipe", recipe, "--out", out], tmp_path / "paused")
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    wait_for_exit(proc, "the killed training to end", 60)
     assert json.loads((out / "backup" / "state.json").read_text())["budget_stopped"] is True
 
     resumed = resume(out)
@@ -239,24 +236,29 @@ def race_for_lock(folder, contenders: int) -> list:
     from segcli.errors import SegcliError
     from segcli.files import folder_lock
 
-    start, tried = threading.Barrier(contenders), threading.Barrier(contenders)
+    # each wait has a deadline: a contender that never comes breaks the barrier, and the others end
+    start, tried = (threading.Barrier(contenders, timeout=60) for _ in range(2))
     outcomes = [None] * contenders
 
     def contend(i):
-        start.wait()
         try:
-            with folder_lock(folder):
-                outcomes[i] = "won"
+            start.wait()
+            try:
+                with folder_lock(folder):
+                    outcomes[i] = "won"
+                    tried.wait()
+            except SegcliError as exc:
+                outcomes[i] = str(exc)
                 tried.wait()
-        except SegcliError as exc:
-            outcomes[i] = str(exc)
-            tried.wait()
+        except threading.BrokenBarrierError:
+            outcomes[i] = outcomes[i] or "the other contenders did not all come within 60 s"
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    threads = [threading.Thread(target=contend, args=(i,), daemon=True) for i in range(contenders)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads), f"contenders still running after 180 s: {outcomes}"
     return outcomes
 
 
@@ -298,16 +300,34 @@ def test_contenders_starting_at_once_on_one_folder_exactly_one_takes_its_lock(tm
 def test_processes_starting_at_once_on_one_folder_exactly_one_takes_its_lock(tmp_path):
     """The same across processes: all wait for one start file, try the lock and report; a winner holds it until
     the test has heard from all."""
-    child = ("import pathlib, sys, time\nfrom segcli.errors import SegcliError\nfrom segcli.files import folder_lock\n"
-             "go, folder, release = map(pathlib.Path, sys.argv[1:])\nprint('ready', flush=True)\n"
-             "while not go.exists():\n    time.sleep(0.0005)\n"
-             "try:\n    with folder_lock(folder):\n        print('won', flush=True)\n"
-             "        while not release.exists():\n            time.sleep(0.01)\n"
-             "except SegcliError as exc:\n    print(exc, flush=True)\n")
+    # each child's waits end after 300 s with a line naming the file it waited for (so a readline here ends too)
+    child = textwrap.dedent("""
+        import pathlib, sys, time
+        from segcli.errors import SegcliError
+        from segcli.files import folder_lock
+        go, folder, release = map(pathlib.Path, sys.argv[1:])
+        deadline = time.monotonic() + 300
+
+        def wait_for(path, pause):
+            while not path.exists():
+                if time.monotonic() > deadline:
+                    print(f"timed out waiting for {path.name}", flush=True)
+                    sys.exit(3)
+                time.sleep(pause)
+
+        print("ready", flush=True)
+        wait_for(go, 0.0005)
+        try:
+            with folder_lock(folder):
+                print("won", flush=True)
+                wait_for(release, 0.01)
+        except SegcliError as exc:
+            print(exc, flush=True)
+    """)
     go, folder, release = tmp_path / "go", tmp_path / "run", tmp_path / "release"
     folder.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", child, str(go), str(folder), str(release)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    procs = [start_child([sys.executable, "-c", child, go, folder, release], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True) for _ in range(6)]
     try:
         assert [proc.stdout.readline().strip() for proc in procs] == ["ready"] * len(procs)
         go.touch()  # all at once
@@ -315,7 +335,7 @@ def test_processes_starting_at_once_on_one_folder_exactly_one_takes_its_lock(tmp
     finally:
         release.touch()
         for proc in procs:
-            proc.wait(timeout=120)
+            wait_for_exit(proc, "a lock contender to end after the release", 120)
     assert outcomes.count("won") == 1, outcomes
     assert all(o == "won" or "in use by process" in o for o in outcomes), outcomes
     assert not list(folder.iterdir())

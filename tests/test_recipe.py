@@ -194,12 +194,12 @@ def test_typed_recipe_round_trips_through_recipe_toml(tmp_path):
 @pytest.mark.parametrize("text,value", [("auto", None), ("AUTO", None), ("on", True), ("true", True), ("True", True),
                                         ("off", False), ("false", False), (True, True), (False, False)])
 def test_one_switch_parser_for_recipe_train_and_bench(text, value):
-    from segcli.bench import _parse_jit
+    from segcli.bench import parse_jit
     from segcli.training.distribute import execution_settings
 
     assert recipes.parse_switch(text) is value
     assert recipes.resolve(None, {"train": {"jit": text}, "data": {"cache": text}}).train.jit is value
-    assert _parse_jit(text) is value
+    assert parse_jit(text) is value
     jit, _ = execution_settings(text, 0, gpu=True, distributed=False)
     assert jit is (True if value is None else value)  # auto: on with a GPU
 

@@ -44,14 +44,15 @@ from segcli.bench.fitting import (cached_batches, fit_model, fit_rates, precisio
 from segcli.bench.measurements import (TORCH_MODES, Unavailable, backend_info, matmul_gflops, pipeline_rate,
                                        predict_rate, tiled_predict_memory, torch_reference_rates)
 from segcli.bench.sections import SECTION_TABLE, SECTIONS, BenchRun, run_bench
-from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, _parse_jit, default_jit,
-                                   default_precisions, gpu_available, make_settings)
+from segcli.bench.settings import (COMPUTE_DTYPE, DEFAULT_MODELS, BenchSettings, default_jit, default_precisions,
+                                   gpu_available, make_settings, parse_jit)
 from segcli.bench.timing import median_after_first, peak_fraction, time_calls
 
 __all__ = [
     "BenchData", "BenchRun", "BenchSettings", "COMPUTE_DTYPE", "DEFAULT_DATA", "DEFAULT_MODELS", "SECTIONS",
     "SECTION_TABLE", "TORCH_MODES", "Unavailable", "VAL_FRACTION", "backend_info", "cached_batches", "default_jit", "default_precisions", "fit_model", "fit_rates", "gpu_available",
-    "make_settings", "matmul_gflops", "median_after_first", "peak_fraction", "pipeline_rate", "precision_curves",
+    "make_settings", "matmul_gflops", "median_after_first", "parse_jit", "peak_fraction", "pipeline_rate",
+    "precision_curves",
     "precision_data", "predict_rate", "prepare_data", "random_batch", "resolved_recipe", "run_bench", "run_in_child",
     "tiled_predict_memory", "time_calls", "torch_reference_rates", "train_path_rate", "write_big_image", "write_synthetic_dataset",
 ]

@@ -273,7 +273,7 @@ def run_bench(*, quick: bool = False, data: str | Path | None = None, models: It
     gpu = bench_settings.gpu_available()
     precisions = tuple(precisions) if precisions else bench_settings.default_precisions(gpu)
     check_choices(models, precisions, skip, SECTIONS)
-    jit = bench_settings._parse_jit(jit)
+    jit = bench_settings.parse_jit(jit)
     jit = bench_settings.default_jit(gpu, backend["backend"]) if jit is None else jit
     settings = make_settings(quick=quick, gpu=gpu, steps=steps, predict_batch=predict_batch,
                              precision_steps=precision_steps, batch_size=batch_size, size=size)

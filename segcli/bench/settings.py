@@ -99,7 +99,8 @@ def default_jit(gpu: bool | None = None, backend: str | None = None) -> bool:
     return gpu_available() if gpu is None else bool(gpu)
 
 
-def _parse_jit(value) -> bool | None:
+def parse_jit(value) -> bool | None:
+    """--jit: auto (None), true or false (segcli.recipe.parse_switch), else the one-line error."""
     from segcli.recipe import parse_switch
 
     try:

@@ -1,23 +1,26 @@
 """Where does bf16 training lose accuracy? bf16 and float32 gradients of a CamVid recipe, layer by layer.
 
-On a 2-core Xeon with AMX, `camvid-fcn` trained in mixed_bfloat16 ended 15 mIoU points below float32 with
-a train loss 10-80% higher from the first epochs, while on an AMD EPYC with AVX512-BF16 (no AMX) bf16 cost
-nothing. This script takes one batch and the recipe's net (small size) with the same weights under:
+The diagnostic behind segcli's class-score head rule (segcli.precision.is_head_layer). It takes one batch and
+the recipe's net (small size) with the same weights under:
 
 - ``float32 again``: float32 a second time: the noise floor (threaded reductions are not bit-reproducible);
-- ``bf16``: mixed_bfloat16, as `segcli train --precision mixed_bfloat16` builds it (logits layer float32);
-- ``bf16, BN f32``: every BatchNormalization layer under the float32 policy (Keras' BN already computes
+- ``bf16``: plain mixed_bfloat16, every layer in bf16 but the logits (as segcli built nets before the rule);
+- ``bf16, BN f32``: that, with every BatchNormalization layer under the float32 policy (Keras' BN already computes
   its statistics in float32; this also keeps its output and its gradient in float32);
-- ``bf16, head f32``: the class-score layers (every layer whose output has num_classes channels: score
-  convs, their upsampling and fusion, the logits) in float32, so the loss sees float32 logits. The loss
-  itself always runs in float32 (segcli.training.losses casts the logits);
+- ``bf16, head f32``: the class-score head in float32 (score convs, their upsampling and fusion, the logits),
+  as `segcli train --precision mixed_bfloat16` builds the net now. The loss always runs in float32;
 - ``bf16, BN+head f32``: both.
 
-For each it prints the loss and its ratio to float32, and per trainable variable the relative gradient
-error ||g - g_f32|| / ||g_f32|| and the cosine similarity with the float32 gradient. A part that is
-sensitive shows as an error that drops when that part is kept in float32. Unless --no-child, it then runs
-itself again in a child process with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (--isa), which keeps oneDNN off
-its AMX kernels: on an AMX CPU, if the errors fall there, the AMX kernels are the cause.
+What it found (camvid-fcn, 128x160, batch 4): the whole bf16 gradient was 0.63 off float32's (relative error;
+cosine 0.78) on a 2-core Xeon with AMX, 0.34 there with AMX off (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) and 0.34
+on an AMD EPYC with AVX512-BF16, nearly all of it in the head's bias gradients (a dozen channels summed over
+every pixel of the batch in bf16: up_final_convT/bias 0.90 off on the EPYC). With the head in float32 it was
+0.04 on all three; BatchNorm in float32 changed nothing. docs/precision.md has the table.
+
+For each variant it prints the loss and its ratio to float32, and per trainable variable the relative gradient
+error ||g - g_f32|| / ||g_f32|| and the cosine similarity with the float32 gradient. Unless --no-child, it then
+runs itself again in a child process with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (--isa), which keeps oneDNN off
+its AMX kernels.
 
     python benchmarks/precision_layers.py                      # camvid-fcn, 128x160, batch 4: a minute or two
     python benchmarks/precision_layers.py --size 352 480 --batch 8 --json layers.json
@@ -64,16 +67,14 @@ def one_batch(args, workdir: Path, void_as_class: bool):
 
 
 def policy_copy(model, name: str, float32_layers: set[str]):
-    """The model under policy `name` with the layers in `float32_layers` under float32, the same weights."""
-    from segcli.precision import with_policy
-
-    mixed = with_policy(model, name)
-    if not float32_layers:
-        return mixed
-    config = mixed.get_config()
+    """The model under policy `name` with the layers in `float32_layers` and the logits under float32, every
+    other layer under `name` (the head rule of segcli's builders undone where the head is not listed), the
+    same weights."""
+    config = model.get_config()
     for layer in config["layers"]:
-        if layer["config"].get("name") in float32_layers:
-            layer["config"]["dtype"] = "float32"
+        if layer["class_name"] != "InputLayer":
+            keep = layer["config"].get("name") in float32_layers | {"logits"}
+            layer["config"]["dtype"] = "float32" if keep else name
     copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
     return copy
@@ -110,7 +111,7 @@ def run(args) -> dict:
 
     from segcli import recipe as recipes
     from segcli.models import build_model
-    from segcli.precision import cpu_bf16
+    from segcli.precision import cpu_bf16, is_head_layer
     from segcli.system import cpu_name
     from segcli.training.losses import make_loss
 
@@ -123,8 +124,7 @@ def run(args) -> dict:
     model = build_model(model_cfg.name, k, **model_cfg.options)
     loss_fn = make_loss(train_cfg.loss, k, classes.ignore_index, None, train_cfg.label_smoothing)
     bn = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
-    head = {layer.name for layer in model.layers
-            if not isinstance(layer, keras.layers.InputLayer) and layer.output.shape[-1] == k}
+    head = {layer.name for layer in model.layers if is_head_layer(layer.name)}
     names = [v.path for v in model.trainable_variables]
     shapes = [list(v.shape) for v in model.trainable_variables]
     x, y = tf.constant(x), tf.constant(y)

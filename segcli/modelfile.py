@@ -58,8 +58,8 @@ def read_meta(path: str | Path) -> dict:
 def load_model(path: str | Path, precision: str | None = "auto") -> LoadedModel:
     """Load a .keras file; classes come from its metadata, else classes.json beside it, else defaults.
 
-    precision: the policy to run under (``auto``: mixed_float16 with a GPU, mixed_bfloat16 on a CPU with
-    AVX512-BF16 and no AMX, else float32, as resolve_precision says; None: as the file stores it).
+    precision: the policy to run under (``auto``: mixed_float16 with a GPU, mixed_bfloat16 on a CPU with native bf16
+    (AVX512-BF16 or AMX), else float32, as resolve_precision says; None: as the file stores it).
     """
     path = Path(path)
     if precision is not None:

@@ -250,9 +250,10 @@ def test_the_head_rule_keeps_the_bf16_gradient_on_float32s_track(name):
     logits float32). The whole gradient's relative error against float32's, seeds 0 and 1, measured on an AMD
     EPYC with AVX512-BF16:
 
-    | kernels | lambda-fcn plain / rule | lambda-unet plain / rule |
-    | oneDNN (native bf16) | 0.91, 0.88 / 0.047, 0.049 | 0.45, 0.47 / 0.043, 0.047 |
-    | Eigen (TF_ENABLE_ONEDNN_OPTS=0: bf16 emulated, as on AVX2-only CPUs) | 0.91, 0.88 / 0.066, 0.065 | 0.45, 0.47 / 0.047, 0.051 |
+    | kernels                        | lambda-fcn plain / rule   | lambda-unet plain / rule  |
+    | oneDNN (native bf16)           | 0.91, 0.88 / 0.047, 0.049 | 0.45, 0.47 / 0.043, 0.047 |
+    | Eigen (TF_ENABLE_ONEDNN_OPTS=0 | 0.91, 0.88 / 0.066, 0.065 | 0.45, 0.47 / 0.047, 0.051 |
+    |   emulates bf16, as on AVX2)   |                           |                           |
 
     So the bound is 0.2: the rule stays 3x under it, plain bf16 over 2x above (worse still on AMX: precision.py).
     """

@@ -17,6 +17,8 @@ from segcli import backend, system
 from segcli.errors import SegcliError
 
 
+FLOAT32 = ["--precision", "float32"]  # predict and evaluate compared across backends (bf16 rounds differently on each)
+
 # one process per backend: train, predict and evaluate through the CLI, as a user would run them in turn
 E2E = """
 import json, sys
@@ -25,11 +27,12 @@ from typer.testing import CliRunner
 from segcli.cli import app
 data, recipe, out = sys.argv[1:4]
 runner = CliRunner()
+FLOAT32 = ["--precision", "float32"]  # labels compared across backends: bf16 rounds differently on each
 results = {}
 for name, args in (
         ("train", ["train", "unet", data, "--recipe", recipe, "--out", f"{out}/run"]),
-        ("predict", ["predict", f"{out}/run/model.keras", f"{data}/val", "--out", f"{out}/masks"]),
-        ("evaluate", ["evaluate", f"{out}/run/model.keras", data, "--out", f"{out}/eval"])):
+        ("predict", ["predict", f"{out}/run/model.keras", f"{data}/val", "--out", f"{out}/masks", *FLOAT32]),
+        ("evaluate", ["evaluate", f"{out}/run/model.keras", data, "--out", f"{out}/eval", *FLOAT32])):
     r = runner.invoke(app, args)
     results[name] = {"code": r.exit_code, "output": r.output}
 results["tensorflow_imported"] = "tensorflow" in sys.modules
@@ -162,7 +165,7 @@ def test_train_predict_evaluate_without_tensorflow(backend_name, hide, sample_da
     masks = sorted((tmp_path / "masks").glob("*.png"))
     assert len(masks) == len(list((sample_data / "val").glob("*.png")))
     # the same model file under TensorFlow (this process) predicts the same labels
-    tf_pred = cli("predict", run / "model.keras", sample_data / "val", "--out", tmp_path / "tf_masks")
+    tf_pred = cli("predict", run / "model.keras", sample_data / "val", "--out", tmp_path / "tf_masks", *FLOAT32)
     assert tf_pred.exit_code == 0, tf_pred.output
     from segcli.data import read_label_png
 
@@ -172,7 +175,7 @@ def test_train_predict_evaluate_without_tensorflow(backend_name, hide, sample_da
         differ += int((theirs != ours).sum())
         total += theirs.size
     assert differ <= total * 1e-3, f"{differ} of {total} pixels differ between {backend_name} and tensorflow"
-    tf_eval = cli("evaluate", run / "model.keras", sample_data, "--out", tmp_path / "tf_eval")
+    tf_eval = cli("evaluate", run / "model.keras", sample_data, "--out", tmp_path / "tf_eval", *FLOAT32)
     assert tf_eval.exit_code == 0
     scores = [json.loads(p.read_text()) for p in (tmp_path / "eval" / "evaluation.json", tmp_path / "tf_eval" / "evaluation.json")]
     assert abs(scores[0]["miou"] - scores[1]["miou"]) < 2e-3, scores

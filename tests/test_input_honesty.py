@@ -96,12 +96,14 @@ def test_exif_orientation_in_png(tmp_path):
 def test_predict_overlay_evaluate_and_training_share_the_reader():
     """Prediction, overlays, evaluation and the training pipeline see the pixels data check saw."""
     import segcli.data.imageio as imageio
-    import segcli.data.pipeline as pipeline
+    import segcli.data.loader as loader
+    import segcli.data.options as options
+    import segcli.data.tfdata as tfdata
     import segcli.evaluation as evaluation
     import segcli.inference as inference
     import segcli.overlay as overlay
 
-    for module in (pipeline, evaluation, inference, overlay):
+    for module in (loader, tfdata, options, evaluation, inference, overlay):
         assert module.read_image is imageio.read_image, module.__name__
 
 

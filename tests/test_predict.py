@@ -13,8 +13,10 @@ from segcli.data import default_classes, read_label_png, write_image  # noqa: E4
 from segcli.data.imageio import read_png_palette  # noqa: E402
 from segcli.errors import DataError, SegcliError  # noqa: E402
 from segcli.files import TMP_TAG  # noqa: E402
-from segcli.inference import (_axis_tiles, _softmax, _tile_geometry, needs_tiles, parse_tta,  # noqa: E402
-                              predict_batch, predict_files, predict_labels, predict_logits, resolve_inputs)
+from segcli.inference import (needs_tiles, parse_tta, predict_batch, predict_files, predict_labels,  # noqa: E402
+                              predict_logits, resolve_inputs)
+from segcli.inference.arrays import axis_tiles, tile_geometry  # noqa: E402
+from segcli.inference.tta import softmax  # noqa: E402
 from segcli.modelfile import load_model, save_model  # noqa: E402
 from segcli.models import build_model  # noqa: E402
 
@@ -60,15 +62,15 @@ def loaded(model_file):
 
 
 def test_tile_geometry_cores_partition_the_axis():
-    tile, overlap = _tile_geometry(16, 100, 20)
+    tile, overlap = tile_geometry(16, 100, 20)
     assert (tile, overlap) == (96, 32)
-    tiles = _axis_tiles(400, tile, overlap)
+    tiles = axis_tiles(400, tile, overlap)
     assert tiles[0][2] == 0 and tiles[-1][3] == 400
     for (s, size, c0, c1), nxt in zip(tiles, tiles[1:] + [None]):
         assert s % 16 == 0 and size == 96 and s <= c0 < c1 <= s + size
         if nxt:
             assert c1 == nxt[2]  # cores touch: every pixel comes from exactly one tile
-    assert _axis_tiles(48, 96, 32) == [(0, 48, 0, 48)]
+    assert axis_tiles(48, 96, 32) == [(0, 48, 0, 48)]
     assert not needs_tiles(1020, 1000, stride=16, tile=1024) and needs_tiles(1025, 10, stride=16, tile=1024)
 
 
@@ -173,7 +175,7 @@ def test_cli_predict_precision(cli, model_file, tmp_path):
         assert 0 < np.abs(probs[name] - probs["float32"]).max() < 0.1, name  # it ran in that precision
     result = cli("predict", model_file, tmp_path / "x.png", "--out", tmp_path / "bad", "--precision", "fp8")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert len(result.stderr.strip().splitlines()) == 1 and "valid: auto, float32" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "must be one of auto, float32" in result.stderr
     assert not (tmp_path / "bad").exists()
 
 
@@ -252,7 +254,7 @@ def test_tta_matches_hand_computation(loaded32):
 def test_no_tta_is_unchanged(loaded, tmp_path):
     """Without --tta the plain path runs: probabilities bit-identical to softmax(predict_batch) as before."""
     image = make_image(37, 53, seed=7)
-    before = _softmax(predict_batch(loaded.model, image[None], stride=4)[0])
+    before = softmax(predict_batch(loaded.model, image[None], stride=4)[0])
     assert np.array_equal(predict_logits(loaded.model, image, stride=4, softmax=True), before)
     assert np.array_equal(predict_logits(loaded.model, image, stride=4, softmax=True, tta=None), before)
     write_image(tmp_path / "a.png", image)
@@ -280,10 +282,10 @@ def test_tta_tiled_equals_untiled_without_context():
 def test_tta_upscaled_pass_goes_through_tiles(loaded, monkeypatch, tmp_path):
     """An image within --tile whose 1.5x pass is not: that pass runs in tiles too, so no model call is bigger than a
     tile."""
-    import segcli.inference as inference
+    import segcli.inference.arrays as arrays
 
-    shapes, forward = [], inference._forward
-    monkeypatch.setattr(inference, "_forward", lambda model, batch: shapes.append(batch.shape) or forward(model, batch))
+    shapes, forward = [], arrays.forward
+    monkeypatch.setattr(arrays, "forward", lambda model, batch: shapes.append(batch.shape) or forward(model, batch))
     write_image(tmp_path / "a.png", make_image(60, 60))
     rec, = predict_files(loaded, [tmp_path / "a.png"], tmp_path / "out", tile=64, overlap=16, tta="1.5")
     assert png_ihdr(rec.mask)[:2] == (60, 60)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from segcli.errors import DataError, SegcliError
 from segcli.files import check_writable_dir, ensure_writable_dir, remove_dead_writers_temp_files
-from segcli.inference import iter_predictions
+from segcli.inference.arrays import iter_predictions
 from segcli.inference.sources import read_images, resolve_inputs
 from segcli.inference.tta import TTA, parse_tta
 from segcli.inference.writers import Prediction, PredictionWriter, output_names, record_outputs, written_by_predict

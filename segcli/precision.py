@@ -163,8 +163,10 @@ def with_policy(model: keras.Model, name: str) -> keras.Model:
     does): get_config -> policies rewritten -> from_config -> set_weights. The variables of a mixed policy
     are float32, so the weights carry over exactly. Raises SegcliError for a model that will not rebuild.
     """
-    if name not in PRECISIONS:
-        raise SegcliError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    try:
+        check_choice(name, PRECISIONS)
+    except ValueError as exc:
+        raise SegcliError(f"precision: {exc}") from None
     if not _needs_copy(model, name):
         return model
     try:

@@ -348,7 +348,7 @@ def test_gflops_per_image_is_the_hand_count_of_a_tiny_conv_net():
 
 def test_importing_the_bench_package_imports_neither_tensorflow_nor_rich():
     """benchmarks/bench_keras_backend.py imports segcli.bench on machines without TensorFlow; the library
-    never imports rich (segcli/cli/render.py prints the tables)."""
+    never imports rich (segcli/cli/render/ prints the tables)."""
     code = ("import sys, segcli.bench; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'rich'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

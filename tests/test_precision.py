@@ -72,7 +72,7 @@ def test_mixed_copy_keeps_the_class_score_head_in_float32():
 
 
 def test_unknown_precision_lists_the_valid_ones():
-    with pytest.raises(SegcliError, match="valid: float32, mixed_float16, mixed_bfloat16"):
+    with pytest.raises(SegcliError, match="must be one of float32, mixed_float16, mixed_bfloat16"):
         with_policy(build_model("unet", 3, **TINY), "float8")
     with pytest.raises(SegcliError, match="--precision: must be one of auto, float32, .*, got 'fp16'"):
         precision.resolve_precision("fp16")  # the recipe's message: one check for both

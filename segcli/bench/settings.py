@@ -100,8 +100,8 @@ def default_jit(gpu: bool | None = None, backend: str | None = None) -> bool:
 
 
 def parse_jit(value) -> bool | None:
-    """--jit: auto (None), true or false (segcli.recipe.parse_switch), else the one-line error."""
-    from segcli.recipe import parse_switch
+    """--jit: auto (None), true or false (segcli.choices.parse_switch), else the one-line error."""
+    from segcli.choices import parse_switch
 
     try:
         return parse_switch(value)

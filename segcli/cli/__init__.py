@@ -1,7 +1,7 @@
 """The `segcli` command line: parses arguments, calls the library, prints through segcli.cli.render.
 
 One module per command group (data, models, train, predict + overlay, evaluate, compare, export, bench), each
-registered on `app` below; render.py holds every table, progress bar and console. Nothing in the library
+registered on `app` below; the render package holds every table, progress bar and console. Nothing in the library
 imports this package; the work lives in segcli.data, segcli.models and the modules built on them.
 """
 
@@ -150,7 +150,8 @@ def _guard(fn):
 
 
 def _guard_all(typer_app: typer.Typer) -> None:
-    """_guard every command and every group's callback (the root's callback sets --debug and --backend and reports its own errors)."""
+    """_guard every command and every group's callback (the root's callback sets --debug and --backend and
+    reports its own errors)."""
     for info in typer_app.registered_commands:
         info.callback = _guard(info.callback)
     for group in typer_app.registered_groups:

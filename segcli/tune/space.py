@@ -114,11 +114,9 @@ def _place(name: str, base: Recipe, source) -> tuple[str, str]:
 
 def _default(table: str, key: str, base: Recipe):
     if table == "model":
-        import inspect
+        from segcli.models import builder_defaults, model_entry
 
-        from segcli.models import model_entry
-
-        return inspect.signature(model_entry(base.model.name).builder).parameters[key].default
+        return builder_defaults(model_entry(base.model.name).builder)[key]
     return recipes.DEFAULTS[table][key]
 
 

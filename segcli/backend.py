@@ -3,7 +3,7 @@ sees: its version and its GPUs.
 
 The choice, first that applies: `segcli --backend NAME` (select), the KERAS_BACKEND variable, the "backend" of
 Keras' own config file (~/.keras/keras.json), else the first installed of DEFAULT_ORDER. TensorFlow comes first
-on a CPU because it trained fastest there (README, "Backends"); a machine without TensorFlow gets JAX, then
+on a CPU because it trained fastest there (docs/backends.md); a machine without TensorFlow gets JAX, then
 PyTorch, with nothing to set. Importing this module imports no backend.
 """
 
@@ -31,7 +31,7 @@ def prefer_onednn() -> bool:
 
     TensorFlow turns them on by itself only on CPUs with AVX512_VNNI, AVX512_BF16 or AMX; elsewhere its
     convolutions run on Eigen. On the 2-core AVX2-only EPYC (float32) oneDNN trained the lambda nets 1.5x / 1.4x
-    faster (bare fit 5.3 -> 8.1 and 4.1 -> 5.8 images/s; README, "Backends"). Nothing changes on jax or torch,
+    faster (bare fit 5.3 -> 8.1 and 4.1 -> 5.8 images/s; docs/backends.md). Nothing changes on jax or torch,
     which never load TensorFlow, nor where TensorFlow already had them on."""
     if os.environ.get(ONEDNN_ENV) is not None or "tensorflow" in sys.modules:
         return False

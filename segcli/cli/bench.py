@@ -44,7 +44,7 @@ def bench_cmd(
                                                   "precision section's loss curves (default 200; --quick leaves "
                                                   "the section out unless given)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as a fenced text "
-                                            "block to this file (for README.md)."),
+                                            "block to this file (for a markdown page)."),
 ):
     """Measure training images/s (segcli's train path vs a bare model.fit, beside a PyTorch reference of the
     same nets, eager and compiled), the input pipeline, predict images/s, the peak memory of a tiled predict

@@ -26,7 +26,7 @@ def train_cmd(
     encoder_weights: Optional[str] = typer.Option(None, "--encoder-weights", metavar="none|imagenet|PATH",
                                                   help=ENCODER_WEIGHTS_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto|float32|mixed_float16|mixed_bfloat16"),
-    distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored|multi (multi: several processes, on JAX; README, \"Several machines\")."),
+    distribute: Optional[str] = typer.Option(None, "--distribute", help="auto|none|mirrored|multi (multi: several processes, on JAX; docs/backends.md)."),
     jit: Optional[str] = typer.Option(None, "--jit", help="XLA compile: auto|true|false (auto: on with one GPU on tensorflow, always on jax; on torch true is torch.compile)."),
     max_minutes: Optional[str] = typer.Option(None, "--max-minutes", metavar="FLOAT",
                                               help="Stop after this much training time (0: no limit)."),

@@ -54,7 +54,7 @@ def multi_process_env() -> int:
         raise SegcliError(f"{MULTI_ENV[1]} and {MULTI_ENV[2]} must be whole numbers") from None
     if count > 1 and missing:
         raise SegcliError(f"training on {count} processes needs {', '.join(missing)} set too (Keras' distribution "
-                          "variables: README, \"Several machines\")")
+                          "variables: docs/backends.md, \"Several machines\")")
     return count
 
 
@@ -86,7 +86,7 @@ def resolve_strategy(choice: str = "auto") -> tuple[Placement, str]:
                                  if backend == "tensorflow" else "Keras 3 has no multi-process path for it"))
         if processes < 1:
             raise SegcliError(f"--distribute multi needs Keras' variables {', '.join(MULTI_ENV)} set in every process "
-                              "(README, \"Several machines\")")
+                              "(docs/backends.md, \"Several machines\")")
         return _jax_data_parallel(multi=True)
     if backend == "tensorflow":
         return _tf_strategy(choice)
@@ -224,7 +224,7 @@ def execution_settings(jit: bool | str | None = None, steps_per_execution: int =
     call fails with "You must feed a value for placeholder tensor" (keras-team/keras#19246). Both were
     reproduced with MirroredStrategy over two logical CPUs; asking for them there is refused in one line.
     jax: always XLA (without it Keras' JAX backend runs op by op), 8 steps per call on a GPU.
-    torch: jit is torch.compile, off unless asked (README, "Backends").
+    torch: jit is torch.compile, off unless asked (docs/backends.md).
     """
     try:
         jit = parse_switch(jit)  # auto | on | off | true | false, or None / a bool

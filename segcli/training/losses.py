@@ -4,7 +4,7 @@ focal, dice and cross-entropy + dice.
 The maths is keras.ops, so it runs on every Keras backend. On TensorFlow it runs as one XLA-compiled
 function, forward and gradient: segcli runs TensorFlow's train step without XLA on a CPU, where Keras'
 SparseCategoricalCrossentropy(ignore_class=...) or these ops uncompiled make a dozen separate passes over the
-(B, H, W, classes) logits (what that cost a training step: README, "Measured figures"). JAX compiles the whole
+(B, H, W, classes) logits (what that cost a training step: docs/benchmarks.md). JAX compiles the whole
 train step with XLA; torch runs it eagerly. The gradient is autodiff through log_softmax: a hand-written one
 (softmax - target, ops.custom_gradient) was no faster under XLA (TensorFlow 248 ms against 231, JAX 264 against
 228, for value and gradient over 8x352x480x12 logits on the 2-core CPU) and twice as slow on torch (1420 against

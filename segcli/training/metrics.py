@@ -2,7 +2,7 @@
 segcli.scoring's rules (what is ignored, void predicted but not scored); scores from a finished matrix are
 segcli.scoring.scores_from_confusion.
 
-Keras' own update makes masks, casts and a scatter per metric (what that cost a training step: README,
+Keras' own update makes masks, casts and a scatter per metric (what that cost a training step: docs/benchmarks.md,
 "Measured figures"). Here one pass maps each pixel to its matrix cell (true * K + predicted) and one
 segment sum of static length counts the cells; pixel accuracy reads the same matrix instead of building its
 own. keras.ops only, so it runs on every Keras backend; XLA-compiled on its own on TensorFlow, whose CPU train

@@ -1,5 +1,5 @@
 """What `segcli bench` shows: its result (segcli.bench.run_bench's dict) as lines and tables (`bench_parts`), on
-the console or as plain text for a README (`bench_text`), and its progress lines.
+the console or as plain text for a markdown page (`bench_text`), and its progress lines.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def bench_tables(result: dict) -> None:
 
 
 def bench_text(result: dict) -> str:
-    """The bench tables as plain text 110 columns wide, in a fenced block (for README.md)."""
+    """The bench tables as plain text 110 columns wide, in a fenced block (for a markdown page)."""
     buffer = io.StringIO()
     plain = Console(file=buffer, width=110, color_system=None)
     for part in bench_parts(result):

@@ -73,6 +73,86 @@ def test_shipped_camvid_classes_files_match_the_resource():
         assert load_classes(path) == camvid_classes(), path
 
 
+def _classes_file(tmp_path, **changes) -> Path:
+    """THREE's classes file with `changes` made to its dict ("classes" replaced, other keys added or replaced)."""
+    data = {**THREE.to_dict(), **changes}
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+BAD_CLASSES_FILES = [  # (changes, words of the one-line message)
+    ({"classes": [{"name": "a", "color": [255, 0, 0]}, {"name": "a", "color": [0, 255, 0]}]},
+     "classes[1]: name 'a' is also classes[0]'s; class names must be unique"),
+    ({"classes": [{"name": "a", "color": [255, 0, 0]}, {"name": "b", "color": [255, 0, 0]}]},
+     "classes[1] ('b'): colour [255, 0, 0] is also classes[0]'s ('a'); class colours must be unique"),
+    ({"ignore_color": [0, 255, 0]}, "ignore_color [0, 255, 0] is also classes[1]'s ('b')"),
+    ({"ignore_name": "c"}, "ignore_name 'c' is also classes[2]'s name"),
+    ({"colours": {}}, "unknown key 'colours'; valid keys: classes, ignore_index, ignore_name, ignore_color"),
+    ({"classes": [{"name": "a", "colour": [1, 2, 3]}, {"name": "b"}]},
+     "classes[0]: unknown key 'colour'; valid keys: name, color"),
+    ({"classes": [{"name": 7, "color": [1, 2, 3]}]}, "classes[0]: name must be a non-empty string, got 7"),
+    ({"classes": [{"name": "a", "color": [1, 2.5, 3]}]}, "class 'a': colour must be [r, g, b], three integers 0..255"),
+    ({"classes": [{"name": "a", "color": [1, 2, 256]}]}, "three integers 0..255, got [1, 2, 256]"),
+    ({"classes": [{"name": "a", "color": [True, 2, 3]}]}, "three integers 0..255"),
+    ({"classes": [{"name": "a", "color": "red"}]}, "three integers 0..255, got 'red'"),
+    ({"ignore_color": [0, 0]}, "ignore_color: colour must be [r, g, b]"),
+    ({"ignore_index": "11"}, "ignore_index must be an integer from 3 to 255 (0..2 are the classes), got '11'"),
+    ({"ignore_index": 1e9}, "ignore_index must be an integer from 3 to 255 (0..2 are the classes), got 1000000000.0"),
+    ({"ignore_index": True}, "got True"),
+    ({"ignore_index": 2}, "got 2"),
+    ({"ignore_index": 256}, "got 256"),
+    ({"ignore_index": -1}, "got -1"),
+    ({"ignore_index": 11.5}, "got 11.5"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_CLASSES_FILES)
+def test_classes_file_mistakes_are_refused_naming_the_file(tmp_path, changes, message):
+    path = _classes_file(tmp_path, **changes)
+    with pytest.raises(DataError) as err:
+        load_classes(path)
+    assert message in err.value.problem and err.value.path == path
+    assert "\n" not in str(err.value)
+
+
+def test_valid_classes_files_still_load(tmp_path):
+    assert load_classes(_classes_file(tmp_path, ignore_index=11.0)).ignore_index == 11  # 11.0 counts as 11
+    assert load_classes(_classes_file(tmp_path, ignore_index=3)).ignore_index == 3  # K itself (CamVid's 11)
+    bare = _classes_file(tmp_path, classes=["x", "y"])  # bare names take distinct default colours
+    assert load_classes(bare).colors == default_classes(2).colors
+    many = default_classes(300)  # more than 255 classes: ignore_index K
+    many.save(tmp_path / "many.json")
+    assert load_classes(tmp_path / "many.json") == many
+
+
+def test_a_models_own_record_is_read_as_saved():
+    """A model's metadata (a ClassMap's to_dict, e.g. classes inferred from a palette with repeated colours) is not
+    a classes file: it loads as it was saved."""
+    same = ClassMap(("a", "b"), ((1, 1, 1), (1, 1, 1)), ignore_index=255)
+    assert ClassMap.from_dict(same.to_dict()) == same
+
+
+def test_train_refuses_duplicate_class_names_before_a_run_folder(cli, tmp_path):
+    """Two classes named alike made one IoU column vanish from history.csv and metrics.json: now refused."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for name in ("a", "b"):
+        write_image(data / "images" / f"{name}.png", np.full((16, 24, 3), 90, np.uint8))
+        write_mask_png(data / "masks" / f"{name}.png", labels_16x24(), THREE.palette())
+    doc = THREE.to_dict()
+    doc["classes"][2]["name"] = "a"
+    (data / "classes.json").write_text(json.dumps(doc))
+    out = tmp_path / "run"
+    result = cli("train", "unet", data, "--out", out, "--epochs", "1", "--size", "16x16", "--batch-size", "1")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(data / "classes.json") in lines[0], result.stderr
+    assert "name 'a' is also classes[0]'s" in lines[0]
+    assert not out.exists()
+
+
 # --- images and PNG masks ---------------------------------------------------------------------
 
 def test_image_roundtrip_and_errors(tmp_path):

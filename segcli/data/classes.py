@@ -29,13 +29,78 @@ _BASE_COLORS = (
 
 
 def _color(value, what: str) -> tuple[int, int, int]:
+    """[r, g, b]: three integers 0..255 (NumPy integers too; not floats, text or booleans)."""
     try:
-        rgb = tuple(int(c) for c in value)
-    except (TypeError, ValueError):
-        raise DataError(f"{what}: colour must be [r, g, b], got {value!r}") from None
-    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise DataError(f"{what}: colour must be [r, g, b] with values 0..255, got {list(value)!r}")
-    return rgb
+        rgb = tuple(value)
+    except TypeError:
+        rgb = ()
+    if len(rgb) != 3 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_))
+                                and 0 <= c <= 255 for c in rgb):
+        raise DataError(f"{what}: colour must be [r, g, b], three integers 0..255, got {_shown(value)}")
+    return tuple(int(c) for c in rgb)
+
+
+def _shown(value) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+FILE_KEYS = ("classes", "ignore_index", "ignore_name", "ignore_color")  # a classes file's keys
+CLASS_KEYS = ("name", "color")  # the keys of one entry of its "classes" list
+
+
+def _file_ignore_index(value, k: int) -> int:
+    """A classes file's ignore_index: an integer (11.0 counts as 11; not "11", true or 1e9) from K to 255 (K, the
+    number of classes, when K > 255): a class index cannot be the ignore label."""
+    given, high = value, max(255, k)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not k <= value <= high:
+        raise DataError(f"ignore_index must be an integer from {k} to {high} (0..{k - 1} are the classes), "
+                        f"got {given!r}")
+    return value
+
+
+def _check_file_dict(d: dict) -> None:
+    """What a classes file must hold beyond what any ClassMap needs: known keys, unique names and colours,
+    an integer ignore_index in range; DataError naming the first mistake."""
+    unknown = [key for key in d if key not in FILE_KEYS]
+    if unknown:
+        raise DataError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(FILE_KEYS)}")
+    entries = d["classes"]
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            extra = [key for key in entry if key not in CLASS_KEYS]
+            if extra:
+                raise DataError(f"classes[{i}]: unknown key {extra[0]!r}; valid keys: {', '.join(CLASS_KEYS)}")
+            if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+                raise DataError(f"classes[{i}]: name must be a non-empty string, got {entry.get('name')!r}")
+    if "ignore_index" in d:
+        _file_ignore_index(d["ignore_index"], len(entries))
+    if "ignore_name" in d and not isinstance(d["ignore_name"], str):
+        raise DataError(f"ignore_name must be a string, got {d['ignore_name']!r}")
+
+
+def _check_unique(classes: ClassMap) -> None:
+    """Names unique (each class has its own IoU column), the ignore name apart; colours unique, the ignore colour
+    apart (an RGB mask's colour must name one label)."""
+    seen: dict = {}
+    for i, name in enumerate(classes.names):
+        if name in seen:
+            raise DataError(f"classes[{i}]: name {name!r} is also classes[{seen[name]}]'s; class names must be unique")
+        seen[name] = i
+    if classes.ignore_name in seen:
+        raise DataError(f"ignore_name {classes.ignore_name!r} is also classes[{seen[classes.ignore_name]}]'s name; "
+                        "it must differ from the class names")
+    seen = {}
+    for i, color in enumerate(classes.colors):
+        if color in seen:
+            raise DataError(f"classes[{i}] ({classes.names[i]!r}): colour {list(color)} is also classes[{seen[color]}]'s "
+                            f"({classes.names[seen[color]]!r}); class colours must be unique")
+        seen[color] = i
+    if classes.ignore_color in seen:
+        i = seen[classes.ignore_color]
+        raise DataError(f"ignore_color {list(classes.ignore_color)} is also classes[{i}]'s ({classes.names[i]!r}); "
+                        "it must differ from the class colours")
 
 
 @dataclass(frozen=True)
@@ -93,9 +158,13 @@ class ClassMap:
         }
 
     @classmethod
-    def from_dict(cls, d) -> ClassMap:
+    def from_dict(cls, d, *, strict: bool = False) -> ClassMap:
+        """A ClassMap from a classes file's dict. strict (a classes file, `load_classes`): also known keys only,
+        unique names and colours, and an integer ignore_index in range (a model's own record is read as saved)."""
         if not isinstance(d, dict) or not isinstance(d.get("classes"), list):
             raise DataError('classes file needs a "classes" list of {"name": ..., "color": [r, g, b]}')
+        if strict:
+            _check_file_dict(d)
         entries = d["classes"]
         names, colors = [], []
         for i, entry in enumerate(entries):
@@ -109,14 +178,18 @@ class ClassMap:
             ignore = int(d.get("ignore_index", 255))
         except (TypeError, ValueError):
             raise DataError(f"ignore_index must be an integer, got {d.get('ignore_index')!r}") from None
-        return cls(tuple(names), tuple(colors), ignore, d.get("ignore_name", "void"), d.get("ignore_color", (0, 0, 0)))
+        classes = cls(tuple(names), tuple(colors), ignore, d.get("ignore_name", "void"),
+                      d.get("ignore_color", (0, 0, 0)))
+        if strict:
+            _check_unique(classes)
+        return classes
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
 
 
 def load_classes(path: str | Path) -> ClassMap:
-    """Read a classes.json; DataError naming the file when it is missing or malformed."""
+    """Read a classes.json, checked (ClassMap.from_dict strict); DataError naming the file and its first mistake."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such classes file", path)
@@ -125,7 +198,7 @@ def load_classes(path: str | Path) -> ClassMap:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"not a valid JSON classes file ({exc})", path) from None
     try:
-        return ClassMap.from_dict(data)
+        return ClassMap.from_dict(data, strict=True)
     except DataError as exc:
         raise DataError(exc.problem, path) from None
 

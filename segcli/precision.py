@@ -136,7 +136,7 @@ def _mixed_config(config: dict, name: str, top: bool = True) -> dict:
     outputs = {outputs[0]} if outputs and isinstance(outputs[0], str) else {out[0] for out in outputs}
     for layer in config["layers"]:
         inner = layer["config"]
-        if "layers" in inner:
+        if "output_layers" in inner:  # a nested functional model (a pretrained encoder)
             _mixed_config(inner, name, top=False)
         if layer["class_name"] != "InputLayer" and _is_float_dtype(inner.get("dtype"), FLOAT_POLICIES):
             head = top and (inner["name"] in outputs or is_head_layer(inner["name"]))

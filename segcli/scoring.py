@@ -16,6 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def pct(value) -> str:
+    """A fraction as a percentage with one decimal; "-" for None or NaN."""
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
 def scored_labels(data_classes: int, ignore_index: int, void_as_class: bool) -> tuple[int, int]:
     """(the truth label a score leaves out, the number of classes scored) for a model trained on a dataset of
     `data_classes` classes whose ignore label is `ignore_index`; with `void_as_class` void is class K, which

@@ -19,10 +19,12 @@ import pytest
 
 from conftest import child_result, run_on_backend
 
+from segcli.choices import LOSSES
+
 ROOT = Path(__file__).resolve().parents[1]
 K = 4  # classes
 IGNORE = 255
-KINDS = ("ce", "focal", "dice", "ce+dice")
+KINDS = LOSSES  # every loss the recipe offers
 WEIGHTS = [1.0, 2.0, 0.5, 1.5]
 # name -> (class weights, label smoothing, ignore label)
 SETTINGS = {"plain": (None, 0.0, IGNORE), "weighted": (WEIGHTS, 0.0, IGNORE), "smoothed": (None, 0.1, IGNORE),

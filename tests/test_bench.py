@@ -318,7 +318,7 @@ def test_synthetic_data_when_the_default_dataset_is_missing(monkeypatch, tmp_pat
     (["--models", "nope"], "unknown model 'nope'"),
     (["--models", "unet:nope"], "unknown encoder 'nope' in 'unet:nope'"),
     (["--models", "unet", "--size", "60x64"], "(--size) must divide by its output stride 16"),
-    (["--precisions", "float64"], "unknown precision 'float64'"),
+    (["--precisions", "float64"], "--precisions: must be one of float32, mixed_float16, mixed_bfloat16, got 'float64'"),
     (["--jit", "maybe"], "--jit 'maybe'"),
     (["--data", "/no/such/folder"], "no such file or directory"),
 ])

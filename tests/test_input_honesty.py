@@ -100,10 +100,10 @@ def test_predict_overlay_evaluate_and_training_share_the_reader():
     import segcli.data.options as options
     import segcli.data.tfdata as tfdata
     import segcli.evaluation as evaluation
-    import segcli.inference as inference
+    import segcli.inference.sources as sources
     import segcli.overlay as overlay
 
-    for module in (loader, tfdata, options, evaluation, inference, overlay):
+    for module in (loader, tfdata, options, evaluation, sources, overlay):
         assert module.read_image is imageio.read_image, module.__name__
 
 

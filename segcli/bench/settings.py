@@ -119,8 +119,8 @@ def bench_model(name: str) -> tuple[str, dict]:
 def check_choices(models, precisions, skip, sections) -> None:
     """Every model registered (and its encoder one of the backbones), every precision known, every skipped name
     one of `sections`; at least one model and one precision."""
+    from segcli.choices import PRECISIONS, check_choice
     from segcli.models import list_encoders, model_entry
-    from segcli.precision import PRECISIONS
 
     for name in models:
         base, options = bench_model(name)
@@ -129,8 +129,10 @@ def check_choices(models, precisions, skip, sections) -> None:
             raise SegcliError(f"unknown encoder {options['encoder']!r} in {name!r}; MODEL:ENCODER takes one of "
                               f"{', '.join(list_encoders())}")
     for p in precisions:
-        if p not in PRECISIONS:
-            raise SegcliError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+        try:
+            check_choice(p, PRECISIONS)
+        except ValueError as exc:
+            raise SegcliError(f"--precisions: {exc}") from None
     for s in skip:
         if s not in sections:
             raise SegcliError(f"unknown section {s!r} in --skip; sections: {', '.join(sections)}")

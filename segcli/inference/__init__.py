@@ -11,11 +11,11 @@ The public names of each are re-exported here: `from segcli.inference import pre
 
 from segcli.inference.arrays import (MAX_BATCH_PIXELS, iter_predictions, needs_tiles, predict_batch,  # noqa: F401
                                      predict_labels, predict_logits)
-from segcli.inference.sources import read_image, resolve_inputs  # segcli.data's reader, as data check's
+from segcli.inference.sources import resolve_inputs  # noqa: F401
 from segcli.inference.tta import TTA, parse_tta  # noqa: F401
 from segcli.inference.workflow import check_predict_out, predict_files  # noqa: F401
 from segcli.inference.writers import NpyRowWriter, Prediction, output_names  # noqa: F401
 
 __all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles", "TTA", "parse_tta",
            "resolve_inputs", "predict_files", "check_predict_out", "output_names", "Prediction", "NpyRowWriter",
-           "MAX_BATCH_PIXELS", "read_image"]
+           "MAX_BATCH_PIXELS"]

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from segcli import choices
 from segcli.errors import ModelError
 from segcli.models.encoders import BACKBONES
 from segcli.precision import HEAD_DTYPE, all_layers, is_head_layer
@@ -19,8 +20,11 @@ ENCODERS = ("vgg", "strided")
 
 
 def check_choice(what: str, value, valid) -> None:
-    if value not in valid:
-        raise ModelError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+    """segcli.choices.check_choice's rule and message, as a ModelError naming the option."""
+    try:
+        choices.check_choice(value, tuple(valid))
+    except ValueError as exc:
+        raise ModelError(f"{what}: {exc}") from None
 
 
 def check_positive_int(what: str, value) -> int:

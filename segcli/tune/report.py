@@ -17,6 +17,7 @@ import tomli_w
 from segcli.errors import SegcliError
 from segcli.files import atomic_path, write_json, write_text
 from segcli.runfolder import RunFolder
+from segcli.scoring import pct
 from segcli.tune.space import show_value
 
 OBJECTIVE = "val_miou"  # the evaluation of best.keras on val (segcli evaluate's figure), maximised
@@ -28,11 +29,6 @@ def trial_metric(trial, name: str):
         return trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
     except Exception:  # noqa: BLE001 - a trial that never reported
         return None
-
-
-def pct(value) -> str:
-    """A fraction as a percentage with one decimal; "-" for None or NaN."""
-    return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
 def trial_rows(search, oracle) -> list[dict]:

@@ -27,7 +27,8 @@ from segcli.files import (check_replaceable, ensure_writable_dir, folder_lock, m
                           write_json, write_text)
 from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
-from segcli.tune.report import OBJECTIVE, pct, trial_metric, write_report
+from segcli.scoring import pct
+from segcli.tune.report import OBJECTIVE, trial_metric, write_report
 from segcli.tune.space import ALGORITHMS, DEFAULT_ALGORITHM, flatten, parse_tune_table, show_value
 
 DEFAULT_TRIALS = 10

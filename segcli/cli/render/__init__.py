@@ -3,7 +3,7 @@
 Each function takes what a library function returned and prints it; the command modules parse and call.
 What the library reports while it works (segcli.progress) is shown by `RichProgress`.
 
-The modules: `consoles` (the consoles, `RichProgress`, error lines, `pct`), `commands` (each command's output
+The modules: `consoles` (the consoles, `RichProgress`, error lines), `commands` (each command's output
 but bench's) and `bench` (the benchmark's tables); the command modules call them as `render.NAME`.
 """
 
@@ -11,9 +11,9 @@ from segcli.cli.render.bench import bench_parts, bench_progress, bench_tables, b
 from segcli.cli.render.commands import (comparison, data_report, evaluation, export_result, model_facts, models_table,
                                         overlay_written, predictions_written, train_interrupted, train_other_process,
                                         train_summary, tune_interrupted, tune_summary)
-from segcli.cli.render.consoles import RichProgress, console, err_console, error, interrupted, pct, usage_error
+from segcli.cli.render.consoles import RichProgress, console, err_console, error, interrupted, usage_error
 
-__all__ = ["RichProgress", "console", "err_console", "error", "interrupted", "pct", "usage_error", "comparison",
+__all__ = ["RichProgress", "console", "err_console", "error", "interrupted", "usage_error", "comparison",
            "data_report", "evaluation", "export_result", "model_facts", "models_table", "overlay_written",
            "predictions_written", "train_interrupted", "train_other_process", "train_summary", "tune_interrupted",
            "tune_summary", "bench_parts", "bench_progress", "bench_tables", "bench_text", "figures_written"]

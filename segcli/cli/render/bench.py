@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from segcli.cli.render.consoles import console, err_console, pct
+from segcli.cli.render.consoles import console, err_console
+from segcli.scoring import pct
 
 
 # --- bench ----------------------------------------------------------------------------------------

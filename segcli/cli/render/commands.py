@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from segcli.cli.render.consoles import console, err_console, pct
+from segcli.cli.render.consoles import console, err_console
+from segcli.scoring import pct
 
 
 # --- data check -----------------------------------------------------------------------------------

@@ -15,11 +15,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def pct(value) -> str:
-    """A fraction as a percentage with one decimal; "-" for None or NaN."""
-    return "-" if value is None or value != value else f"{100 * value:.1f}%"
-
-
 # --- progress (segcli.progress) ------------------------------------------------------------------
 
 class RichProgress(segcli.progress.Progress):

@@ -71,6 +71,17 @@ BAD_VALUES = [  # (recipe text, the "[table] key" the line names, the problem)
     ("[train]\nstep_gamma = 0", "[train] step_gamma", "must be a number > 0"),
     ("[train]\nstep_epochs = [5, 3]", "[train] step_epochs", "must be a list of increasing integers >= 1, got [5, 3]"),
     ("[train]\nwarmup_epochs = -1", "[train] warmup_epochs", "must be a number >= 0"),
+    ("[train]\nwarmup_epochs = 1e9", "[train] warmup_epochs",
+     "must be a number >= 0 and <= 100000, got 1000000000.0"),  # trained at almost zero lr
+    ("[train]\nstep_gamma = 2", "[train] step_gamma", "must be a number > 0 and <= 1, got 2"),
+    ("[train]\nweight_decay = 5", "[train] weight_decay", "must be a number >= 0 and <= 1, got 5"),
+    ("[train]\nweight_decay = inf", "[train] weight_decay", "must be a number >= 0 and <= 1, got inf"),
+    ("[train]\nstep_epochs = [5, 200000]", "[train] step_epochs",
+     "must be a list of increasing integers from 1 to 100000, got [5, 200000]"),
+    ("[train]\nfreeze_encoder_epochs = 1e9", "[train] freeze_encoder_epochs",
+     "must be an integer from 0 to 100000, got 1000000000"),
+    ("[train]\nencoder_lr_mult = inf", "[train] encoder_lr_mult", "must be a number > 0, got inf"),
+    ("[train]\nlr = inf", "[train] lr", "must be a number > 0, got inf"),
     ("[train]\nlabel_smoothing = 1.0", "[train] label_smoothing", "must be a number in [0, 1), got 1.0"),
     ("[train]\nmax_minutes = -5", "[train] max_minutes", "must be a number >= 0"),
     ("[train]\nseed = 1.5", "[train] seed", "must be an integer from 0 to 4294967295, got 1.5"),
@@ -215,3 +226,14 @@ def test_shipped_recipes_are_package_data():
     assert (recipes.RECIPES_DIR / "camvid-classes.json").is_file()
     toml = (package.parent / "pyproject.toml").read_text()
     assert '"resources/recipes/*.toml"' in toml and '"resources/recipes/*.json"' in toml
+
+
+def test_warmup_longer_than_the_run_is_refused(cli, sample_data, tmp_path):
+    """warmup_epochs is checked against epochs once the recipe and flags are merged: a flag's epochs too."""
+    recipe, out = tmp_path / "warm.toml", tmp_path / "run"
+    recipe.write_text("[train]\nepochs = 10\nwarmup_epochs = 5.0\n")
+    result = cli("train", "unet", sample_data, "--recipe", recipe, "--epochs", "2", "--out", out)
+    assert_one_line_error(result, "[train] warmup_epochs = 5 must be <= epochs (2)", "--epochs", out=out)
+    with pytest.raises(SegcliError, match=r"warmup_epochs = 30 must be <= epochs \(20\)"):
+        recipes.resolve({"train": {"warmup_epochs": 30}})
+    assert recipes.resolve({"train": {"epochs": 2, "warmup_epochs": 2}}).train.warmup_epochs == 2.0

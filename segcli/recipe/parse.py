@@ -12,7 +12,7 @@ from segcli.errors import SegcliError
 from segcli.recipe.recipefiles import find_recipe, save
 from segcli.recipe.rules import FLAGS, RULES, Invalid, error, flag, from_text, model_encoder, model_options
 from segcli.recipe.rules import model_name as checked_model_name
-from segcli.recipe.rules import switch_text, weights_path
+from segcli.recipe.rules import schedule_problem, switch_text, weights_path
 from segcli.recipe.spec import SWITCH_KEYS, TABLES, TUNE_TABLE, DataSpec, ModelSpec, TrainSpec
 from segcli.tomlfile import read_toml
 
@@ -167,6 +167,9 @@ def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None
             model_options(recipe["model"]["name"], given["model"]["options"], FLAGS)
     recipe["model"]["options"] = model_options(recipe["model"]["name"], recipe["model"]["options"], None)
     _check_encoder_training(recipe)
+    problem = schedule_problem(recipe["train"])
+    if problem:
+        raise SegcliError(problem)
     return _typed(recipe)
 
 

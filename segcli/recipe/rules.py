@@ -15,6 +15,7 @@ CHOICES = {("train", "loss"): LOSSES, ("train", "precision"): ("auto", *PRECISIO
            ("train", "optimizer"): OPTIMIZERS, ("train", "schedule"): SCHEDULES,
            ("train", "distribute"): STRATEGIES}
 WEIGHTS_WORDS = ("none", "imagenet")  # encoder_weights: one of these, or a weights file's path
+MAX_EPOCHS = 100_000  # the most epochs (warm-up, step and freeze epochs too) a recipe may name: 1e9 is a slip
 
 
 class Invalid(Exception):
@@ -37,13 +38,16 @@ def integer(value, low: int | None = 0, high: int | None = None) -> int:
     return value
 
 
-def number(value, low: float | None = 0.0, *, above: bool = False, below: float | None = None) -> float:
-    """A finite number >= low (> low when `above`; low None: any) and < below when given."""
+def number(value, low: float | None = 0.0, *, above: bool = False, below: float | None = None,
+           high: float | None = None) -> float:
+    """A finite number >= low (> low when `above`; low None: any), < below and <= high when given."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
-        low is None or (value > low if above else value >= low)) and (below is None or value < below)
+        low is None or (value > low if above else value >= low)) and (below is None or value < below) and (
+        high is None or value <= high)
     if not ok:
         rule = ("" if low is None else f" in [{low:g}, {below:g})" if below is not None
                 else f" > {low:g}" if above else f" >= {low:g}")
+        rule += f" and <= {high:g}" if high is not None else ""
         raise Invalid(f"must be a number{rule}, got {value!r}")
     return float(value)
 
@@ -97,6 +101,8 @@ def epoch_list(value) -> list[int]:
         epochs = None
     if epochs is None or any(a >= b for a, b in zip(epochs, epochs[1:])):
         raise Invalid(f"must be a list of increasing integers >= 1, got {value!r}")
+    if epochs and epochs[-1] > MAX_EPOCHS:
+        raise Invalid(f"must be a list of increasing integers from 1 to {MAX_EPOCHS}, got {value!r}")
     return epochs
 
 
@@ -118,24 +124,34 @@ RULES = {
     ("data", "eval_crop"): lambda v: size(v, empty=True),
     ("data", "cache"): switch,
     ("data", "classes"): string,
-    ("train", "epochs"): lambda v: integer(integer(v, 1), 1, 100_000),  # ">= 1" first; the bound is
+    ("train", "epochs"): lambda v: integer(integer(v, 1), 1, MAX_EPOCHS),  # ">= 1" first; the bound is
     # generous (--epochs 1e9 is a slip, not a plan)
     ("train", "batch_size"): lambda v: integer(v, 1),
     ("train", "lr"): lambda v: number(v, above=True),
-    ("train", "weight_decay"): number,
+    ("train", "weight_decay"): lambda v: number(v, high=1.0),  # decoupled: each step takes lr x this of a weight
     ("train", "step_epochs"): epoch_list,
-    ("train", "step_gamma"): lambda v: number(v, above=True),
-    ("train", "warmup_epochs"): number,
+    ("train", "step_gamma"): lambda v: number(v, above=True, high=1.0),  # a decay: lr *= this at each step
+    ("train", "warmup_epochs"): lambda v: number(v, high=MAX_EPOCHS),  # and <= epochs: schedule_problem
     ("train", "class_weights"): string,
     ("train", "label_smoothing"): lambda v: number(v, 0.0, below=1.0),
     ("train", "jit"): switch,
     ("train", "steps_per_execution"): lambda v: integer(v, 0),  # 0: automatic
     ("train", "max_minutes"): number,  # 0: no limit
     ("train", "seed"): lambda v: integer(v, 0, 2 ** 32 - 1),  # what NumPy's seeding takes
-    ("train", "freeze_encoder_epochs"): lambda v: integer(v, 0),
+    ("train", "freeze_encoder_epochs"): lambda v: integer(integer(v, 0), 0, MAX_EPOCHS),
     ("train", "encoder_lr_mult"): lambda v: number(v, above=True),
     **{key: (lambda v, c=choices: choice(v, c)) for key, choices in CHOICES.items()},
 }
+
+
+def schedule_problem(train: dict) -> str | None:
+    """What is wrong between the [train] values of a whole recipe (each already checked alone), else None: a
+    warm-up longer than the run would end training before the learning rate reaches lr."""
+    warmup, epochs = train["warmup_epochs"], train["epochs"]
+    if warmup > epochs:
+        return (f"[train] warmup_epochs = {warmup:g} must be <= epochs ({epochs}): training would end before the "
+                f"warm-up does; lower warmup_epochs or raise epochs (--epochs)")
+    return None
 
 
 def from_text(text: str):

@@ -131,3 +131,27 @@ def test_check_names_the_mask_of_another_encoding(tmp_path, cli):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {root / 'valannot' / 'val1.png'}: "), result.stderr
     assert "masks mix encodings" in lines[0] and "trainannot/train0.png" in lines[0]
+
+
+def test_check_finds_gifs_and_names_the_frame_of_multi_frame_files(tmp_path, cli):
+    """An animated GIF and a multi-page TIFF image are found like predict finds them (IMAGE_EXTS), and each gets a
+    notice naming the file and the frame used; a single-frame GIF gets none."""
+    labels = np.resize(np.array([0, 1, 2], np.uint8), (16, 24))
+    frame = np.full((16, 24, 3), 90, np.uint8)
+    for name in ("anim", "pages", "still"):
+        write_pair(tmp_path, name, labels)
+        (tmp_path / "images" / f"{name}.png").unlink()
+    assert cv2.imwritemulti(str(tmp_path / "images" / "anim.gif"), [frame, 255 - frame, frame])
+    assert cv2.imwritemulti(str(tmp_path / "images" / "pages.tif"), [frame, 255 - frame])
+    assert cv2.imwrite(str(tmp_path / "images" / "still.gif"), frame)
+    report = check_dataset(open_dataset(tmp_path, classes=THREE, val_fraction=0))
+    assert report.ok, report.problems  # not "nothing named anim.* in images/"
+    assert report.counts == {"train": 3} and report.sizes == {"16x24": 3}
+    framed = [n for n in report.notices if "frame 1 of" in n]
+    assert len(framed) == 2, report.notices
+    assert any(n.startswith("anim.gif: animated GIF with 3 frames: frame 1 of 3 is used") for n in framed)
+    assert any(n.startswith("pages.tif: multi-page TIFF with 2 frames: frame 1 of 2 is used") for n in framed)
+    THREE.save(tmp_path / "classes.json")
+    result = cli("data", "check", tmp_path, "--val-fraction", "0")
+    assert result.exit_code == 0, result.output
+    assert "anim.gif" in result.output and "frame 1 of 3" in result.output and "nothing named" not in result.output

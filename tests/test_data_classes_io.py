@@ -252,3 +252,21 @@ def test_classes_file_json_shape(tmp_path):
     THREE.save(tmp_path / "c.json")
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["classes"][0] == {"name": "a", "color": [255, 0, 0]} and data["ignore_index"] == 255
+
+
+def test_frames_names_multi_frame_files_quietly(tmp_path, capfd):
+    """frames(): (kind, N) for an animated GIF or a multi-page TIFF, None for one frame, other formats and damaged
+    files, without OpenCV's own error line on stderr."""
+    from segcli.data.imageio import frames
+
+    frame = np.full((8, 8, 3), 90, np.uint8)
+    assert cv2.imwritemulti(str(tmp_path / "a.gif"), [frame, 255 - frame, frame])
+    assert cv2.imwritemulti(str(tmp_path / "p.tiff"), [frame, 255 - frame])
+    assert cv2.imwrite(str(tmp_path / "one.gif"), frame)
+    write_image(tmp_path / "one.png", frame)
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a and then nothing")
+    assert frames(tmp_path / "a.gif") == ("animated GIF", 3)
+    assert frames(tmp_path / "p.tiff") == ("multi-page TIFF", 2)
+    assert [frames(tmp_path / n) for n in ("one.gif", "one.png", "bad.gif", "missing.gif")] == [None] * 4
+    assert np.array_equal(read_image(tmp_path / "p.tiff"), frame)  # frame 1 is what the reader gives
+    assert capfd.readouterr().err == ""

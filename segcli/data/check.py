@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.imageio import ORIENTATIONS, exif_orientation, is_jpeg, read_image_noted, read_label_png
+from segcli.data.imageio import ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted, read_label_png
 from segcli.data.layout import Dataset, Pair, Problem
 from segcli.data.masks import io_threads, decode_mask
 from segcli.errors import DataError
@@ -62,6 +62,7 @@ class _PairResult:
     problems: list[Problem] = field(default_factory=list)
     conversion: str | None = None  # how a non-8-bit image was read
     oriented: list[tuple[Path, int]] = field(default_factory=list)  # files with an EXIF orientation
+    multiframe: list[tuple[Path, str, int]] = field(default_factory=list)  # (file, kind, frames): frame 1 is read
 
 
 def _orientation(path: Path) -> int:
@@ -87,6 +88,8 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
     result = _PairResult()
     orientations = {path: _orientation(path) if path.is_file() else 1 for path in (pair.image, pair.mask)}
     result.oriented = [(path, o) for path, o in orientations.items() if o != 1]
+    result.multiframe = [(path, *found) for path in (pair.image, pair.mask) if path.is_file()
+                         and (found := frames(path)) is not None]
     image_orientation = orientations[pair.image]
     if full:
         try:
@@ -120,13 +123,17 @@ def _names(paths, limit: int = 5) -> str:
 
 
 def _notices(results: list[_PairResult]) -> list[str]:
-    """What data check says about how the files were read: EXIF orientations ignored, non-8-bit images."""
+    """What data check says about how the files were read: EXIF orientations ignored, the frame used of each
+    multi-frame file (one line each), non-8-bit images."""
     notices = []
     oriented = [(path, o) for r in results for path, o in r.oriented]
     if oriented:
         notices.append(f"{len(oriented)} file(s) carry an EXIF orientation, ignored: pixels are used as stored "
                        "(as annotation tools label them), images and masks alike: "
                        + _names([f"{path.name} ({ORIENTATIONS[o]})" for path, o in oriented]))
+    notices += [f"{path.name}: {kind} with {count} frames: frame 1 of {count} is used (as predict does); save the "
+                "frame you mean as a single-frame image to use another"
+                for r in results for path, kind, count in r.multiframe]
     conversions = Counter(r.conversion for r in results if r.conversion)
     if conversions:
         notices.append("images that are not 8-bit, scaled to 0..255: "

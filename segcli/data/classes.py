@@ -94,8 +94,9 @@ def _check_unique(classes: ClassMap) -> None:
     seen = {}
     for i, color in enumerate(classes.colors):
         if color in seen:
-            raise DataError(f"classes[{i}] ({classes.names[i]!r}): colour {list(color)} is also classes[{seen[color]}]'s "
-                            f"({classes.names[seen[color]]!r}); class colours must be unique")
+            j = seen[color]
+            raise DataError(f"classes[{i}] ({classes.names[i]!r}): colour {list(color)} is also classes[{j}]'s "
+                            f"({classes.names[j]!r}); class colours must be unique")
         seen[color] = i
     if classes.ignore_color in seen:
         i = seen[classes.ignore_color]

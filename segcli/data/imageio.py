@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from segcli.errors import DataError
 from segcli.files import atomic_path
 
 # The image files segcli reads (datasets, predict inputs) and writes (overlay --out), in the order messages list them.
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CORRUPT = "cannot read image: corrupt, truncated or not an image"
+_QUIET = threading.Lock()  # held while OpenCV's log level is lowered (one global setting, shared by threads)
 _BITS = (8, 10, 12, 14, 16)  # value ranges a 16-bit image may hold (camera data is often 10, 12 or 14 bit)
 
 
@@ -116,6 +118,30 @@ def exif_orientation(path: str | Path) -> int:
             pos += 12 + length
         return 1
     return _tiff_orientation(head)
+
+
+def frames(path: str | Path) -> tuple[str, int] | None:
+    """("animated GIF" | "multi-page TIFF", N) for a file holding N > 1 frames, of which the readers (read_image,
+    read_label_png: cv2.imread) use frame 1; None for one frame, another format or an unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    kind = ("animated GIF" if head[:3] == b"GIF" else "multi-page TIFF" if head in (b"II*\x00", b"MM\x00*")
+            else None)
+    if kind is None:
+        return None
+    with _QUIET:  # OpenCV logs its own "[ERROR...] imcount_" line for a damaged file: it is ours to report
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            count = int(cv2.imcount(str(path)))
+        except cv2.error:
+            count = 0
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+    return (kind, count) if count > 1 else None
 
 
 ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "transposed",

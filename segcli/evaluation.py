@@ -17,7 +17,8 @@ import numpy as np
 
 from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
-from segcli.files import atomic_path, check_writable_dir, ensure_writable_dir, write_json, write_text
+from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, remove_stale_temporaries, write_json,
+                          write_text)
 from segcli.inference import iter_predictions, parse_tta
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import held_out
@@ -185,6 +186,7 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
         writer.writerow([name, *row])
     paths = {"confusion_csv": str(out_dir / "confusion.csv"), "confusion_png": str(out_dir / "confusion.png"),
              "json": str(out_dir / "evaluation.json")}
+    remove_stale_temporaries(*paths.values())  # what a killed evaluate left for these reports
     write_text(paths["confusion_csv"], buf.getvalue())
     plot_confusion(cm, names, paths["confusion_png"],
                    title=f"{Path(result['model'] or 'model').name} on {result['split']}"

@@ -63,28 +63,85 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_writers_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that segcli writers which are gone left directly in ``folder`` (not below):
-    for a folder segcli writes into without a lock, such as predict's --out. Only regular files named like
-    segcli's temporaries (``.NAME`` with TMP_TAG) go, and never one whose writer still runs on this host."""
-    removed = []
+def _writer_gone(name: str) -> bool:
+    """Whether the writer of the temporary ``name`` is gone: its pid (in _new_temp's names) runs no process on
+    this host; a name without a pid comes from an older segcli, whose writer is long gone."""
+    writer = _WRITER_PID.search(name)
+    return writer is None or not _alive(int(writer.group(1)))
+
+
+def _remove_temporary(path: Path, folders: bool) -> bool:
+    """Delete the temporary ``path``: a regular file, or a folder when ``folders`` (never a link, nor what it
+    points to). True when it went."""
+    try:
+        if path.is_symlink():
+            return False
+        if path.is_file():
+            path.unlink()
+        elif folders and path.is_dir():
+            shutil.rmtree(path)
+        else:
+            return False
+    except OSError:
+        return False
+    return True
+
+
+def remove_dead_writers_temp_files(folder: str | Path, folders: bool = False) -> list[Path]:
+    """Delete the temporary files (and folders, with ``folders``) that segcli writers which are gone left
+    directly in ``folder`` (not below): for a folder segcli writes into without a lock, such as predict's --out
+    or a compare folder. Only what is named like segcli's temporaries (``.NAME`` with TMP_TAG) goes, never a
+    link, and never one whose writer still runs on this host."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
-        return removed
-    for path in entries:
-        if not path.name.startswith(".") or TMP_TAG not in path.name:
-            continue
-        writer = _WRITER_PID.search(path.name)
-        if writer is not None and _alive(int(writer.group(1))):
-            continue  # a predict running now (names without a pid come from an older segcli)
+        return []
+    return [path for path in entries
+            if path.name.startswith(".") and TMP_TAG in path.name and _writer_gone(path.name)
+            and _remove_temporary(path, folders)]
+
+
+def _temporary_of(name: str) -> re.Pattern:
+    """The names segcli gives the temporaries of the output ``name`` (_new_temp, move_aside): ``.NAME``,
+    TMP_TAG, the writer's pid and "-" (absent in an older segcli's names), an optional "old-", 8 hex digits,
+    an optional suffix (``.onnx``, ``.weights.h5``)."""
+    return re.compile(r"\." + re.escape(name) + re.escape(TMP_TAG) + r"(?:\d+-)?(?:old-)?[0-9a-f]{8}"
+                      r"(?:\.[A-Za-z0-9_.]+)?")
+
+
+def remove_stale_temporaries(*outputs: str | Path) -> list[Path]:
+    """Delete what killed segcli writers left for these outputs: beside each output, the files and folders
+    named as segcli names that output's temporaries (``.NAME.segcli-tmp-PID-HEX.SUFFIX``, _temporary_of) whose
+    writer is gone. A writer calls it at the start of its next run of the same output (export, overlay,
+    evaluate's reports); nothing else in the folder is touched, not even another output's temporaries, nor
+    those of a writer that still runs."""
+    wanted: dict[Path, list[re.Pattern]] = {}
+    for out in outputs:
+        out = Path(out)
+        wanted.setdefault(out.parent, []).append(_temporary_of(out.name))
+    removed = []
+    for folder, patterns in wanted.items():
         try:
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-                removed.append(path)
+            entries = list(folder.iterdir())
         except OSError:
-            pass
+            continue
+        removed += [path for path in entries
+                    if any(p.fullmatch(path.name) for p in patterns) and _writer_gone(path.name)
+                    and _remove_temporary(path, folders=True)]
     return removed
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename ``path`` (a file or folder about to be replaced) to a temporary name beside it, which the caller
+    removes once the new one is in place (a kill in between leaves it for remove_stale_temporaries)."""
+    path = Path(path)
+
+    def rename(tmp: Path) -> None:
+        if tmp.exists() or tmp.is_symlink():
+            raise FileExistsError(tmp)
+        os.rename(path, tmp)
+
+    return _new_temp(path, "", rename)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 
 from segcli.data import IMAGE_EXTS, ClassMap, load_classes, read_image, read_label_png, write_image
 from segcli.errors import DataError, SegcliError
-from segcli.files import check_writable_dir
+from segcli.files import check_writable_dir, remove_stale_temporaries
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _CHUNK_ROWS = 512
@@ -190,6 +190,7 @@ def overlay_files(image_path: str | Path, mask_path: str | Path, out: str | Path
     if labels.shape != image.shape[:2]:
         raise SegcliError(f"mask is {labels.shape[0]}x{labels.shape[1]} but the image {image_path.name} is "
                           f"{image.shape[0]}x{image.shape[1]} (HxW)", mask_path)
+    remove_stale_temporaries(out)  # what a killed overlay of this output left beside it
     write_image(out, overlay_image(image, labels, classes, alpha, panel=panel))
     return out
 

@@ -201,6 +201,36 @@ def test_an_earlier_export_is_replaced_only_with_force_and_a_users_folder_never(
     assert not [p for p in model_file.parent.iterdir() if p.name.startswith(".")]  # nothing moved aside is left
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_an_export_removes_what_a_killed_export_of_it_left_and_nothing_else(cli, model_file):
+    """A kill -9 of an export leaves its temporaries beside the output (the file, the scratch folder of TFLite's
+    SavedModel, classes.json's): the next export of that output removes them. A file of the user's with a
+    similar name, another output's temporary and one whose writer still runs (this process) stay."""
+    import subprocess
+    import sys
+
+    from segcli.files import TMP_TAG
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, timeout=60).stdout)
+    folder = model_file.parent
+    scratch = folder / f".model.tflite{TMP_TAG}{gone}-1a2b3c4d"  # _write_tflite's scratch folder
+    (scratch / "savedmodel").mkdir(parents=True)
+    (scratch / "savedmodel" / "saved_model.pb").write_bytes(b"partial")
+    left = [folder / f".model.tflite{TMP_TAG}{gone}-0a1b2c3d.tflite",
+            folder / f".classes.json{TMP_TAG}{gone}-0a1b2c3d.json"]
+    kept = [folder / f".model.tflite{TMP_TAG}notes.txt", folder / f"model.tflite{TMP_TAG}{gone}-0a1b2c3d.tflite",
+            folder / ".model.tflite.bak", folder / f".other.tflite{TMP_TAG}{gone}-0a1b2c3d.tflite",
+            folder / f".model.tflite{TMP_TAG}{os.getpid()}-0a1b2c3d.tflite"]
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    _assert_exported(cli("export", model_file, "--format", "tflite"), model_file.with_suffix(".tflite"))
+    assert not scratch.exists() and not [p for p in left if p.exists()]
+    assert all(p.read_bytes() == b"partial" for p in kept)
+    temporaries = lambda paths: sorted(p.name for p in paths if TMP_TAG in p.name)  # noqa: E731
+    assert temporaries(folder.iterdir()) == temporaries(kept)  # and none of its own
+
+
 def test_a_different_classes_json_beside_is_kept_without_force(cli, model_file):
     other = default_classes(3, names=["sky", "road", "car"])
     other.save(model_file.parent / "classes.json")
@@ -242,10 +272,10 @@ def test_a_missing_model_file_exits_2(cli, tmp_path):
 def test_tflite_falls_back_to_a_fixed_size_when_dynamic_fails(model_file, monkeypatch):
     real = export.formats._tflite_bytes
 
-    def no_dynamic(model, size):
+    def no_dynamic(model, size, scratch):
         if size is None:
             raise RuntimeError("dynamic shapes not supported")
-        return real(model, size)
+        return real(model, size, scratch)
 
     monkeypatch.setattr(export.formats, "_tflite_bytes", no_dynamic)
     result = export_model(model_file, "tflite")

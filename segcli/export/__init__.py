@@ -31,6 +31,7 @@ from pathlib import Path
 
 from segcli import backend as backends
 from segcli.errors import SegcliError
+from segcli.files import remove_stale_temporaries
 from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FORMATS, ExportError, exact_float32,
                                    export_onnx, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
@@ -91,6 +92,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
 
     loaded = load_model(model_path, precision=None)  # as stored: a mixed-precision file is rebuilt below
     write_classes = True if inside else check_classes_file(classes_path, loaded.classes, force)
+    remove_stale_temporaries(out, classes_path)  # what a killed export of this output left beside it
     converted_from = reduced_policy(loaded.model)
     try:
         model = with_policy(loaded.model, "float32")

@@ -13,8 +13,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
-import uuid
 import warnings
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 from segcli import backend as backends
 from segcli.data import ClassMap
 from segcli.errors import SegcliError, describe, first_line
-from segcli.files import TMP_TAG, atomic_path, mark_segcli_folder, new_temp_dir
+from segcli.files import atomic_path, mark_segcli_folder, move_aside, new_temp_dir
 from segcli.sizes import round_up
 
 FORMATS = ("savedmodel", "onnx", "tflite")
@@ -151,10 +149,7 @@ def _temp_dir_beside(path: Path):
 
 def _move_dir_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` (the caller checked --force) is moved aside first."""
-    old = None
-    if exists_or_link(out):
-        old = out.with_name(f".{out.name}{TMP_TAG}old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
+    old = move_aside(out) if exists_or_link(out) else None  # a temporary's name: a kill leaves it to be swept
     os.replace(tmp, out)
     if old is not None:
         _remove(old)
@@ -303,19 +298,20 @@ def _run_tflite(interpreter, x: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def _tflite_bytes(model, size) -> bytes:
-    """Convert through a temporary SavedModel (from_concrete_functions leaves Keras 3 variables unread)."""
+def _tflite_bytes(model, size, scratch: Path) -> bytes:
+    """Convert through a temporary SavedModel in ``scratch`` (from_concrete_functions leaves Keras 3 variables
+    unread)."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="segcli-tflite-") as tmp:
-        saved = Path(tmp) / "savedmodel"
-        _write_savedmodel(model, saved, _serving_signature(batch=None if size is None else 1, size=size))
-        with _quiet_converters():
-            return tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+    saved = scratch / "savedmodel"
+    _write_savedmodel(model, saved, _serving_signature(batch=None if size is None else 1, size=size))
+    with _quiet_converters():
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
 
 
 def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
-    data = _tflite_bytes(model, size)
+    with _temp_dir_beside(out) as scratch:  # beside the output: a killed export's is swept by the next one
+        data = _tflite_bytes(model, size, scratch)
     with atomic_path(out, suffix=".tflite") as tmp:
         tmp.write_bytes(data)
         interpreter = _tflite_interpreter(tmp)

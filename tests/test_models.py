@@ -285,6 +285,51 @@ def test_cli_show_finds_a_shipped_recipe_by_name(cli):
     assert "shipped recipes: " in cli("models", "show", "--recipe", "no-such-recipe").output
 
 
+def test_cli_show_describes_a_trained_model_file_or_refuses_a_file_that_is_not_one(cli, tmp_path):
+    """`models show MODEL.keras`: the architecture, classes, crop size and precision the file's training
+    recorded (as segcli train saves them), and its parameters; a file that is not a model is one line naming it."""
+    import zipfile
+
+    from segcli.data import default_classes
+    from segcli.modelfile import save_model
+    from segcli.recipe import resolve
+
+    recipe = resolve({"model": {"name": "unet", "options": {"depth": 2, "base_filters": 4}},
+                      "data": {"size": [64, 96]}, "train": {"precision": "mixed_bfloat16"}})
+    net = build_model("unet", 3, depth=2, base_filters=4)
+    path = tmp_path / "run0" / "model.keras"
+    path.parent.mkdir()
+    classes = default_classes(3, names=["sky", "road", "car"])
+    save_model(net, path, classes, {"recipe": recipe.to_dict(), "precision": "mixed_bfloat16", "model_name": "unet",
+                                    "dataset_classes": 3})  # the metadata segcli.training.run saves
+    result = cli("models", "show", path, "--size", "64x64")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"model file: {path}" in out and "architecture: unet" in out and "'base_filters': 4" in out
+    assert "classes (3): sky, road, car" in out and "trained on: 64x96 crops" in out
+    assert "trained in precision: mixed_bfloat16" in out and f"params: {count_params(net)}" in out
+    assert f"GFLOPs per 64x64 image: {gflops(net, 64, 64):.3f}" in out and "output stride: 4" in out
+
+    plain = tmp_path / "plain.keras"  # saved by plain Keras: what is not recorded says so
+    net.save(plain)
+    result = cli("models", "show", plain)
+    assert result.exit_code == 0, result.output
+    assert "trained in precision: not recorded" in result.stdout and f"params: {count_params(net)}" in result.stdout
+
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    other_zip = tmp_path / "data.zip"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("a.txt", "x")
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    for bad in (text, other_zip, binary, tmp_path / "missing.keras"):
+        result = cli("models", "show", bad)
+        assert result.exit_code == 2, (bad, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in result.output, (bad, result.stderr)
+
+
 def test_cli_errors(cli, tmp_path):
     for args in (("models", "--size", "12"), ("models", "show", "lambda-fcn", "--size", "12"),
                  ("models", "show", "nope"), ("models", "show", tmp_path / "missing.toml")):

@@ -92,6 +92,26 @@ def model_facts(*, name: str, recipe, description: str, options: dict, classes: 
     console.print(f"params: {params}", highlight=False)
 
 
+def trained_model_facts(*, path, name: str | None, options: dict, classes: list[str], trained_size, precision,
+                        params: int, trainable: int, height: int, width: int, flops: float, stride: int) -> None:
+    """A trained model file's facts (`models show MODEL.keras`); what the file does not record says so."""
+    def line(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    line(f"model file: {path}")
+    line(f"architecture: {name or 'not recorded (a model file not written by segcli train)'}")
+    if options:
+        line(f"options: {options}")
+    line(f"classes ({len(classes)}): {', '.join(classes)}")
+    line("trained on: " + (f"{trained_size[0]}x{trained_size[1]} crops (HxW)" if trained_size else "not recorded"))
+    line(f"trained in precision: {precision or 'not recorded'}")
+    line(f"parameters: {params:,} ({trainable:,} trainable)")
+    line(f"GFLOPs per {height}x{width} image: {flops:.3f}")
+    note = "" if height % stride == 0 and width % stride == 0 else f" ({height}x{width} is padded to a multiple)"
+    line(f"output stride: {stride}{note}")
+    line(f"params: {params}")
+
+
 # --- train ----------------------------------------------------------------------------------------
 
 def train_interrupted(run_dir) -> None:

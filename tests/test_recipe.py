@@ -229,11 +229,18 @@ def test_shipped_recipes_are_package_data():
 
 
 def test_warmup_longer_than_the_run_is_refused(cli, sample_data, tmp_path):
-    """warmup_epochs is checked against epochs once the recipe and flags are merged: a flag's epochs too."""
+    """warmup_epochs is checked against epochs once the recipe and flags are merged. A shorter run asked for
+    with --epochs (or a tune round's epochs) ends the recipe's warm-up with it, so `--recipe camvid-fcn --epochs 1`
+    still trains; a warm-up the recipe or the flags themselves make longer than the run is refused."""
     recipe, out = tmp_path / "warm.toml", tmp_path / "run"
-    recipe.write_text("[train]\nepochs = 10\nwarmup_epochs = 5.0\n")
-    result = cli("train", "unet", sample_data, "--recipe", recipe, "--epochs", "2", "--out", out)
-    assert_one_line_error(result, "[train] warmup_epochs = 5 must be <= epochs (2)", "--epochs", out=out)
+    recipe.write_text("[train]\nepochs = 1\nwarmup_epochs = 5.0\n")
+    result = cli("train", "unet", sample_data, "--recipe", recipe, "--out", out)
+    assert_one_line_error(result, "[train] warmup_epochs = 5 must be <= epochs (1)", "warm.toml", out=out)
     with pytest.raises(SegcliError, match=r"warmup_epochs = 30 must be <= epochs \(20\)"):
         recipes.resolve({"train": {"warmup_epochs": 30}})
+    with pytest.raises(SegcliError, match=r"warmup_epochs = 5 must be <= epochs \(2\)"):
+        recipes.resolve(None, {"train": {"epochs": 2, "warmup_epochs": 5}})
+    shortened = recipes.resolve("camvid-fcn", {"train": {"epochs": "1"}}).train
+    assert (shortened.epochs, shortened.warmup_epochs) == (1, 1.0)  # the recipe's 2-epoch warm-up ends with the run
+    assert recipes.resolve("camvid-fcn", {"train": {"epochs": 3}}).train.warmup_epochs == 2.0  # unchanged
     assert recipes.resolve({"train": {"epochs": 2, "warmup_epochs": 2}}).train.warmup_epochs == 2.0

@@ -148,9 +148,10 @@ def read_recipe_file(path: str | Path) -> dict:
     return recipe
 
 
-def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None = None) -> Recipe:
+def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None = None, *,
+            source: str | Path | None = None) -> Recipe:
     """Defaults, then the recipe (a file or an already-read dict of tables), then command-line overrides
-    (flags win): the typed Recipe.
+    (flags win): the typed Recipe. source: the file an already-read dict came from (for the errors).
 
     Every value is checked here, before anything is built or written: a bad one is a SegcliError naming the
     file and key, or for an override the flag it came from (train.batch_size: --batch-size, model.name: MODEL).
@@ -163,13 +164,19 @@ def resolve(recipe_file: str | Path | dict | None = None, overrides: dict | None
     if overrides:
         given = _check({t: {k: v for k, v in kv.items() if v is not None} for t, kv in overrides.items()}, FLAGS)
         recipe = merge(recipe, given)
+        train = recipe["train"]
+        if "epochs" in given.get("train", {}) and "warmup_epochs" not in given.get("train", {}):
+            # a shorter run asked for (--epochs, a tune round) ends the recipe's warm-up with it
+            train["warmup_epochs"] = min(train["warmup_epochs"], train["epochs"])
         if given.get("model", {}).get("options"):  # flags (--encoder) are named when the model comes from the file
             model_options(recipe["model"]["name"], given["model"]["options"], FLAGS)
     recipe["model"]["options"] = model_options(recipe["model"]["name"], recipe["model"]["options"], None)
     _check_encoder_training(recipe)
     problem = schedule_problem(recipe["train"])
     if problem:
-        raise SegcliError(problem)
+        if source is None and isinstance(recipe_file, (str, Path)):
+            source = find_recipe(recipe_file)
+        raise SegcliError(f"{source}: {problem}" if source else problem)
     return _typed(recipe)
 
 
@@ -186,7 +193,7 @@ def resolve_for_model(model_name: str | None, recipe_file=None, overrides: dict 
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if model_name:
         overrides.setdefault("model", {})["name"] = model_name
-    return resolve(file_recipe, overrides), note
+    return resolve(file_recipe, overrides, source=find_recipe(recipe_file) if recipe_file else None), note
 
 
 def load_resolved(path: str | Path) -> Recipe:

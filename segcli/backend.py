@@ -149,6 +149,44 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"  # TensorFlow's C++ log level, read when it loads
+
+
+def quiet_tensorflow_logs() -> None:
+    """Keep TensorFlow's C++ log lines (below fatal) out of the output, unless the user set TF_LOG_ENV; before
+    TensorFlow loads. Child processes inherit it."""
+    os.environ.setdefault(TF_LOG_ENV, "3")
+
+
+def import_quietly() -> None:
+    """Import Keras and its backend with fd 2 muted: TensorFlow's C++ side (absl's "WARNING: All log messages
+    before absl::InitializeLog()", I0000/E0000 lines such as cuInit's) and JAX's device probe print to fd 2
+    before any log level applies. On TensorFlow the devices are found here too (it prints then as well); JAX's
+    must wait (several processes join before JAX touches a device). The CLI calls it before a command runs,
+    and so does every child process that trains (compare's). An import that fails is left to the real import
+    later, which reports it."""
+    quiet_tensorflow_logs()
+    if "keras" in sys.modules:
+        return
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    os.dup2(devnull, 2)
+    try:
+        import keras
+
+        keep_tensorflow_out()
+        if keras.backend.backend() == "tensorflow":
+            gpu_names()
+    except Exception:  # noqa: BLE001 - the real import, later, reports the problem
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def keep_tensorflow_out() -> None:
     """Off the TensorFlow backend, tell Keras that TensorFlow is not there, even where it is installed.
 

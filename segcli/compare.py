@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +19,8 @@ import numpy as np
 
 import segcli
 from segcli.errors import SegcliError, describe
-from segcli.files import atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, write_json, write_text
+from segcli.files import (atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, new_temp_dir,
+                          remove_dead_writers_temp_files, write_json, write_text)
 from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
 from segcli.sizes import round_up
@@ -42,33 +43,50 @@ COLUMNS = [  # key, header, format
 ]
 
 
-_CHILD = "from segcli.compare import _train_child; _train_child()"
+# the child: first the watch on its parent and the quiet backend import (light modules), then segcli.compare,
+# whose imports load Keras and TensorFlow; argv: JOB.json ERROR.txt REPORTS_FD LIFELINE_FD
+_CHILD = """
+import sys
+from segcli.system import end_with_parent
+end_with_parent(int(sys.argv[4]))
+from segcli.backend import import_quietly
+import_quietly()
+from segcli.compare import _train_child
+_train_child()
+"""
 
 
 def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str | None, overrides: dict | None = None,
                         classes_file: str | Path | None = None, progress: Progress | None = None) -> None:
     """One child process per model (clean TensorFlow state and an honest peak-memory figure each), which runs
     segcli.runs.train_and_evaluate; an error there ends as one line here (a SegcliError naming the model).
-    The child's progress reports are passed on to `progress`."""
+    The child's progress reports are passed on to `progress`. The child ends when this process ends, however
+    it ends (segcli.system.end_with_parent: it holds the read end of a pipe only this process can write to);
+    its job file and error line are in a temporary folder beside ``run_dir``,
+    which a killed compare leaves for the next one to remove (compare() does)."""
     progress = progress or NullProgress()
     job = {"model_name": model, "data_dir": str(data_dir), "recipe_file": str(recipe) if recipe else None,
            "overrides": overrides or {}, "out": str(run_dir), "force": True,
            "classes_file": str(classes_file) if classes_file else None}
     package_root = str(Path(segcli.__file__).resolve().parent.parent)  # the child imports this very segcli
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    with tempfile.TemporaryDirectory(prefix="segcli-compare-") as tmp:
-        job_path, error_path = Path(tmp) / "job.json", Path(tmp) / "error.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    ensure_writable_dir(run_dir.parent)
+    tmp = new_temp_dir(run_dir)
+    try:
+        job_path, error_path = tmp / "job.json", tmp / "error.txt"
         job_path.write_text(json.dumps(job))
         read_end, write_end = os.pipe()  # the child's reports
+        lifeline_read, lifeline_write = os.pipe()  # never written: the child sees its end when this process ends
         try:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(job_path), str(error_path), str(write_end)],
-                                    env=env, pass_fds=(write_end,))
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(job_path), str(error_path), str(write_end),
+                                     str(lifeline_read)], env=env, pass_fds=(write_end, lifeline_read))
         except BaseException:
             os.close(read_end)
+            os.close(lifeline_write)
             raise
         finally:
             os.close(write_end)
+            os.close(lifeline_read)
         try:
             with os.fdopen(read_end, encoding="utf-8") as reports:
                 for line in reports:  # until the child exits
@@ -78,7 +96,11 @@ def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str |
             proc.kill()
             proc.wait()
             raise
+        finally:
+            os.close(lifeline_write)
         error = error_path.read_text().strip() if error_path.is_file() else ""
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
         raise SegcliError(f"training {model} failed ({error or f'exit {proc.returncode}'}); its run folder is "
                           f"{run_dir}")
@@ -124,8 +146,9 @@ def _replay(line: str, progress: Progress) -> None:
 
 
 def _train_child() -> None:
-    """The child of train_in_subprocess: argv = JOB.json ERROR.txt REPORTS_FD. A failure writes its one line to
-    ERROR.txt and exits non-zero (2 for a SegcliError, 130 for Ctrl-C, 1 for anything else)."""
+    """The child of train_in_subprocess (_CHILD), which has already imported the backend quietly and watches its
+    parent: argv = JOB.json ERROR.txt REPORTS_FD LIFELINE_FD. A failure writes its one line to ERROR.txt and
+    exits non-zero (2 for a SegcliError, 130 for Ctrl-C, 1 for anything else)."""
     from segcli.errors import SegcliError as Error
 
     job_path, error_path, reports_fd = sys.argv[1:4]
@@ -260,6 +283,7 @@ def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: lis
     check_replaceable(out, True, "compare folder", kind="compare")  # a re-run replaces its own runs, nothing else
     ensure_writable_dir(out)
     mark_segcli_folder(out, "compare")  # its run folders are replaced when the comparison is run again
+    remove_dead_writers_temp_files(out, folders=True)  # what a killed compare left: its children's job folders
     if from_runs:
         run_dirs = [Path(r) for r in from_runs]
     else:

@@ -55,6 +55,31 @@ def hardware_summary() -> str:
     return f"CPU: {cpu_name()}, {os.cpu_count()} cores, {bf16}"
 
 
+EXIT_PARENT_GONE = 129  # end_with_parent's exit status (128 + SIGHUP: what a process gets when its terminal goes)
+
+
+def end_with_parent(lifeline_fd: int) -> None:
+    """In a child process: exit (EXIT_PARENT_GONE) as soon as the parent ends, however it ends (kill -9 too).
+    ``lifeline_fd`` is the read end of a pipe whose only write end the parent holds and never writes to (not
+    inherited by anyone else); the kernel closes it when the parent ends, and a daemon thread blocked on a read
+    then gets end-of-file. Call it first, before the imports that take seconds.
+
+    Why not prctl(PR_SET_PDEATHSIG): it is Linux-only; it fires when the *thread* that started the child ends,
+    not the process; and a parent that dies before the child has set it (during the child's start-up) is
+    missed unless the child also compares getppid. The pipe has none of these gaps and needs no polling."""
+    import threading
+
+    def watch():
+        try:
+            while os.read(lifeline_fd, 1):
+                pass
+        except OSError:  # not a pipe that can be read: nothing to watch (the child's work goes on)
+            return
+        os._exit(EXIT_PARENT_GONE)  # nobody waits for this child any more: no cleanup that could hang
+
+    threading.Thread(target=watch, name="segcli-parent-watch", daemon=True).start()
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB.
 

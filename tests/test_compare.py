@@ -91,3 +91,74 @@ def test_an_error_in_the_training_child_ends_as_one_line(cli, sample_data, tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "training lambda-fcn failed" in lines[0] and str(missing) in lines[0], result.stderr
     assert not (out / "run-2-lambda-unet").exists()
+
+
+def _children(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _running(proc) -> bool:
+    """Whether a psutil.Process runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_compare_ends_its_child_and_the_rerun_leaves_no_temporary_nor_library_lines(sample_data, tmp_path):
+    """kill -9 of `segcli compare` while its training child starts: the child ends within seconds (it watches
+    a pipe only its parent can hold open; before, it ran on until its next write to the parent), its job
+    folder stays in --out until the next compare there removes it, and nothing goes to the system temporary
+    folder. That re-run, a tiny compare, prints none of TensorFlow's or absl's start-up lines on stderr."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, start_child, wait_for_exit
+
+    from segcli.files import TMP_TAG
+
+    system_tmp = tmp_path / "tmp"  # the children's TMPDIR: what compare leaves in the system temporary folder
+    system_tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user runs it
+    env["TMPDIR"] = str(system_tmp)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('[data]\nsize = [64, 64]\n[train]\nepochs = 1\nbatch_size = 8\nprecision = "float32"\n')
+    out = tmp_path / "cmp"
+    args = [sys.executable, "-c", "from segcli.cli import main; main()", "compare", "lambda-fcn", sample_data,
+            "--recipe", recipe, "--out", out]
+    parent = start_child(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not _children(parent.pid):  # the training child has started
+        assert parent.poll() is None, f"compare ended (exit {parent.returncode}) before its child started"
+        assert time.monotonic() < deadline, "no training child after 300 s"
+        time.sleep(0.05)
+    child = _children(parent.pid)[0]
+    parent.kill()
+    parent.wait(timeout=60)
+    gone_by = time.monotonic() + 5
+    while _running(child) and time.monotonic() < gone_by:
+        time.sleep(0.05)
+    if _running(child):
+        child.kill()
+        pytest.fail("the training child still ran 5 s after its compare was killed")
+    left = [p.name for p in out.iterdir() if TMP_TAG in p.name]
+    assert left and all(p.startswith(f".run-1-lambda-fcn{TMP_TAG}") for p in left), left  # its job folder
+
+    rerun = start_child(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = wait_for_exit(rerun, "the compare after the killed one", timeout=600)
+    assert rerun.returncode == 0, output[-3000:]
+    assert (out / "compare.json").is_file()
+    assert not [p for p in out.iterdir() if TMP_TAG in p.name]
+    assert not list(system_tmp.glob("segcli-compare-*"))
+    for line in output.splitlines():  # stdout and stderr, as the terminal shows them
+        assert not line.startswith(("I0000", "E0000", "W0000")) and "WARNING: All log messages" not in line, output

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ log lines out of the output
+from segcli.backend import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()  # keep TensorFlow's C++ log lines out of the output
 
 from typing import Optional
 
 import typer
 from typer.core import TyperGroup
 
-from segcli.backend import BACKENDS
+from segcli.backend import BACKENDS, import_quietly
 from segcli.backend import select as select_backend
 from segcli.cli import render
 from segcli.cli.joined import leave_now_if_joined
@@ -83,40 +84,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
         render.error(str(exc))
         raise typer.Exit(exc.exit_code)
     if not debug:
-        _import_backend_quietly()
+        import_quietly()  # the start-up lines of TensorFlow and JAX muted
     else:  # loud, but Keras is still told to leave TensorFlow out off its backend
         from segcli.backend import keep_tensorflow_out
 
         keep_tensorflow_out()
-
-
-def _import_backend_quietly() -> None:
-    """TensorFlow's C++ side (and JAX's device probe) print start-up lines to fd 2 before any log level applies:
-    mute them while Keras loads its backend and finds the devices."""
-    if "keras" in sys.modules:
-        return
-    try:
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    os.dup2(devnull, 2)
-    try:
-        import keras
-
-        from segcli.backend import keep_tensorflow_out
-
-        keep_tensorflow_out()
-        if keras.backend.backend() == "tensorflow":
-            from segcli.system import gpu_available
-
-            gpu_available()  # TensorFlow prints when it finds the devices too (JAX's must wait: several
-            # processes join before JAX touches a device)
-    except Exception:
-        pass  # the real import, later, reports the problem
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _guard(fn):

@@ -62,8 +62,8 @@ def train_in_subprocess(model: str, data_dir: Path, run_dir: Path, recipe: str |
     segcli.runs.train_and_evaluate; an error there ends as one line here (a SegcliError naming the model).
     The child's progress reports are passed on to `progress`. The child ends when this process ends, however
     it ends (segcli.system.end_with_parent: it holds the read end of a pipe only this process can write to);
-    its job file and error line are in a temporary folder beside ``run_dir``,
-    which a killed compare leaves for the next one to remove (compare() does)."""
+    its job file and error line are in a temporary folder beside ``run_dir``, which a killed compare leaves
+    for the next one to remove (compare() does)."""
     progress = progress or NullProgress()
     job = {"model_name": model, "data_dir": str(data_dir), "recipe_file": str(recipe) if recipe else None,
            "overrides": overrides or {}, "out": str(run_dir), "force": True,

@@ -80,7 +80,7 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool, 
 
 def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: str | Path | None = None,
              batch_size: int = 4, tutorial: bool = True, out_dir: str | Path | None = None, tile: int = 1024,
-             overlap: int = 128, tta=None, progress: Progress | None = None) -> dict:
+             overlap: int = 128, tta=None, progress: Progress | None = None, palette_by_colour: bool = False) -> dict:
     """Run `loaded` (a modelfile.LoadedModel) over `split` of the dataset at `data_dir` and score it.
 
     Images run at full size (padded to the output stride and cropped back; tiled past `tile` pixels).
@@ -90,6 +90,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     `tta` (segcli.inference.parse_tta: "flip", "flip,0.75,1.25", ...): predictions (the tutorial's figure's
     too) from the mean softmax probabilities over its passes; the result's "tta" records it (None: none).
     `progress` (segcli.progress) gets a task "evaluate SPLIT" (images done), then "evaluate tutorial".
+    `palette_by_colour`: palette masks map their entries to classes by colour (open_dataset).
     """
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
@@ -99,7 +100,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
     trained_on = loaded.meta.get("dataset_classes")  # no classes file: the masks read as in training
     dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed,
-                           fallback_classes=ClassMap.from_dict(trained_on) if trained_on else None)
+                           fallback_classes=ClassMap.from_dict(trained_on) if trained_on else None,
+                           palette_by_colour=palette_by_colour)
     if dataset.classes_source == "fallback":
         dataset.notices.append("no classes file: the classes the model was trained with (void: "
                                f"label {dataset.classes.ignore_index}); --classes FILE sets others")

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from segcli.cli import render
+from segcli.cli.options import PALETTE_BY_COLOUR_HELP
 
 app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 
@@ -20,6 +21,7 @@ def data_check(
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out as val when "
                                        "there is no val split."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
+    palette_by_colour: bool = typer.Option(False, "--palette-by-colour", help=PALETTE_BY_COLOUR_HELP),
 ):
     """Read every image and mask once: layout, encoding, counts, sizes, class shares and every problem.
 
@@ -28,7 +30,8 @@ def data_check(
 
     from segcli.data import check_dataset, open_dataset
 
-    report = check_dataset(open_dataset(directory, classes=classes, val_fraction=val_fraction))
+    report = check_dataset(open_dataset(directory, classes=classes, val_fraction=val_fraction,
+                                        palette_by_colour=palette_by_colour))
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

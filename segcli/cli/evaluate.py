@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP, tta_flag
+from segcli.cli.options import PALETTE_BY_COLOUR_HELP, RUN_PRECISION_HELP, TTA_HELP, tta_flag
 from segcli.errors import SegcliError
 
 
@@ -23,6 +23,7 @@ def evaluate_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
+    palette_by_colour: bool = typer.Option(False, "--palette-by-colour", help=PALETTE_BY_COLOUR_HELP),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
@@ -41,7 +42,7 @@ def evaluate_cmd(
     loaded = load_model(model, precision)
     with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
-                          tta=augment, progress=progress)
+                          tta=augment, progress=progress, palette_by_colour=palette_by_colour)
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -11,6 +11,10 @@ TTA_HELP = ("Test-time augmentation: flip (image + its mirror), scales (e.g. 0.7
             "(flip,0.75,1.25); softmax probabilities averaged. One forward pass per flip and scale.")
 
 
+PALETTE_BY_COLOUR_HELP = ("Palette masks: map each palette entry to the class with its colour in classes.json "
+                          "(default: the palette index is the class).")
+
+
 def tta_flag(text: str | None):
     """--tta checked once, before the model loads: a segcli.inference.TTA, or None when not given."""
     from segcli.inference import parse_tta

@@ -9,7 +9,7 @@ import typer
 
 from segcli.cli import render
 from segcli.cli.options import overrides as flag_overrides
-from segcli.cli.options import ENCODER_HELP, ENCODER_WEIGHTS_HELP, encoder_flags, size_flag
+from segcli.cli.options import ENCODER_HELP, ENCODER_WEIGHTS_HELP, PALETTE_BY_COLOUR_HELP, encoder_flags, size_flag
 from segcli.errors import SegcliError
 
 
@@ -35,13 +35,15 @@ def train_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
     seed: Optional[str] = typer.Option(None, "--seed", metavar="INT"),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json)."),
+    palette_by_colour: bool = typer.Option(False, "--palette-by-colour",
+                                           help=PALETTE_BY_COLOUR_HELP + " The recipe's data option palette_by_colour."),
 ):
     """Train MODEL on DATA_DIR and write a run folder (model.keras, best.keras, metrics, history, curves)."""
     from segcli.runs import train_and_evaluate
     from segcli.training import TrainingInterrupted
 
     overrides = flag_overrides(model={"options": encoder_flags(encoder, encoder_weights)},
-                               data={"size": size_flag(size)},
+                               data={"size": size_flag(size), "palette_by_colour": True if palette_by_colour else None},
                                train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
                                       "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
     if resume is None and (model is None or data_dir is None):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.imageio import ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted, read_label_png
+from segcli.data.imageio import (ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted, read_label_png,
+                                 read_png_palette)
 from segcli.data.layout import Dataset, Pair, Problem
-from segcli.data.masks import io_threads, decode_mask
+from segcli.data.masks import PALETTE_BY_COLOUR, io_threads, decode_mask, palette_disagreement, palette_notice
 from segcli.errors import DataError
 
 
@@ -63,6 +64,7 @@ class _PairResult:
     conversion: str | None = None  # how a non-8-bit image was read
     oriented: list[tuple[Path, int]] = field(default_factory=list)  # files with an EXIF orientation
     multiframe: list[tuple[Path, str, int]] = field(default_factory=list)  # (file, kind, frames): frame 1 is read
+    palette: str | None = None  # the notice when the mask's palette disagrees with the classes file's colours
 
 
 def _orientation(path: Path) -> int:
@@ -108,6 +110,14 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
     if jpeg:
         result.problems.append(Problem(pair.mask, "mask saved as JPEG: JPEG compression is lossy and changes "
                                                   "label values (new classes, noise at edges); save masks as PNG"))
+    if dataset.encoding in ("palette", PALETTE_BY_COLOUR) and raw.ndim == 2:
+        try:
+            mixed = palette_disagreement(raw, read_png_palette(pair.mask), dataset.classes)
+        except OSError:
+            mixed = []
+        if mixed:
+            result.palette = palette_notice(pair.mask, mixed, dataset.classes,
+                                            dataset.encoding == PALETTE_BY_COLOUR)
     try:
         labels = decode_mask(raw, dataset.encoding, dataset.classes, path=pair.mask)
         result.counts = np.bincount(labels.ravel(), minlength=bins)[:bins]
@@ -134,6 +144,7 @@ def _notices(results: list[_PairResult]) -> list[str]:
     notices += [f"{path.name}: {kind} with {count} frames: frame 1 of {count} is used (as predict does); save the "
                 "frame you mean as a single-frame image to use another"
                 for r in results for path, kind, count in r.multiframe]
+    notices += [r.palette for r in results if r.palette]
     conversions = Counter(r.conversion for r in results if r.conversion)
     if conversions:
         notices.append("images that are not 8-bit, scaled to 0..255: "

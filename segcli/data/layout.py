@@ -10,7 +10,7 @@ import numpy as np
 
 from segcli.data.classes import ClassMap, load_classes
 from segcli.data.imageio import IMAGE_EXTS
-from segcli.data.masks import BINARY_NOTICE, detect_encoding, infer_classes
+from segcli.data.masks import BINARY_NOTICE, PALETTE_BY_COLOUR, detect_encoding, infer_classes
 from segcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -138,11 +138,15 @@ def _hold_out(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair]
 
 
 def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
-                 val_fraction: float = 0.1, seed: int = 0, fallback_classes: ClassMap | None = None) -> Dataset:
+                 val_fraction: float = 0.1, seed: int = 0, fallback_classes: ClassMap | None = None,
+                 palette_by_colour: bool = False) -> Dataset:
     """Find the layout, pair images with masks, split off val when missing, settle classes and encoding.
 
     Classes: `classes` (a file or a ClassMap), else the data's classes.json, else `fallback_classes` (source
     "fallback": a model's own record of its training data's classes), else inferred from the mask values.
+
+    palette_by_colour: palette masks map their palette entries to classes by colour (encoding
+    "palette-by-colour"), not by index; every reader of the masks follows dataset.encoding.
 
     Unpaired files become `problems`; a missing root, an unknown layout or no pairs at all raise DataError.
     """
@@ -184,4 +188,6 @@ def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
         notices.append(notice)
     if encoding == "binary":
         notices.append(BINARY_NOTICE)
+    if palette_by_colour and encoding == "palette":
+        encoding = PALETTE_BY_COLOUR
     return Dataset(root, layout, splits, classmap, encoding, source, notices, problems)

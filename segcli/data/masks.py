@@ -2,6 +2,8 @@
 
 - "index":   single-channel 8- or 16-bit class indices
 - "palette": palette ('P' mode) PNGs: the palette index is the class
+- "palette-by-colour": palette PNGs whose entries map to classes by their colour in the classes file
+  (`--palette-by-colour`: open_dataset turns "palette" into it; detect_encoding never returns it)
 - "rgb":     colour masks, mapped through the classes file colours
 - "binary":  single-channel values exactly {0, 255}, read as 0/1
 """
@@ -18,7 +20,8 @@ from segcli.data.classes import ClassMap, default_classes
 from segcli.data.imageio import is_jpeg, lookup_colors, png_color_type, read_label_png, read_png_palette
 from segcli.errors import DataError
 
-ENCODINGS = ("index", "palette", "rgb", "binary")
+ENCODINGS = ("index", "palette", "rgb", "binary", "palette-by-colour")
+PALETTE_BY_COLOUR = "palette-by-colour"
 BINARY_NOTICE = "masks are 0/255 binary: read as 0/1 (background, foreground)"
 
 
@@ -115,9 +118,78 @@ def label_dtype(classes: ClassMap):
     return np.uint8 if max(classes.num_classes - 1, classes.ignore_index) <= 255 else np.int32
 
 
+def _class_colours(classes: ClassMap) -> tuple:
+    """The colours a colour lookup maps to 0..K-1, then K for void (classes.ignore_color)."""
+    return classes.colors + (classes.ignore_color,)
+
+
+def _palette_entries(path: str | Path | None) -> np.ndarray:
+    plte = read_png_palette(path) if path is not None and png_color_type(path) == 3 else None
+    if plte is None:
+        raise DataError("expected a palette PNG (--palette-by-colour maps its palette's colours to classes)", path)
+    return plte
+
+
+def palette_by_colour(raw: np.ndarray, palette: np.ndarray, classes: ClassMap, path=None) -> np.ndarray:
+    """(H, W) palette indices `raw` as labels: each entry used maps to the class of its colour in `classes`
+    (void's colour to the ignore index); a used entry whose colour no class has is a DataError naming it."""
+    used = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+    table = np.full(256, -1, np.int64)
+    known = used[used < len(palette)]
+    table[known] = lookup_colors(palette[known][None], _class_colours(classes))[0]
+    bad = used[table[used] < 0]
+    if bad.size:
+        shown = ", ".join(f"{i} ({','.join(str(c) for c in palette[i])})" if i < len(palette) else f"{i} (none)"
+                          for i in bad[:5].tolist())
+        raise DataError(f"palette entries whose colour is in no class of the classes file: {shown}"
+                        f"{' and more' if bad.size > 5 else ''} (--palette-by-colour)", path)
+    table = np.where(table == classes.num_classes, classes.ignore_index, table)
+    return table[raw].astype(label_dtype(classes))
+
+
+def palette_disagreement(raw: np.ndarray, palette: np.ndarray | None, classes: ClassMap) -> list[tuple[int, int]]:
+    """(entry, class) for each palette entry used in `raw` whose colour is another class's colour in `classes`
+    (void's counts as class classes.ignore_index): read by index, that entry would be the wrong class. Empty
+    when the palette agrees (or its colours are in no class at all: a classes file without colours)."""
+    if palette is None:
+        return []
+    colours = _class_colours(classes)
+    used = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+    used = used[used < len(palette)]
+    by_colour = lookup_colors(palette[used][None], colours)[0]
+    found = []
+    for entry, cls in zip(used.tolist(), by_colour.tolist()):
+        if cls < 0:
+            continue
+        label = classes.ignore_index if cls == classes.num_classes else cls
+        by_index_colour = colours[entry] if entry < classes.num_classes else (
+            classes.ignore_color if entry == classes.ignore_index else None)
+        if label != entry and tuple(palette[entry].tolist()) != by_index_colour:
+            found.append((entry, label))
+    return found
+
+
+def palette_notice(path: Path, disagreement: list[tuple[int, int]], classes: ClassMap, by_colour: bool) -> str:
+    """One line naming the file whose palette disagrees with the classes file, and how segcli reads it."""
+    def name(label: int) -> str:
+        return classes.ignore_name if label == classes.ignore_index else classes.names[label]
+
+    pairs = ", ".join(f"entry {e} has {name(c)}'s colour" for e, c in disagreement[:4])
+    more = f" and {len(disagreement) - 4} more" if len(disagreement) > 4 else ""
+    if by_colour:
+        how = "segcli maps palette entries to classes by colour (--palette-by-colour)"
+    else:
+        how = ("segcli reads palette entries by index (entry i is class i); pass --palette-by-colour to map "
+               "them by colour")
+    return f"{path.parent.name}/{path.name}: its palette disagrees with the classes file's colours ({pairs}{more}): {how}"
+
+
 def decode_mask(raw: np.ndarray, encoding: str, classes: ClassMap, path: str | Path | None = None) -> np.ndarray:
-    """(H, W) labels (uint8, or int32 when labels go past 255): 0..K-1, void stays classes.ignore_index."""
+    """(H, W) labels (uint8, or int32 when labels go past 255): 0..K-1, void stays classes.ignore_index.
+    "palette-by-colour" reads the palette of the file at `path`."""
     k, ignore = classes.num_classes, classes.ignore_index
+    if encoding == PALETTE_BY_COLOUR:
+        return palette_by_colour(raw, _palette_entries(path), classes, path)
     if encoding == "rgb":
         if raw.ndim != 3:
             raise DataError("expected a colour (RGB) mask, found a single-channel one", path)

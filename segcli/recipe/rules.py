@@ -124,6 +124,7 @@ RULES = {
     ("data", "eval_crop"): lambda v: size(v, empty=True),
     ("data", "cache"): switch,
     ("data", "classes"): string,
+    ("data", "palette_by_colour"): boolean,
     ("train", "epochs"): lambda v: integer(integer(v, 1), 1, MAX_EPOCHS),  # ">= 1" first; the bound is
     # generous (--epochs 1e9 is a slip, not a plan)
     ("train", "batch_size"): lambda v: integer(v, 1),

@@ -29,6 +29,7 @@ class DataSpec:
     eval_crop: tuple[int, ...] = ()              # centre-crop val images to this size after the resize
     cache: bool | None = None                    # keep decoded images in memory: None (auto) | True | False
     classes: str = ""                            # classes.json, relative to the recipe file (--classes wins)
+    palette_by_colour: bool = False              # palette masks: entries map to classes by colour, not index
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     data_spec, train_spec, model_spec = recipe.data, recipe.train, recipe.model
 
     dataset = open_dataset(data_dir, classes=classes_file or data_spec.classes or None,
-                           val_fraction=data_spec.val_fraction, seed=train_spec.seed)
+                           val_fraction=data_spec.val_fraction, seed=train_spec.seed,
+                           palette_by_colour=data_spec.palette_by_colour)
     report = check_dataset(dataset)
     for notice in report.notices:
         progress.note(notice)

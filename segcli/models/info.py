@@ -138,6 +138,18 @@ def gflops(model: keras.Model, height: int, width: int) -> float:
     return 2.0 * macs / 1e9
 
 
+def activation_count(model: keras.Model, height: int, width: int) -> int:
+    """Numbers every layer outputs for one image of height x width, summed (inputs and layers inside nested
+    models included): what training keeps for the backward pass, from the graph's shapes alone (nothing is run;
+    the model may be built without its weights, in a keras.StatelessScope)."""
+    total = 0
+    for node, _ins, (oh, ow) in _walk(model, int(height), int(width)):
+        for t in node.output_tensors:
+            dims = t.shape[1:]
+            total += oh * ow * (dims[-1] or 1) if len(dims) == 3 else math.prod(d or 1 for d in dims)
+    return total
+
+
 def output_stride(model: keras.Model) -> int:
     """How many input pixels one pixel of the deepest feature map spans: the product of the strides of
     the downsampling layers (convolutions with stride > 1, pooling) along the deepest path, also inside

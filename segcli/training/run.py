@@ -34,6 +34,7 @@ from segcli.progress import NullProgress, Progress
 from segcli.recipe import Recipe
 from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
+from segcli.training.budget import check_training_fits
 from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
                                       TimeBudget)
 from segcli.training.compile import compile_for_training
@@ -274,6 +275,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         raise SegcliError("no training pairs found", data_dir)
     classes = dataset.classes.with_void_as_class() if data_spec.void_as_class else dataset.classes
 
+    # before the model is built and a run folder made: a size, batch or model knob that cannot fit is one line
+    check_training_fits(model_spec.name, classes.num_classes, model_spec.options, data_spec.size, train_spec.batch_size)
     precision, why = resolve_precision(train_spec.precision)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)

@@ -17,8 +17,8 @@ import numpy as np
 
 from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
-from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, remove_stale_temporaries, write_json,
-                          write_text)
+from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, guard_output, remove_stale_temporaries,
+                          write_json, write_text)
 from segcli.inference import iter_predictions, parse_tta
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import held_out
@@ -96,6 +96,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
     tta = parse_tta(tta)
     if out_dir is not None:
+        guard_output(out_dir, [data_dir])  # not among the data, through links too
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
     trained_on = loaded.meta.get("dataset_classes")  # no classes file: the masks read as in training

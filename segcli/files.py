@@ -204,26 +204,62 @@ def segcli_folder_kind(folder: str | Path) -> str | None:
     return None
 
 
+def output_target(path: str | Path) -> Path:
+    """Where a write to ``path`` lands: absolute, every link followed (one at its end, and those among its
+    folders); a tail that does not exist yet is kept as given."""
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _via_link(path: Path) -> str:
+    """"links to TARGET, which " when ``path`` leads elsewhere through a link (so a message names both), else ""."""
+    target = output_target(path)
+    return f"links to {target}, which " if target != Path(os.path.abspath(path)) else ""
+
+
+def guard_output(out: str | Path, data=(), what: str = "--out") -> Path:
+    """The guard every writer calls on its output before any work (predict, overlay, evaluate's reports,
+    export, run folders of train, compare and tune): ``out`` judged by where it leads, every link followed.
+    Refused, in one line naming ``out`` and the link's target, when the target is one of ``data`` (the files
+    and folders the command reads: the dataset, the inputs, the model) or lies inside one of those folders.
+    Returns the target; creates nothing."""
+    out = Path(out)
+    target = output_target(out)
+    for source in data:
+        if source is None:
+            continue
+        real = output_target(source)
+        if target == real or real in target.parents:
+            inside = "is" if target == real else "is inside"
+            raise SegcliError(f"{_via_link(out)}{inside} {'the input' if target == real else 'the data folder'} "
+                              f"{source}: segcli does not write among its inputs; choose another {what}", out)
+    return target
+
+
 def check_replaceable(folder: str | Path, force: bool, what: str = "output folder", also: str = "",
                       kind: str | None = None) -> bool:
     """Whether ``folder`` holds anything to replace (False: missing or empty). An existing folder is replaced
     only with ``force`` and only when segcli made it (as a ``kind`` folder, when given); anything else is a
-    one-line error naming it. ``also`` ends the message that asks for --force (", or --resume to continue it")."""
+    one-line error naming it. ``also`` ends the message that asks for --force (", or --resume to continue it").
+    A link is judged by its target (guard_output), and a message about it names both."""
     folder = Path(folder)
-    if not folder.exists() and not folder.is_symlink():
+    via = _via_link(folder)
+    if not folder.exists():
+        if folder.is_symlink():
+            raise SegcliError(f"{via or 'is a link to nothing, which '}does not exist; segcli will not write "
+                              "through a broken link, choose another --out", folder)
         return False
-    if not folder.is_dir() or folder.is_symlink():
-        raise SegcliError("exists and is not a folder; segcli will not replace it", folder)
+    if not folder.is_dir():
+        raise SegcliError(f"{via}exists and is not a folder; segcli will not replace it", folder)
     if not any(folder.iterdir()):
         return False
     found = segcli_folder_kind(folder)
     if found is None:
-        raise SegcliError("exists, is not empty and was not made by segcli; choose another --out (--force "
+        raise SegcliError(f"{via}exists, is not empty and was not made by segcli; choose another --out (--force "
                           "replaces only segcli's own run, export and compare folders)", folder)
     if kind is not None and found != kind:
-        raise SegcliError(f"is a segcli {found} folder, not a {kind} folder; choose another --out", folder)
+        raise SegcliError(f"{via}is a segcli {found} folder, not a {kind} folder; choose another --out", folder)
     if not force:
-        raise SegcliError(f"{what} exists and is not empty; pass --force to replace it{also}", folder)
+        raise SegcliError(f"{what} {via}exists and is not empty; pass --force to replace it{also}", folder)
     return True
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from segcli.data import IMAGE_EXTS, ClassMap, load_classes, read_image, read_label_png, write_image
 from segcli.errors import DataError, SegcliError
-from segcli.files import check_writable_dir, remove_stale_temporaries
+from segcli.files import check_writable_dir, guard_output, remove_stale_temporaries
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _CHUNK_ROWS = 512
@@ -172,6 +172,7 @@ def overlay_output(image_path: str | Path, mask_path: str | Path, out: str | Pat
             raise SegcliError(f"--out would overwrite the input {source}; choose another --out", out)
     if out.exists() and not out.is_file():
         raise SegcliError("exists and is not a file", out)
+    guard_output(out, [image_path, mask_path])
     check_writable_dir(out.parent)
     return out
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from segcli.errors import SegcliError
-from segcli.files import (MARKER_NAME, TMP_TAG, check_replaceable, ensure_writable_dir, folder_lock,
+from segcli.files import (MARKER_NAME, TMP_TAG, check_replaceable, ensure_writable_dir, folder_lock, guard_output,
                           mark_segcli_folder, remove_leftovers, segcli_folder_kind, write_json, write_text)
 
 STATE_NAME = "state.json"  # in backup/: the last finished epoch
@@ -75,6 +75,15 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def trained_on(model_path: str | Path) -> Path | None:
+    """The dataset folder the run beside ``model_path`` trained on (its run.json's data_dir); None when the
+    model is not in a run folder or run.json does not say."""
+    try:
+        return Path(json.loads((Path(model_path).parent / "run.json").read_text())["data_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class RunFolder:
     """One run folder: its paths, and every way segcli creates, locks, resumes, reads and finishes it."""
 
@@ -106,6 +115,7 @@ class RunFolder:
         out = Path(out)
         if data_dir is not None and _inside(data_dir, out):
             raise SegcliError(f"is the data folder or holds it ({data_dir}); choose another --out", out)
+        guard_output(out, [data_dir])  # nor inside the data, through links too
         replace = check_replaceable(out, force, "run folder", also=", or --resume to continue it", kind="run")
         ensure_writable_dir(out.parent if replace or not out.exists() else out)
         return replace

@@ -15,7 +15,8 @@ from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError
 from segcli.export.formats import (DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, ExportError,
                                    exists_or_link)
-from segcli.files import check_replaceable, check_writable_dir, segcli_folder_kind
+from segcli.files import check_replaceable, check_writable_dir, guard_output, segcli_folder_kind
+from segcli.runfolder import trained_on
 
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx
 INSTALL_HINT = backends.install_hint("export")
@@ -91,7 +92,9 @@ def _is_export_file(path: Path, fmt: str) -> bool:
 
 def check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:
     """Before any work: the export may replace only an earlier export (with ``force``) and its folder must take
-    files; anything else is a one-line error naming the path."""
+    files; anything else is a one-line error naming the path. Links are followed: an --out that leads into the
+    data the model was trained on (its run.json's data_dir) is refused (guard_output)."""
+    guard_output(out, [trained_on(model_path)])
     if model_path.exists():
         model_real, out_real = model_path.resolve(), out.resolve()
         if model_real == out_real:
@@ -99,7 +102,7 @@ def check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:
         if out_real in model_real.parents:
             raise SegcliError(f"holds the model file {model_path}; choose another --out", out)
     if fmt == "savedmodel":
-        if out.is_dir() and not out.is_symlink():
+        if out.is_dir():  # through a link too: its target is judged
             kind = segcli_folder_kind(out)
             if kind not in (None, "export"):
                 raise ExportError(f"is a segcli {kind} folder, not an export; --force replaces only an earlier "

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from segcli.errors import DataError, SegcliError
-from segcli.files import check_writable_dir, ensure_writable_dir, remove_dead_writers_temp_files
+from segcli.files import check_writable_dir, ensure_writable_dir, guard_output, remove_dead_writers_temp_files
 from segcli.inference.arrays import iter_predictions
 from segcli.inference.sources import read_images, resolve_inputs
 from segcli.inference.tta import TTA, parse_tta
@@ -57,6 +57,7 @@ def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool =
             if name not in ours and (target.exists() or target.is_symlink()):
                 raise SegcliError(f"{name} exists in --out and segcli predict did not write it; choose another "
                                   "--out", out_dir)
+    guard_output(out_dir, files)  # the one guard of every writer: links followed
     return check_writable_dir(out_dir)
 
 

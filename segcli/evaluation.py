@@ -178,8 +178,30 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
 
 
 def write_reports(result: dict, out_dir: str | Path) -> dict:
-    """confusion.csv, confusion.png and evaluation.json in out_dir; returns their paths."""
+    """confusion.csv, confusion.png and evaluation.json in out_dir; returns their paths. A failure (a full disk)
+    leaves no report of this call, nor the folder when this call made it."""
+    out_dir = Path(out_dir)
+    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists() and not folder.is_symlink()]
     out_dir = ensure_writable_dir(out_dir)
+    paths = {"confusion_csv": str(out_dir / "confusion.csv"), "confusion_png": str(out_dir / "confusion.png"),
+             "json": str(out_dir / "evaluation.json")}
+    existed = {path for path in paths.values() if Path(path).exists()}
+    try:
+        _write_reports(result, paths)
+    except BaseException:
+        for path in paths.values():
+            if path not in existed:  # ours, whole (atomic_path leaves no half file): a report set is all or none
+                Path(path).unlink(missing_ok=True)
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+        raise
+    return paths
+
+
+def _write_reports(result: dict, paths: dict) -> None:
     names = result["confusion_labels"]
     cm = np.asarray(result["confusion"], np.int64)
     buf = io.StringIO()
@@ -187,8 +209,6 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
     writer.writerow(["truth \\ prediction", *names])
     for name, row in zip(names, cm.tolist()):
         writer.writerow([name, *row])
-    paths = {"confusion_csv": str(out_dir / "confusion.csv"), "confusion_png": str(out_dir / "confusion.png"),
-             "json": str(out_dir / "evaluation.json")}
     remove_stale_temporaries(*paths.values())  # what a killed evaluate left for these reports
     write_text(paths["confusion_csv"], buf.getvalue())
     plot_confusion(cm, names, paths["confusion_png"],
@@ -196,7 +216,6 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
                          f"{' (TTA ' + result['tta'] + ')' if result.get('tta') else ''}: "
                          f"mIoU {100 * result['miou']:.1f}%, pixel acc. {100 * result['pixel_accuracy']:.1f}%")
     write_json(paths["json"], {**result, "outputs": paths})
-    return paths
 
 
 def plot_confusion(cm: np.ndarray, names, path: str | Path, title: str = "") -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from segcli.backend import keep_tensorflow_out
 from segcli.data import ClassMap, default_classes, load_classes
@@ -39,11 +40,27 @@ def inference_copy(model: keras.Model) -> keras.Model:
     return with_policy(keras.Model(model.inputs, model.outputs, name=model.name), "float32")
 
 
+def weights_bytes(model: keras.Model) -> int:
+    """The bytes of ``model``'s weights as stored: about what a .keras or .weights.h5 file of it takes, less
+    the files' overhead."""
+    return int(sum(int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize for w in model.weights))
+
+
+def file_size_needed(model: keras.Model) -> int:
+    """About the bytes a file of ``model``'s weights needs on disk (its weights, HDF5's and the zip's overhead, the
+    config): checked before saving, because h5py crashes (a segmentation fault) on a disk that fills meanwhile."""
+    size = weights_bytes(model)
+    return size + size // 20 + 1024 * 1024
+
+
 def save_model(model: keras.Model, path: str | Path, classes: ClassMap, meta: dict | None = None) -> None:
+    """Write ``model`` (its float32 inference copy) with its classes and ``meta`` to the .keras file ``path``,
+    atomically; a disk without room for it is a one-line error naming ``path``, checked before h5py writes."""
     meta = {"classes": classes.to_dict(), "output_stride": output_stride(model), **(meta or {})}
     keep_tensorflow_out()  # Keras' saving would import TensorFlow off its backend
-    with atomic_path(path, suffix=".keras") as tmp:
-        inference_copy(model).save(tmp)
+    copy = inference_copy(model)
+    with atomic_path(path, suffix=".keras", needed=file_size_needed(copy)) as tmp:
+        copy.save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(META_NAME, json.dumps(meta, indent=2))
 

@@ -158,9 +158,14 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image (format from the extension) atomically."""
     rgb = np.asarray(rgb)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    try:  # encoded here and written by segcli.files: a full disk is one line naming the file, not libpng's
+        ok, data = cv2.imencode(Path(path).suffix or ".png", bgr)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise DataError("cannot write image (unsupported extension?)", path)
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr):
-            raise DataError("cannot write image (unsupported extension?)", path)
+        tmp.write_bytes(data.tobytes())
 
 
 # --- PNG chunks -----------------------------------------------------------------------------

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from segcli import backend as backends
 from segcli.errors import SegcliError
-from segcli.files import remove_stale_temporaries
+from segcli.files import check_free_space, remove_stale_temporaries
 from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FORMATS, ExportError, exact_float32,
                                    export_onnx, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
                                   missing_onnx_packages)
-from segcli.modelfile import load_model
+from segcli.modelfile import file_size_needed, load_model
 from segcli.precision import reduced_policy, with_policy
 from segcli.sizes import parse_size
 
@@ -107,6 +107,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         notes.append(f"--size {size[0]}x{size[1]} rounded up to {rounded[0]}x{rounded[1]} "
                      f"(a multiple of the output stride {stride})")
         size = rounded
+    check_free_space(out, file_size_needed(model))  # before TensorFlow or ONNX write: one line, nothing left
     with exact_float32():
         if fmt == "savedmodel":
             checks, tol = export_savedmodel(model, out, sizes, loaded.classes)

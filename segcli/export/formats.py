@@ -22,7 +22,7 @@ import numpy as np
 from segcli import backend as backends
 from segcli.data import ClassMap
 from segcli.errors import SegcliError, describe, first_line
-from segcli.files import atomic_path, mark_segcli_folder, move_aside, new_temp_dir
+from segcli.files import NoSpaceError, atomic_path, mark_segcli_folder, move_aside, new_temp_dir, no_space_errors
 from segcli.sizes import round_up
 
 FORMATS = ("savedmodel", "onnx", "tflite")
@@ -175,7 +175,7 @@ def export_savedmodel(model, out: Path, sizes, classes: ClassMap) -> tuple[list,
     then rename it into place (an earlier export there is moved aside and removed)."""
     import tensorflow as tf
 
-    with _temp_dir_beside(out) as tmp:
+    with no_space_errors(out), _temp_dir_beside(out) as tmp:  # TensorFlow's full disk: one line naming out
         target = tmp / out.name
         _write_savedmodel(model, target)
         loaded = tf.saved_model.load(str(target))
@@ -310,7 +310,8 @@ def _tflite_bytes(model, size, scratch: Path) -> bytes:
 
 
 def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
-    with _temp_dir_beside(out) as scratch:  # beside the output: a killed export's is swept by the next one
+    # beside the output: a killed export's is swept by the next one; a full disk is one line naming out
+    with no_space_errors(out), _temp_dir_beside(out) as scratch:
         data = _tflite_bytes(model, size, scratch)
     with atomic_path(out, suffix=".tflite") as tmp:
         tmp.write_bytes(data)
@@ -326,6 +327,8 @@ def export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, t
         try:
             checks, tol = _write_tflite(model, out, None, sizes)
             return checks, tol, None, notes
+        except NoSpaceError:
+            raise
         except Exception as exc:  # the converter or the interpreter cannot take dynamic height/width
             reason = first_line(exc, type(exc).__name__)
             size = round_up_pair(DEFAULT_TFLITE_SIZE, stride)

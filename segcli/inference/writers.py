@@ -4,6 +4,7 @@ probabilities, each through a temporary name)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data import ClassMap, write_image, write_mask_png
-from segcli.files import MARKER_NAME, new_temp_file, segcli_folder_kind, write_json
+from segcli.files import (MARKER_NAME, allocate, check_free_space, new_temp_file, no_space_errors, segcli_folder_kind,
+                          write_json)
 
 
 @dataclass
@@ -58,18 +60,32 @@ def record_outputs(out_dir: Path, names: list[str]) -> None:
 
 
 class NpyRowWriter:
-    """An (H, W, K) .npy file (created with np.lib.format.open_memmap) written through a memory map of one band
+    """An (H, W, K) .npy file (its header written and its data's blocks reserved, so a full disk fails at creation)
+    written through a memory map of one band
     of rows at a time: tiles arrive row by row, and unmapping each finished band keeps its pages out of this
     process's resident memory (a map of the whole file would hold every written page until the end).
 
     Supports `writer[rows, cols] = values` (slices) and `writer[...] = values`; call `close()` when done.
     """
 
-    def __init__(self, path: str | Path, shape: tuple, dtype=np.float16):
+    def __init__(self, path: str | Path, shape: tuple, dtype=np.float16, shown: str | Path | None = None):
+        """``shown``: the path a full disk's message names (the output a temporary ``path`` becomes)."""
         self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
-        header = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
-        self._offset = header.offset
-        del header  # nothing was written: the file is sparse until bands land in it
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+        self._offset = len(header.getvalue())
+        size = self._offset + self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        # Its blocks are reserved now: a disk too small fails here, as one line, not as a bus error in the map
+        shown = self.path if shown is None else shown
+        with no_space_errors(shown, size):
+            check_free_space(shown, size)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, header.getvalue())
+                allocate(fd, size)
+            finally:
+                os.close(fd)
         self._band, self._rows = None, (0, 0)
 
     def _map(self, r0: int, r1: int) -> None:
@@ -113,8 +129,15 @@ class PredictionWriter:
     def probs_target(self, path: Path, shape: tuple) -> NpyRowWriter:
         """The (H, W, K) array that receives the probabilities of `path` (`iter_predictions`' probs_out)."""
         # new_temp_file: the mode any new file gets, not mkstemp's 0600
-        tmp = new_temp_file(self.out_dir / (path.stem + _SUFFIXES["probabilities"]))
-        self._open[path] = writer = NpyRowWriter(tmp, shape, np.float16)
+        out = self.out_dir / (path.stem + _SUFFIXES["probabilities"])
+        with no_space_errors(out):
+            tmp = new_temp_file(out)
+        try:
+            writer = NpyRowWriter(tmp, shape, np.float16, shown=out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._open[path] = writer
         return writer
 
     def write(self, path: Path, image: np.ndarray, labels: np.ndarray) -> Prediction:

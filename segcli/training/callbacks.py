@@ -13,6 +13,7 @@ import numpy as np
 
 from segcli.errors import SegcliError, first_line
 from segcli.files import atomic_path, write_json, write_text
+from segcli.modelfile import file_size_needed
 from segcli.runfolder import STATE_NAME, history_csv, read_backup_state
 from segcli.scoring import scores_from_confusion
 
@@ -175,7 +176,8 @@ class RunBackup(keras.callbacks.Callback):
             row[key] = float(value) if np.ndim(value) == 0 else value
         self.history.append(row)
         name = f"epoch-{epoch + 1:04d}.weights.h5"
-        with atomic_path(self.backup_dir / name, suffix=".weights.h5") as tmp:
+        needed = file_size_needed(self.model)  # checked before h5py writes: it crashes on a disk that fills
+        with atomic_path(self.backup_dir / name, suffix=".weights.h5", needed=needed) as tmp:
             self.model.save_weights(tmp)
         best = self.best
         state = {"epoch": epoch + 1, "weights": name, "history": self.history,

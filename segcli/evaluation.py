@@ -17,8 +17,8 @@ import numpy as np
 
 from segcli.data import ClassMap, open_dataset, read_image, read_mask
 from segcli.errors import DataError, SegcliError
-from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, guard_output, remove_stale_temporaries,
-                          write_json, write_text)
+from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, guard_output, missing_folders,
+                          remove_empty_folders, remove_stale_temporaries, write_json, write_text)
 from segcli.inference import iter_predictions, parse_tta
 from segcli.progress import NullProgress, Progress
 from segcli.recipe import held_out
@@ -181,7 +181,7 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
     """confusion.csv, confusion.png and evaluation.json in out_dir; returns their paths. A failure (a full disk)
     leaves no report of this call, nor the folder when this call made it."""
     out_dir = Path(out_dir)
-    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists() and not folder.is_symlink()]
+    made = missing_folders(out_dir)
     out_dir = ensure_writable_dir(out_dir)
     paths = {"confusion_csv": str(out_dir / "confusion.csv"), "confusion_png": str(out_dir / "confusion.png"),
              "json": str(out_dir / "evaluation.json")}
@@ -192,11 +192,7 @@ def write_reports(result: dict, out_dir: str | Path) -> dict:
         for path in paths.values():
             if path not in existed:  # ours, whole (atomic_path leaves no half file): a report set is all or none
                 Path(path).unlink(missing_ok=True)
-        for folder in made:  # innermost first
-            try:
-                folder.rmdir()  # only when empty
-            except OSError:
-                break
+        remove_empty_folders(made)
         raise
     return paths
 

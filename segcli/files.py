@@ -241,6 +241,23 @@ def atomic_path(path: str | Path, suffix: str | None = None, needed: int | None 
             tmp_path.unlink()
 
 
+def missing_folders(folder: str | Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, innermost first: what ``ensure_writable_dir`` would make,
+    for ``remove_empty_folders`` to take back after a failure."""
+    folder = Path(folder)
+    return [f for f in (folder, *folder.parents) if not f.exists() and not f.is_symlink()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first, as ``missing_folders`` lists them) while they are empty: a writer that
+    failed leaves no empty folder it made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def ensure_writable_dir(folder: str | Path) -> Path:
     """Create ``folder`` (with its parents) if needed; a one-line error naming it when it cannot hold files
     (a file in the way, no permission, a read-only disk). Call it before the work whose output goes there."""

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 from segcli.errors import DataError, SegcliError
-from segcli.files import check_writable_dir, ensure_writable_dir, guard_output, remove_dead_writers_temp_files
+from segcli.files import (MARKER_NAME, check_writable_dir, ensure_writable_dir, guard_output, missing_folders,
+                          remove_dead_writers_temp_files, remove_empty_folders)
 from segcli.inference.arrays import iter_predictions
 from segcli.inference.sources import read_images, resolve_inputs
 from segcli.inference.tta import TTA, parse_tta
@@ -90,24 +91,39 @@ def predict_files(model, inputs, out_dir: str | Path = "predictions", *, precisi
         from segcli.modelfile import load_model  # Keras: only now, after the checks
 
         model = load_model(model, precision)
+    made = missing_folders(out_dir)
     ensure_writable_dir(out_dir)
     remove_dead_writers_temp_files(out_dir)  # what a killed predict left (only segcli's temporaries)
-    record_outputs(out_dir, [name for path in files
-                             for name in output_names(path.stem, overlay=overlay, probabilities=probabilities)])
     writer = PredictionWriter(out_dir, model.classes, overlay=overlay, alpha=alpha, probabilities=probabilities)
     records: list[Prediction] = []
     progress = progress or NullProgress()
     progress.start("predict", len(files))
+    done = False
     try:
+        record_outputs(out_dir, [name for path in files
+                                 for name in output_names(path.stem, overlay=overlay, probabilities=probabilities)])
         for path, image, labels, _ in iter_predictions(
                 model.model, read_images(files), stride=model.output_stride, tile=tile, overlap=overlap,
                 batch_size=batch_size, probs_out=writer.probs_target if probabilities else None, tta=tta):
             records.append(writer.write(path, image, labels))
             progress.advance("predict", len(records), info=path.name)
+        done = True
     finally:
         progress.end("predict")
         writer.discard()
+        if not done and made:
+            _take_back(out_dir, made)
     return records
+
+
+def _take_back(out_dir: Path, made: list[Path]) -> None:
+    """After a failed predict (a full disk), remove the --out folder it made when the folder holds only its mark."""
+    try:
+        if {p.name for p in out_dir.iterdir()} == {MARKER_NAME}:
+            (out_dir / MARKER_NAME).unlink()
+    except OSError:
+        return
+    remove_empty_folders(made)
 
 
 __all__ = ["predict_files", "check_predict_out"]

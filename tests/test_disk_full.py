@@ -159,6 +159,15 @@ def test_npy_writer_reserves_its_blocks(tmp_path, monkeypatch):
     assert loaded.shape == (5, 7, 3) and loaded.dtype == np.float16 and loaded[1:3].sum() == 2 * 7 * 3
 
 
+def test_npy_writer_without_posix_fallocate_writes_its_blocks(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "posix_fallocate")
+    writer = NpyRowWriter(tmp_path / "p.npy", (600, 500, 3))  # 1.8 MB of data: a 1 MB chunk and a part
+    writer.close()
+    path = tmp_path / "p.npy"
+    assert path.stat().st_blocks * 512 >= 600 * 500 * 3 * 2  # allocated, not sparse
+    assert np.load(path).shape == (600, 500, 3) and not np.load(path).any()
+
+
 def test_model_file_is_refused_before_h5py_writes(tmp_path, monkeypatch):
     model = build_model("unet", K, depth=2, base_filters=4, convs_per_block=1)
     report_free(monkeypatch, 50_000)

@@ -40,12 +40,17 @@ def free_space(path: str | Path) -> int | None:
     return None
 
 
+def _amount(size: int) -> str:
+    """Bytes as a message shows them: MB with one decimal, KB under a tenth of a MB."""
+    return f"{size / _MB:.1f} MB" if size >= _MB // 10 else f"{-(-size // 1024)} KB"
+
+
 def no_space(path: str | Path, needed: int | None = None) -> NoSpaceError:
     """The one message for a full disk: "PATH: no space left on the device (N MB free, about M MB needed)"."""
     free = free_space(Path(path).parent)
-    facts = [f"{free / _MB:.1f} MB free"] if free is not None else []
+    facts = [f"{_amount(free)} free"] if free is not None else []
     if needed:
-        facts.append(f"about {needed / _MB:.1f} MB needed")
+        facts.append(f"about {_amount(needed)} needed")
     return NoSpaceError("no space left on the device" + (f" ({', '.join(facts)})" if facts else ""), path)
 
 

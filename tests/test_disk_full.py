@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def assert_one_line(result, name: str) -> str:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert name in lines[0] and "no space left on the device" in lines[0] and "MB free" in lines[0], lines[0]
+    assert name in lines[0] and "no space left on the device" in lines[0], lines[0]
+    assert re.search(r"\(\d+(\.\d)? [KM]B free", lines[0]), lines[0]
     assert "Traceback" not in result.output and "libpng" not in result.output
     return lines[0]
 
@@ -113,6 +115,8 @@ def test_no_space_message_names_the_path_and_the_space(tmp_path, monkeypatch):
     err = no_space(tmp_path / "a.npy", needed=5 * 1024 * 1024)
     assert isinstance(err, SegcliError) and err.exit_code == 2
     assert str(err) == f"{tmp_path / 'a.npy'}: no space left on the device (3.0 MB free, about 5.0 MB needed)"
+    report_free(monkeypatch, 0)
+    assert str(no_space(tmp_path / "b.png", 3000)).endswith("(0 KB free, about 3 KB needed)")
 
 
 def test_no_space_errors_turns_only_a_full_disk_into_one_line(tmp_path):
@@ -141,7 +145,7 @@ def test_atomic_write_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch):
 def test_a_known_size_is_refused_before_the_write(tmp_path, monkeypatch):
     report_free(monkeypatch, 100_000)
     ran = []
-    with pytest.raises(NoSpaceError, match=r"big.h5: .*0.1 MB free, about 1.0 MB needed"):
+    with pytest.raises(NoSpaceError, match=r"big.h5: .*\(98 KB free, about 1.0 MB needed\)"):
         with atomic_path(tmp_path / "big.h5", needed=1 << 20) as tmp:
             ran.append(tmp)  # h5py would be called here; it must not be
     assert not ran and not list(tmp_path.iterdir())
@@ -171,7 +175,7 @@ def test_npy_writer_without_posix_fallocate_writes_its_blocks(tmp_path, monkeypa
 def test_model_file_is_refused_before_h5py_writes(tmp_path, monkeypatch):
     model = build_model("unet", K, depth=2, base_filters=4, convs_per_block=1)
     report_free(monkeypatch, 50_000)
-    with pytest.raises(NoSpaceError, match=r"m.keras: no space left on the device \(0.0 MB free, about 1.0 MB"):
+    with pytest.raises(NoSpaceError, match=r"m.keras: no space left on the device \(49 KB free, about 1.0 MB"):
         save_model(model, tmp_path / "m.keras", default_classes(K))
     assert not list(tmp_path.iterdir())
 
@@ -188,7 +192,7 @@ def test_predict_probabilities_on_a_full_disk(cli, model_file, tmp_path, monkeyp
     monkeypatch.setattr(os, "posix_fallocate", full)
     result = cli("predict", model_file, tmp_path / "x.png", "--out", out, "--probabilities")
     line = assert_one_line(result, str(out / "x_probs.npy"))
-    assert "about 0.0 MB needed" in line  # 40*56*3*2 bytes and the header
+    assert "about 14 KB needed" in line  # 40*56*3*2 bytes and the header
     assert not out.exists()  # the folder this predict made, with nothing in it but its mark, is gone
 
 

@@ -270,16 +270,17 @@ def test_evaluate_out_keeps_a_folder_it_did_not_make(cli, model_file, dataset, t
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
-def test_export_onnx_on_a_full_disk(cli, model_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fills", ["m.onnx", "classes.json"])
+def test_export_onnx_on_a_full_disk(cli, model_file, tmp_path, monkeypatch, fills):
     from segcli.export import missing_onnx_packages
 
     if missing_onnx_packages():
         pytest.skip(f"export extra not installed ({', '.join(missing_onnx_packages())})")
     model = tmp_path / "m.keras"
     shutil.copy(model_file, model)
-    fill_disk_after(monkeypatch, 1, names=("m.onnx",))
+    fill_disk_after(monkeypatch, 1, names=(fills,))
     result = cli("export", model, "--format", "onnx")
-    assert_one_line(result, str(tmp_path / "m.onnx"))
+    assert_one_line(result, str(tmp_path / fills))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from segcli import backend as backends
 from segcli.errors import SegcliError
-from segcli.files import check_free_space, remove_stale_temporaries
+from segcli.files import NoSpaceError, check_free_space, remove_stale_temporaries
 from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FORMATS, ExportError, exact_float32,
                                    export_onnx, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
@@ -117,7 +117,11 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             checks, tol, fixed, more = export_tflite(model, out, sizes, size, stride)
             notes.extend(more)
     if write_classes and not inside:
-        loaded.classes.save(classes_path)
+        try:
+            loaded.classes.save(classes_path)
+        except NoSpaceError:  # an export without its classes is a partial output: none is left
+            out.unlink(missing_ok=True)
+            raise
     return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
                         checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,
                         notes=notes)

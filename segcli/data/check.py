@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.imageio import (ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted, read_label_png,
-                                 read_png_palette)
+from segcli.data.imageio import (ORIENTATIONS, check_pixels, exif_orientation, frames, is_jpeg, read_image_noted,
+                                 read_label_png, read_png_palette)
 from segcli.data.layout import Dataset, Pair, Problem
 from segcli.data.masks import PALETTE_BY_COLOUR, io_threads, decode_mask, palette_disagreement, palette_notice
 from segcli.errors import DataError
@@ -95,12 +95,13 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
     image_orientation = orientations[pair.image]
     if full:
         try:
+            check_pixels(pair.image)  # from the header: a file too large is refused, never decoded
             image, result.conversion = read_image_noted(pair.image)
             result.size = image.shape[:2]
         except DataError as exc:
             result.problems.append(Problem(pair.image, exc.problem))
     try:
-        raw = read_label_png(pair.mask)
+        raw = read_label_png(pair.mask)  # (checks the mask's pixels against the bound from its header)
     except DataError as exc:
         result.problems.append(Problem(pair.mask, exc.problem))
         return result
@@ -180,6 +181,9 @@ def _class_warnings(dataset: Dataset, split_counts: dict[str, np.ndarray]) -> tu
 
 def check_dataset(dataset: Dataset, *, full: bool = True) -> CheckReport:
     """Read every mask (and with `full`, every image) in a thread pool; gather counts and problems.
+
+    A file whose header declares more pixels than imageio.max_pixels() is a problem, never decoded (so memory
+    stays bounded whatever the files hold; `train`, which checks its data first, refuses it too).
 
     full=False skips decoding the images: no image sizes, unreadable-image or size-mismatch checks.
     Notices (how files were read, classes missing from train) are in `notices`; a train split whose

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import tempfile
 import threading
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from segcli.errors import DataError
+from segcli.errors import DataError, SegcliError
 from segcli.files import atomic_path
 
 # The image files segcli reads (datasets, predict inputs) and writes (overlay --out), in the order messages list them.
@@ -19,11 +23,162 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CORRUPT = "cannot read image: corrupt, truncated or not an image"
 _QUIET = threading.Lock()  # held while OpenCV's log level is lowered (one global setting, shared by threads)
 _BITS = (8, 10, 12, 14, 16)  # value ranges a 16-bit image may hold (camera data is often 10, 12 or 14 bit)
+# The most pixels an image or mask of a dataset may hold (data check, and so train, refuse more from the file's
+# header, before decoding it), like PIL's decompression-bomb limit (89 M pixels): 2**26 = 67 M pixels, 8192x8192
+# or a 48-megapixel photo. Decoding one that large as an RGB mask and looking up its colours peaks near 1.5 GB,
+# so `data check` stays under 2 GB whatever the files hold; SEGCLI_MAX_PIXELS sets another bound. Masks are
+# bounded wherever they are read (read_label_png); images in data check, and so in train, which checks its data
+# first. predict reads images of any size (it predicts in tiles) and takes no bound.
+MAX_PIXELS = 1 << 26
+MAX_PIXELS_ENV = "SEGCLI_MAX_PIXELS"
+_LIBRARY_LINES = (b"libpng ", b"Corrupt JPEG data", b"Premature end of JPEG file", b"Invalid SOS parameters",
+                  b"Bogus ", b"TIFFRead", b"TIFFFetch")  # what the image libraries print on fd 2 themselves
 
 
 def _exists(path: Path) -> None:
     if not path.is_file():
         raise DataError("no such file", path)
+
+
+def max_pixels() -> int:
+    """The bound on an image's or mask's pixels in a dataset: SEGCLI_MAX_PIXELS when set, else MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SegcliError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {text!r}")
+    return value
+
+
+def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
+    order = "<" if head[:2] == b"II" else ">"
+    f.seek(struct.unpack(order + "I", head[4:8])[0])
+    count = struct.unpack(order + "H", f.read(2))[0]
+    found = {}
+    for _ in range(min(count, 4096)):
+        entry = f.read(12)
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10 if kind == 3 else 12])[0]
+    return (found[257], found[256]) if len(found) == 2 else None
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        while marker[1] == 0xFF:  # fill bytes
+            marker = marker[1:] + f.read(1)
+        code = marker[1]
+        if code in (0x01, *range(0xD0, 0xD8)):  # no length
+            continue
+        length = struct.unpack(">H", f.read(2))[0]
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            height, width = struct.unpack(">xHH", f.read(5))
+            return height, width
+        if code in (0xD9, 0xDA) or length < 2:
+            return None
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header, nothing decoded: PNG, JPEG, GIF, BMP, WebP and TIFF; None for a
+    file whose header this does not read (cv2 then finds out)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return height, width
+            if head[:3] == b"\xff\xd8\xff":
+                return _jpeg_size(f)
+            if head[:3] == b"GIF" and len(head) >= 10:
+                width, height = struct.unpack("<HH", head[6:10])
+                return height, width
+            if head[:2] == b"BM" and len(head) >= 26:
+                width, height = struct.unpack("<ii", head[18:26])
+                return abs(height), abs(width)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+                kind = head[12:16]
+                if kind == b"VP8X":
+                    return (int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1)
+                if kind == b"VP8L":
+                    bits = int.from_bytes(head[21:25], "little")
+                    return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+                if kind == b"VP8 ":
+                    width, height = struct.unpack("<HH", head[26:30])
+                    return height & 0x3FFF, width & 0x3FFF
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return _tiff_size(f, head)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def check_pixels(path: str | Path, limit: int | None = None) -> None:
+    """DataError naming the file and its size when its header declares more pixels than `limit` (max_pixels())."""
+    limit = max_pixels() if limit is None else limit
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > limit:
+        raise DataError(f"{size[0]}x{size[1]} pixels ({size[0] * size[1]:,}) is more than the {limit:,} segcli "
+                        f"decodes ({MAX_PIXELS_ENV} sets another bound)", path)
+
+
+_STDERR = threading.Lock()
+_stderr_users = 0
+_stderr_saved: tuple[int, object] | None = None  # (the real fd 2, the file fd 2 points at meanwhile)
+
+
+@contextmanager
+def _library_lines_kept_off():
+    """While cv2 decodes, fd 2 goes to a temporary file: libpng and libjpeg print their own lines there ("libpng
+    error: Not enough image data"), and segcli reports the file in its own line. When the last decoding thread is
+    done, fd 2 is put back and whatever else was written meanwhile (another thread's lines) is written to it."""
+    global _stderr_users, _stderr_saved
+    with _STDERR:
+        if _stderr_users == 0:
+            try:
+                sys.stderr.flush()
+                capture = tempfile.TemporaryFile()
+                _stderr_saved = (os.dup(2), capture)
+                os.dup2(capture.fileno(), 2)
+            except (OSError, ValueError, AttributeError):
+                _stderr_saved = None
+        _stderr_users += 1
+    try:
+        yield
+    finally:
+        with _STDERR:
+            _stderr_users -= 1
+            if _stderr_users == 0 and _stderr_saved is not None:
+                real, capture = _stderr_saved
+                _stderr_saved = None
+                try:
+                    sys.stderr.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+                os.dup2(real, 2)
+                os.close(real)
+                capture.seek(0)
+                kept = b"".join(line for line in capture.read().splitlines(keepends=True)
+                                if not line.startswith(_LIBRARY_LINES))
+                capture.close()
+                if kept:
+                    os.write(2, kept)
+
+
+def _imread(path: Path, flags: int):
+    """cv2.imread with the image libraries' own lines kept off the terminal."""
+    with _library_lines_kept_off():
+        return cv2.imread(str(path), flags)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -40,7 +195,7 @@ def read_image_noted(path: str | Path) -> tuple[np.ndarray, str | None]:
     """
     path = Path(path)
     _exists(path)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: native depth, EXIF orientation ignored
+    raw = _imread(path, cv2.IMREAD_UNCHANGED)  # UNCHANGED: native depth, EXIF orientation ignored
     if raw is None:
         raise DataError(_CORRUPT, path)
     if raw.ndim == 3 and raw.shape[2] < 3:  # grey (+ alpha)
@@ -206,8 +361,9 @@ def lookup_colors(rgb: np.ndarray, colors) -> np.ndarray:
     colors = np.asarray(colors, np.int64).reshape(-1, 3)
     keys = (colors[:, 0] << 16) | (colors[:, 1] << 8) | colors[:, 2]
     uniq, first = np.unique(keys, return_index=True)
-    px = rgb[..., :3].astype(np.int64)
-    pk = (px[..., 0] << 16) | (px[..., 1] << 8) | px[..., 2]
+    pk = rgb[..., 0].astype(np.int32) << 16  # int32 pixel keys, built a channel at a time: 4 bytes a pixel
+    pk |= rgb[..., 1].astype(np.int32) << 8
+    pk |= rgb[..., 2]
     pos = np.clip(np.searchsorted(uniq, pk), 0, len(uniq) - 1)
     return np.where(uniq[pos] == pk, first[pos], -1).astype(np.int32)
 
@@ -243,12 +399,14 @@ def _palette_indices(data: bytes) -> np.ndarray | None:
 
 def read_label_png(path: str | Path) -> np.ndarray:
     """A mask as stored: palette PNGs give (H, W) uint8 palette indices; others what cv2 reads unchanged
-    ((H, W) uint8/uint16, or (H, W, 3) RGB for colour masks, alpha dropped)."""
+    ((H, W) uint8/uint16, or (H, W, 3) RGB for colour masks, alpha dropped). A mask whose header declares more
+    pixels than max_pixels() is a DataError."""
     path = Path(path)
     _exists(path)
+    check_pixels(path)  # no command needs a mask over the bound whole: refused from its header, never decoded
     if png_color_type(path) == 3:
         return _read_palette_png(path)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    raw = _imread(path, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(_CORRUPT, path)
     if raw.ndim == 3:
@@ -265,7 +423,7 @@ def _read_palette_png(path: Path) -> np.ndarray:
     if indices is not None:
         return indices
     # interlaced or Average/Paeth filtered: let cv2 expand to colours, map them back through the PLTE
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = _imread(path, cv2.IMREAD_COLOR)
     plte = read_png_palette(path)
     if bgr is None or plte is None:
         raise DataError(_CORRUPT, path)

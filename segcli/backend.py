@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 from segcli.errors import SegcliError
@@ -158,14 +159,26 @@ def quiet_tensorflow_logs() -> None:
     os.environ.setdefault(TF_LOG_ENV, "3")
 
 
+# Python warnings a library prints where segcli's use is right: Keras' note that a model built with a list of
+# inputs was called with one tensor (on torch, at every predict and fit)
+LIBRARY_NOTES = (r"The structure of `inputs` doesn't match the expected structure",)
+
+
+def mute_library_notes() -> None:
+    """Keep LIBRARY_NOTES (Python warnings, which print their file and source line) out of the output."""
+    for message in LIBRARY_NOTES:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def import_quietly() -> None:
     """Import Keras and its backend with fd 2 muted: TensorFlow's C++ side (absl's "WARNING: All log messages
     before absl::InitializeLog()", I0000/E0000 lines such as cuInit's) and JAX's device probe print to fd 2
     before any log level applies. On TensorFlow the devices are found here too (it prints then as well); JAX's
     must wait (several processes join before JAX touches a device). The CLI calls it before a command runs,
     and so does every child process that trains (compare's). An import that fails is left to the real import
-    later, which reports it."""
+    later, which reports it. Keras' needless Python warnings are muted too (mute_library_notes)."""
     quiet_tensorflow_logs()
+    mute_library_notes()
     if "keras" in sys.modules:
         return
     try:

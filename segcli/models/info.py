@@ -1,4 +1,4 @@
-"""Facts about a built model: parameters, GFLOPs per image, output stride.
+"""Facts about a built model: parameters, GFLOPs and activations per image, output stride.
 
 GFLOPs are computed analytically from the layer configs (2 * multiply-accumulates of Conv2D,
 DepthwiseConv2D, SeparableConv2D, Conv2DTranspose and Dense layers) by walking the functional graph,
@@ -139,8 +139,8 @@ def gflops(model: keras.Model, height: int, width: int) -> float:
 
 
 def activation_count(model: keras.Model, height: int, width: int) -> int:
-    """Numbers every layer outputs for one image of height x width, summed (inputs and layers inside nested
-    models included): what training keeps for the backward pass, from the graph's shapes alone (nothing is run;
+    """Numbers every layer outputs for one image of height x width, summed (layers inside nested models
+    included): what training keeps for the backward pass, from the graph's shapes alone (nothing is run;
     the model may be built without its weights, in a keras.StatelessScope)."""
     total = 0
     for node, _ins, (oh, ow) in _walk(model, int(height), int(width)):

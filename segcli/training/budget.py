@@ -78,7 +78,8 @@ def estimate_training_memory(name: str, num_classes: int, options: dict, size: t
     height, width = (int(s) for s in size)
     label = f"{name} at {height}x{width}"
     depth = options.get("depth")
-    if isinstance(depth, int) and not isinstance(depth, bool) and depth > 1 and 2 ** min(depth, 64) > max(height, width):
+    deep = isinstance(depth, int) and not isinstance(depth, bool) and depth > 1
+    if deep and 2 ** min(depth, 64) > max(height, width):
         raise SegcliError(f"depth {depth} cannot train {label}: each level halves the image, and {depth} levels "
                           f"need a crop side of at least 2**{depth} pixels; use a smaller depth")
     try:

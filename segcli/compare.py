@@ -19,8 +19,8 @@ import numpy as np
 
 import segcli
 from segcli.errors import SegcliError, describe
-from segcli.files import (atomic_path, check_replaceable, ensure_writable_dir, mark_segcli_folder, new_temp_dir,
-                          remove_dead_writers_temp_files, write_json, write_text)
+from segcli.files import (atomic_path, check_replaceable, ensure_writable_dir, guard_output, mark_segcli_folder,
+                          new_temp_dir, remove_dead_writers_temp_files, write_json, write_text)
 from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
 from segcli.sizes import round_up
@@ -281,6 +281,7 @@ def compare(models: list[str], data_dir: Path | None, out: Path, *, recipes: lis
     training reports (as segcli.training.train does)."""
     out = Path(out)
     check_replaceable(out, True, "compare folder", kind="compare")  # a re-run replaces its own runs, nothing else
+    guard_output(out, [data_dir])  # never inside the data, through links too
     ensure_writable_dir(out)
     mark_segcli_folder(out, "compare")  # its run folders are replaced when the comparison is run again
     remove_dead_writers_temp_files(out, folders=True)  # what a killed compare left: its children's job folders

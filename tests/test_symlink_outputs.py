@@ -123,3 +123,14 @@ def test_guard_output_follows_links_among_the_folders(tmp_path):
     with pytest.raises(SegcliError, match="inside the data folder"):
         guard_output(tmp_path / "alias" / "sub" / "x.png", [tmp_path / "in"])
     assert guard_output(tmp_path / "alias" / "b.png", [image]) == (tmp_path / "in" / "b.png").resolve()
+
+
+def test_compare_folder_through_a_link_into_the_data_is_refused(tmp_path):
+    from segcli.compare import compare
+
+    data, _ = data_and_model(tmp_path)
+    os.symlink(data, tmp_path / "link")
+    before = snapshot(data)
+    with pytest.raises(SegcliError, match="inside the data folder"):
+        compare(["unet"], data, tmp_path / "link" / "cmp")  # refused before any training
+    assert snapshot(data) == before and not (data / "cmp").exists()

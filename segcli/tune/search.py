@@ -23,8 +23,8 @@ import tomli_w
 
 from segcli import recipe as recipes
 from segcli.errors import SegcliError, describe, first_line
-from segcli.files import (check_replaceable, ensure_writable_dir, folder_lock, mark_segcli_folder, remove_leftovers,
-                          write_json, write_text)
+from segcli.files import (check_replaceable, ensure_writable_dir, folder_lock, guard_output, mark_segcli_folder,
+                          remove_leftovers, write_json, write_text)
 from segcli.progress import NullProgress, Progress
 from segcli.runfolder import RunFolder
 from segcli.scoring import pct
@@ -316,6 +316,7 @@ def _new_search(model_name, data_dir, recipe_file, trials, max_minutes, algorith
     knobs = parse_tune_table(tune_table, base, path, algorithm)
     out = Path(out)
     replace = check_replaceable(out, force, "tune folder", also=", or --resume to continue it", kind="tune")
+    guard_output(out, [data_dir])  # never inside the data, through links too
     ensure_writable_dir(out)
     if replace:
         with folder_lock(out):  # a search running in it is refused, not emptied

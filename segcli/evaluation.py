@@ -80,7 +80,7 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool, 
 
 def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: str | Path | None = None,
              batch_size: int = 4, tutorial: bool = True, out_dir: str | Path | None = None, tile: int = 1024,
-             overlap: int = 128, tta=None, progress: Progress | None = None, palette_by_colour: bool = False) -> dict:
+             overlap: int = 128, tta=None, progress: Progress | None = None, palette_by_colour: bool | None = None) -> dict:
     """Run `loaded` (a modelfile.LoadedModel) over `split` of the dataset at `data_dir` and score it.
 
     Images run at full size (padded to the output stride and cropped back; tiled past `tile` pixels).
@@ -90,7 +90,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     `tta` (segcli.inference.parse_tta: "flip", "flip,0.75,1.25", ...): predictions (the tutorial's figure's
     too) from the mean softmax probabilities over its passes; the result's "tta" records it (None: none).
     `progress` (segcli.progress) gets a task "evaluate SPLIT" (images done), then "evaluate tutorial".
-    `palette_by_colour`: palette masks map their entries to classes by colour (open_dataset).
+    `palette_by_colour`: palette masks map their entries to classes by colour (open_dataset); None: as the model
+    was trained (its recipe's data option palette_by_colour).
     """
     if batch_size < 1:
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
@@ -99,6 +100,8 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         guard_output(out_dir, [data_dir])  # not among the data, through links too
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
+    if palette_by_colour is None:  # the masks read as in training
+        palette_by_colour = bool(((loaded.meta.get("recipe") or {}).get("data") or {}).get("palette_by_colour"))
     trained_on = loaded.meta.get("dataset_classes")  # no classes file: the masks read as in training
     dataset = open_dataset(data_dir, classes=classes_file, val_fraction=val_fraction, seed=seed,
                            fallback_classes=ClassMap.from_dict(trained_on) if trained_on else None,

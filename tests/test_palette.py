@@ -96,3 +96,31 @@ def test_data_check_cli_names_the_file_and_takes_the_flag(tmp_path, cli):
     report = json.loads(result.stdout)
     assert report["encoding"] == "palette-by-colour"
     assert any("swapped.png" in n and "by colour" in n for n in report["notices"]), report["notices"]
+
+
+
+def test_evaluate_reads_palette_masks_as_the_model_was_trained(tmp_path):
+    keras = pytest.importorskip("keras")
+    from segcli.evaluation import evaluate
+    from segcli.modelfile import load_model, save_model
+
+    data = tmp_path / "data"
+    palette_dataset(data, {"v0": PERMUTED, "v1": PERMUTED})
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:, 6:] = 1  # entry 0 (c's colour) on 48 pixels, entry 1 (a's colour) on 16
+    for name in ("v0", "v1"):
+        write_mask_png(data / "masks" / f"{name}.png", labels, PERMUTED)
+    inputs = keras.Input((None, None, 3))  # predicts class 0 (a) everywhere
+    conv = keras.layers.Conv2D(3, 1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([9, 0, 0]))
+    model = keras.Model(inputs, keras.layers.Softmax()(conv(inputs)))
+    save_model(model, tmp_path / "plain.keras", THREE, {"recipe": {"data": {"val_fraction": 0.5}}})
+    save_model(model, tmp_path / "by_colour.keras", THREE,
+               {"recipe": {"data": {"val_fraction": 0.5, "palette_by_colour": True}}})
+
+    def accuracy(path, **kwargs):
+        return evaluate(load_model(path), data, "val", tutorial=False, **kwargs)["pixel_accuracy"]
+
+    assert accuracy(tmp_path / "plain.keras") == pytest.approx(48 / 64)  # by index: entry 0 is a
+    assert accuracy(tmp_path / "plain.keras", palette_by_colour=True) == pytest.approx(16 / 64)  # entry 1 is a
+    assert accuracy(tmp_path / "by_colour.keras") == pytest.approx(16 / 64)  # as the model was trained
+    assert accuracy(tmp_path / "by_colour.keras", palette_by_colour=False) == pytest.approx(48 / 64)

@@ -23,7 +23,8 @@ def evaluate_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print only the results as JSON."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
-    palette_by_colour: bool = typer.Option(False, "--palette-by-colour", help=PALETTE_BY_COLOUR_HELP),
+    palette_by_colour: bool = typer.Option(False, "--palette-by-colour",
+                                           help=PALETTE_BY_COLOUR_HELP + " Not given: as the model was trained."),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
@@ -42,7 +43,8 @@ def evaluate_cmd(
     loaded = load_model(model, precision)
     with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
-                          tta=augment, progress=progress, palette_by_colour=palette_by_colour)
+                          tta=augment, progress=progress,
+                          palette_by_colour=palette_by_colour or None)  # not given: as the model was trained
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return

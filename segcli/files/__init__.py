@@ -1,5 +1,5 @@
 """Writes that never leave a half-written file behind (write beside, then rename), and a lock so that two
-processes never write one run folder at once."""
+processes never write one run folder at once; a full disk as one line (`space`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -15,90 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 from segcli.errors import SegcliError
+from segcli.files.space import (NO_SPACE_ERRNOS, NoSpaceError, allocate, check_free_space, free_space,  # noqa: F401
+                                 is_no_space, no_space, no_space_errors)
 
 LOCK_NAME = ".segcli.lock"
 MARKER_NAME = ".segcli"  # in every folder segcli makes (run, export, compare): only those may be replaced by --force
 TMP_TAG = ".segcli-tmp-"  # in the name of every temporary file; a killed writer's leftovers are found by it
 _WRITER_PID = re.compile(re.escape(TMP_TAG) + r"(\d+)-")  # _new_temp's names: TMP_TAG, the writer's pid, "-"
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk, an exceeded quota
-_NO_SPACE_TEXTS = tuple(os.strerror(code) for code in NO_SPACE_ERRNOS)  # TensorFlow and h5py put them in their text
-_MB = 1024 * 1024
-
-
-class NoSpaceError(SegcliError):
-    """A write that found its disk full (or its quota spent): the path, the space free and needed, in one line."""
-
-
-def free_space(path: str | Path) -> int | None:
-    """The bytes free to this user on the disk that holds ``path`` (or its nearest existing parent); None when
-    unknown."""
-    for folder in (Path(path), *Path(path).parents):
-        try:
-            return shutil.disk_usage(folder).free
-        except OSError:
-            continue
-    return None
-
-
-def _amount(size: int) -> str:
-    """Bytes as a message shows them: MB with one decimal, KB under a tenth of a MB."""
-    return f"{size / _MB:.1f} MB" if size >= _MB // 10 else f"{-(-size // 1024)} KB"
-
-
-def no_space(path: str | Path, needed: int | None = None) -> NoSpaceError:
-    """The one message for a full disk: "PATH: no space left on the device (N MB free, about M MB needed)"."""
-    free = free_space(Path(path).parent)
-    facts = [f"{_amount(free)} free"] if free is not None else []
-    if needed:
-        facts.append(f"about {_amount(needed)} needed")
-    return NoSpaceError("no space left on the device" + (f" ({', '.join(facts)})" if facts else ""), path)
-
-
-def is_no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk is full: an OSError with ENOSPC/EDQUOT, or a library's error (TensorFlow's,
-    h5py's) whose text carries the system's words for it."""
-    if isinstance(exc, SegcliError):
-        return False
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return exc.errno in NO_SPACE_ERRNOS
-    return any(text in str(exc) for text in _NO_SPACE_TEXTS)
-
-
-@contextlib.contextmanager
-def no_space_errors(path: str | Path, needed: int | None = None) -> Iterator[None]:
-    """Turn a full disk inside the block into ``no_space(path, needed)``; every other error passes unchanged."""
-    try:
-        yield
-    except Exception as exc:
-        if not is_no_space(exc):
-            raise
-        raise no_space(path, needed) from None
-
-
-def check_free_space(path: str | Path, needed: int) -> None:
-    """Refuse, before writing, a file of about ``needed`` bytes at ``path`` that its disk cannot hold: for the
-    writers whose library crashes on a full disk rather than raising (h5py, a memory map)."""
-    free = free_space(Path(path).parent)
-    if free is not None and free < needed:
-        raise no_space(path, needed)
-
-
-def allocate(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of the open file ``fd`` on its disk, so that a full disk fails here, as ENOSPC, not
-    later in a memory map (a bus error): posix_fallocate where the system has it, else writing zeros."""
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, size)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
-                raise
-    start = os.lseek(fd, 0, os.SEEK_END)
-    chunk = bytes(min(_MB, max(size - start, 0)))
-    for offset in range(start, size, len(chunk) or 1):
-        os.pwrite(fd, chunk[:size - offset], offset)
-
-
 def _new_temp(path: Path, suffix: str, make) -> Path:
     """``make(name)`` at a fresh temporary name beside ``path``: ``.NAME.segcli-tmp-PID-RANDOM.SUFFIX`` (a killed
     writer's leftover is known by TMP_TAG, and whether its writer still runs by PID)."""

@@ -111,20 +111,22 @@ def test_predict_overlay_evaluate_and_training_share_the_reader():
 
 @pytest.mark.parametrize("quality", [75, 95])  # 95: so few stray values that only the JPEG gives it away
 def test_jpeg_masks_refused_by_check_and_train(tmp_path, cli, quality):
-    images, masks = folders(tmp_path)
+    root = tmp_path / "data"  # the run folder goes beside the data, never inside it
+    root.mkdir()
+    images, masks = folders(root)
     binary = np.zeros((64, 64), np.uint8)
     binary[8:40, 5:50] = 255
     for i in range(3):
         cv2.imwrite(str(images / f"p{i}.png"), np.full((64, 64, 3), 80, np.uint8))
         cv2.imwrite(str(masks / f"p{i}.jpg"), binary, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert len(np.unique(cv2.imread(str(masks / "p0.jpg"), cv2.IMREAD_UNCHANGED))) > 2
-    report = check_dataset(open_dataset(tmp_path, val_fraction=0))
+    report = check_dataset(open_dataset(root, val_fraction=0))
     assert report.encoding == "binary" and report.class_names == ["background", "foreground"]  # not 255 classes
     assert any("0/255 binary masks with in-between values" in n for n in report.notices)
     assert sorted(p.path.name for p in report.problems) == ["p0.jpg", "p1.jpg", "p2.jpg"]  # one problem per file
     assert all("JPEG" in p.problem and "lossy" in p.problem and "save masks as PNG" in p.problem
                for p in report.problems)
-    result = cli("train", "unet", tmp_path, "--out", tmp_path / "run")
+    result = cli("train", "unet", root, "--out", tmp_path / "run")
     assert result.exit_code == 2 and "lossy" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 
@@ -215,16 +217,18 @@ def test_float_tiff_images(tmp_path):
 # --- classes: one-class data, classes missing from train -------------------------------------------------
 
 def test_one_class_data_refused(tmp_path, cli):
-    images, masks = folders(tmp_path)
+    root = tmp_path / "data"  # the run folder goes beside the data, never inside it
+    root.mkdir()
+    images, masks = folders(root)
     for i in range(4):
         cv2.imwrite(str(images / f"p{i}.png"), np.full((16, 16, 3), 60 * i, np.uint8))
         cv2.imwrite(str(masks / f"p{i}.png"), np.zeros((16, 16), np.uint8))
-    report = check_dataset(open_dataset(tmp_path))
-    assert not report.ok and [p.path for p in report.problems] == [tmp_path]
+    report = check_dataset(open_dataset(root))
+    assert not report.ok and [p.path for p in report.problems] == [root]
     assert "only one class (class_0)" in report.problems[0].problem
-    result = cli("data", "check", tmp_path)
+    result = cli("data", "check", root)
     assert result.exit_code == 1 and "only one class" in result.output
-    result = cli("train", "unet", tmp_path, "--out", tmp_path / "run")
+    result = cli("train", "unet", root, "--out", tmp_path / "run")
     assert result.exit_code == 2 and "only one class" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 

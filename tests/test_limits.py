@@ -79,7 +79,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segcli.data import ClassMap  # noqa: E402
-from segcli.data.imageio import MAX_PIXELS, check_pixels, image_size  # noqa: E402
+from segcli.data.headers import MAX_PIXELS, check_pixels, image_size  # noqa: E402
 from segcli.errors import DataError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.imageio import (ORIENTATIONS, check_pixels, exif_orientation, frames, is_jpeg, read_image_noted,
+from segcli.data.headers import check_pixels
+from segcli.data.imageio import (ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted,
                                  read_label_png, read_png_palette)
 from segcli.data.layout import Dataset, Pair, Problem
 from segcli.data.masks import PALETTE_BY_COLOUR, io_threads, decode_mask, palette_disagreement, palette_notice
@@ -182,7 +183,7 @@ def _class_warnings(dataset: Dataset, split_counts: dict[str, np.ndarray]) -> tu
 def check_dataset(dataset: Dataset, *, full: bool = True) -> CheckReport:
     """Read every mask (and with `full`, every image) in a thread pool; gather counts and problems.
 
-    A file whose header declares more pixels than imageio.max_pixels() is a problem, never decoded (so memory
+    A file whose header declares more pixels than headers.max_pixels() is a problem, never decoded (so memory
     stays bounded whatever the files hold; `train`, which checks its data first, refuses it too).
 
     full=False skips decoding the images: no image sizes, unreadable-image or size-mismatch checks.

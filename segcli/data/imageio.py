@@ -14,23 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segcli.errors import DataError, SegcliError
+from segcli.data.headers import PNG_SIGNATURE, check_pixels
+from segcli.errors import DataError
 from segcli.files import atomic_path
 
 # The image files segcli reads (datasets, predict inputs) and writes (overlay --out), in the order messages list them.
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CORRUPT = "cannot read image: corrupt, truncated or not an image"
 _QUIET = threading.Lock()  # held while OpenCV's log level is lowered (one global setting, shared by threads)
 _BITS = (8, 10, 12, 14, 16)  # value ranges a 16-bit image may hold (camera data is often 10, 12 or 14 bit)
-# The most pixels an image or mask of a dataset may hold (data check, and so train, refuse more from the file's
-# header, before decoding it), like PIL's decompression-bomb limit (89 M pixels): 2**26 = 67 M pixels, 8192x8192
-# or a 48-megapixel photo. Decoding one that large as an RGB mask and looking up its colours peaks near 1.5 GB,
-# so `data check` stays under 2 GB whatever the files hold; SEGCLI_MAX_PIXELS sets another bound. Masks are
-# bounded wherever they are read (read_label_png); images in data check, and so in train, which checks its data
-# first. predict reads images of any size (it predicts in tiles) and takes no bound.
-MAX_PIXELS = 1 << 26
-MAX_PIXELS_ENV = "SEGCLI_MAX_PIXELS"
 _LIBRARY_LINES = (b"libpng ", b"Corrupt JPEG data", b"Premature end of JPEG file", b"Invalid SOS parameters",
                   b"Bogus ", b"TIFFRead", b"TIFFFetch")  # what the image libraries print on fd 2 themselves
 
@@ -38,98 +30,6 @@ _LIBRARY_LINES = (b"libpng ", b"Corrupt JPEG data", b"Premature end of JPEG file
 def _exists(path: Path) -> None:
     if not path.is_file():
         raise DataError("no such file", path)
-
-
-def max_pixels() -> int:
-    """The bound on an image's or mask's pixels in a dataset: SEGCLI_MAX_PIXELS when set, else MAX_PIXELS."""
-    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not text:
-        return MAX_PIXELS
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SegcliError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {text!r}")
-    return value
-
-
-def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
-    order = "<" if head[:2] == b"II" else ">"
-    f.seek(struct.unpack(order + "I", head[4:8])[0])
-    count = struct.unpack(order + "H", f.read(2))[0]
-    found = {}
-    for _ in range(min(count, 4096)):
-        entry = f.read(12)
-        if len(entry) < 12:
-            break
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):
-            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10 if kind == 3 else 12])[0]
-    return (found[257], found[256]) if len(found) == 2 else None
-
-
-def _jpeg_size(f) -> tuple[int, int] | None:
-    f.seek(2)
-    while True:
-        marker = f.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            return None
-        while marker[1] == 0xFF:  # fill bytes
-            marker = marker[1:] + f.read(1)
-        code = marker[1]
-        if code in (0x01, *range(0xD0, 0xD8)):  # no length
-            continue
-        length = struct.unpack(">H", f.read(2))[0]
-        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # a start of frame
-            height, width = struct.unpack(">xHH", f.read(5))
-            return height, width
-        if code in (0xD9, 0xDA) or length < 2:
-            return None
-        f.seek(length - 2, os.SEEK_CUR)
-
-
-def image_size(path: str | Path) -> tuple[int, int] | None:
-    """(height, width) from the file's header, nothing decoded: PNG, JPEG, GIF, BMP, WebP and TIFF; None for a
-    file whose header this does not read (cv2 then finds out)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-            if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-                width, height = struct.unpack(">II", head[16:24])
-                return height, width
-            if head[:3] == b"\xff\xd8\xff":
-                return _jpeg_size(f)
-            if head[:3] == b"GIF" and len(head) >= 10:
-                width, height = struct.unpack("<HH", head[6:10])
-                return height, width
-            if head[:2] == b"BM" and len(head) >= 26:
-                width, height = struct.unpack("<ii", head[18:26])
-                return abs(height), abs(width)
-            if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
-                kind = head[12:16]
-                if kind == b"VP8X":
-                    return (int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1)
-                if kind == b"VP8L":
-                    bits = int.from_bytes(head[21:25], "little")
-                    return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
-                if kind == b"VP8 ":
-                    width, height = struct.unpack("<HH", head[26:30])
-                    return height & 0x3FFF, width & 0x3FFF
-            if head[:4] in (b"II*\x00", b"MM\x00*"):
-                return _tiff_size(f, head)
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def check_pixels(path: str | Path, limit: int | None = None) -> None:
-    """DataError naming the file and its size when its header declares more pixels than `limit` (max_pixels())."""
-    limit = max_pixels() if limit is None else limit
-    size = image_size(path)
-    if size is not None and size[0] * size[1] > limit:
-        raise DataError(f"{size[0]}x{size[1]} pixels ({size[0] * size[1]:,}) is more than the {limit:,} segcli "
-                        f"decodes ({MAX_PIXELS_ENV} sets another bound)", path)
 
 
 _STDERR = threading.Lock()
@@ -262,7 +162,7 @@ def exif_orientation(path: str | Path) -> int:
                 return _tiff_orientation(head[pos + 10:pos + 2 + length])
             pos += 2 + length
         return 1
-    if head[:8] == _PNG_SIGNATURE:  # PNG: an eXIf chunk before the image data
+    if head[:8] == PNG_SIGNATURE:  # PNG: an eXIf chunk before the image data
         pos = 8
         while pos + 8 <= len(head):
             length, ctype = struct.unpack(">I4s", head[pos:pos + 8])
@@ -327,7 +227,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
 
 def _png_chunks(data: bytes) -> dict[bytes, list[bytes]]:
     chunks: dict[bytes, list[bytes]] = {}
-    pos = len(_PNG_SIGNATURE)
+    pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
         chunks.setdefault(ctype, []).append(data[pos + 8:pos + 8 + length])
@@ -341,7 +241,7 @@ def png_color_type(path: str | Path) -> int | None:
     """The IHDR colour type of a PNG (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA); None if not a PNG."""
     with open(path, "rb") as f:
         head = f.read(26)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
     return head[25]
 
@@ -350,7 +250,7 @@ def read_png_palette(path: str | Path) -> np.ndarray | None:
     """(N, 3) uint8 PLTE colours of a palette PNG, None when it has none."""
     path = Path(path)
     data = path.read_bytes()
-    if data[:8] != _PNG_SIGNATURE:
+    if data[:8] != PNG_SIGNATURE:
         return None
     plte = _png_chunks(data).get(b"PLTE")
     return np.frombuffer(plte[0], np.uint8).reshape(-1, 3).copy() if plte else None
@@ -448,7 +348,7 @@ def write_mask_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) ->
     h, w = labels.shape
     rows = np.zeros((h, w + 1), np.uint8)  # filter byte 0 (None) per row
     rows[:, 1:] = labels
-    png = (_PNG_SIGNATURE
+    png = (PNG_SIGNATURE
            + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
            + _chunk(b"PLTE", palette.tobytes())
            + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))

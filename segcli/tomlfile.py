@@ -18,7 +18,9 @@ def read_toml(path: str | Path, error: type[SegcliError] = SegcliError) -> dict:
         raise error("no such recipe file", path) from None
     except IsADirectoryError:
         raise error("is a directory, not a recipe file", path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise error("not valid TOML: a binary file, not text", path) from None
+    except tomllib.TOMLDecodeError as exc:
         raise error(f"not valid TOML: {exc}", path) from None
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", path) from None

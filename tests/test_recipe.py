@@ -28,10 +28,10 @@ BAD_FLAGS = [  # (flag, value, what the line says after "FLAG: ")
     ("--epochs", "1e9", "must be an integer from 1 to 100000, got 1000000000"),  # an absurd count is a slip
     ("--batch-size", "0", "must be an integer >= 1, got 0"),
     ("--batch-size", "2.5", "must be an integer >= 1, got 2.5"),
-    ("--lr", "nan", "must be a number > 0, got nan"),
-    ("--lr", "inf", "must be a number > 0, got inf"),
-    ("--lr", "-1", "must be a number > 0, got -1"),
-    ("--lr", "0", "must be a number > 0, got 0"),
+    ("--lr", "nan", "must be a number > 0 and <= 10, got nan"),
+    ("--lr", "inf", "must be a number > 0 and <= 10, got inf"),
+    ("--lr", "-1", "must be a number > 0 and <= 10, got -1"),
+    ("--lr", "0", "must be a number > 0 and <= 10, got 0"),
     ("--max-minutes", "-1", "must be a number >= 0, got -1"),
     ("--max-minutes", "nan", "must be a number >= 0, got nan"),
     ("--seed", "-1", "must be an integer from 0 to 4294967295, got -1"),
@@ -64,9 +64,9 @@ BAD_VALUES = [  # (recipe text, the "[table] key" the line names, the problem)
     ("[train]\nepochs = '10'", "[train] epochs", "must be an integer >= 1, got '10'"),
     ("[train]\nepochs = true", "[train] epochs", "must be an integer >= 1, got True"),
     ("[train]\nepochs = 200000", "[train] epochs", "must be an integer from 1 to 100000, got 200000"),
-    ("[train]\nlr = nan", "[train] lr", "must be a number > 0, got nan"),
+    ("[train]\nlr = nan", "[train] lr", "must be a number > 0 and <= 10, got nan"),
     ("[train]\nlr = -0.1", "[train] lr", "must be a number > 0"),
-    ("[train]\nlr = '1e-3'", "[train] lr", "must be a number > 0, got '1e-3'"),
+    ("[train]\nlr = '1e-3'", "[train] lr", "must be a number > 0 and <= 10, got '1e-3'"),
     ("[train]\nweight_decay = -1e-4", "[train] weight_decay", "must be a number >= 0"),
     ("[train]\nstep_gamma = 0", "[train] step_gamma", "must be a number > 0"),
     ("[train]\nstep_epochs = [5, 3]", "[train] step_epochs", "must be a list of increasing integers >= 1, got [5, 3]"),
@@ -80,14 +80,14 @@ BAD_VALUES = [  # (recipe text, the "[table] key" the line names, the problem)
      "must be a list of increasing integers from 1 to 100000, got [5, 200000]"),
     ("[train]\nfreeze_encoder_epochs = 1e9", "[train] freeze_encoder_epochs",
      "must be an integer from 0 to 100000, got 1000000000"),
-    ("[train]\nencoder_lr_mult = inf", "[train] encoder_lr_mult", "must be a number > 0, got inf"),
-    ("[train]\nlr = inf", "[train] lr", "must be a number > 0, got inf"),
+    ("[train]\nencoder_lr_mult = inf", "[train] encoder_lr_mult", "must be a number > 0 and <= 100, got inf"),
+    ("[train]\nlr = inf", "[train] lr", "must be a number > 0 and <= 10, got inf"),
     ("[train]\nlabel_smoothing = 1.0", "[train] label_smoothing", "must be a number in [0, 1), got 1.0"),
     ("[train]\nmax_minutes = -5", "[train] max_minutes", "must be a number >= 0"),
     ("[train]\nseed = 1.5", "[train] seed", "must be an integer from 0 to 4294967295, got 1.5"),
     ("[train]\nsteps_per_execution = -1", "[train] steps_per_execution", "must be an integer >= 0"),
-    ("[train]\nencoder_lr_mult = 0", "[train] encoder_lr_mult", "must be a number > 0, got 0"),
-    ("[train]\nencoder_lr_mult = 'low'", "[train] encoder_lr_mult", "must be a number > 0, got 'low'"),
+    ("[train]\nencoder_lr_mult = 0", "[train] encoder_lr_mult", "must be a number > 0 and <= 100, got 0"),
+    ("[train]\nencoder_lr_mult = 'low'", "[train] encoder_lr_mult", "must be a number > 0 and <= 100, got 'low'"),
     ("[train]\njit = 'yes please'", "[train] jit", "must be auto, true or false"),
     ("[train]\noptimizer = 'rmsprop'", "[train] optimizer", "must be one of adam, adamw, sgd, got 'rmsprop'"),
     ("[train]\nloss = 'bce'", "[train] loss", "must be one of ce, focal, dice, ce+dice, got 'bce'"),
@@ -183,7 +183,7 @@ def test_compare_checks_models_and_recipes_before_training(cli, tmp_path):
                           out=out)
     recipe.write_text("[train]\nlr = -1\n")
     assert_one_line_error(cli("compare", "unet", "fcn", "--recipe", recipe, "--out", out),
-                          f"{recipe}: [train] lr must be a number > 0, got -1", out=out)
+                          f"{recipe}: [train] lr must be a number > 0 and <= 10, got -1", out=out)
 
 
 def test_typed_recipe_round_trips_through_recipe_toml(tmp_path):

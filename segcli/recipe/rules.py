@@ -128,7 +128,7 @@ RULES = {
     ("train", "epochs"): lambda v: integer(integer(v, 1), 1, MAX_EPOCHS),  # ">= 1" first; the bound is
     # generous (--epochs 1e9 is a slip, not a plan)
     ("train", "batch_size"): lambda v: integer(v, 1),
-    ("train", "lr"): lambda v: number(v, above=True),
+    ("train", "lr"): lambda v: number(v, above=True, high=10.0),  # past 10 no optimizer here trains
     ("train", "weight_decay"): lambda v: number(v, high=1.0),  # decoupled: each step takes lr x this of a weight
     ("train", "step_epochs"): epoch_list,
     ("train", "step_gamma"): lambda v: number(v, above=True, high=1.0),  # a decay: lr *= this at each step
@@ -140,7 +140,7 @@ RULES = {
     ("train", "max_minutes"): number,  # 0: no limit
     ("train", "seed"): lambda v: integer(v, 0, 2 ** 32 - 1),  # what NumPy's seeding takes
     ("train", "freeze_encoder_epochs"): lambda v: integer(integer(v, 0), 0, MAX_EPOCHS),
-    ("train", "encoder_lr_mult"): lambda v: number(v, above=True),
+    ("train", "encoder_lr_mult"): lambda v: number(v, above=True, high=100.0),
     **{key: (lambda v, c=choices: choice(v, c)) for key, choices in CHOICES.items()},
 }
 

@@ -34,45 +34,50 @@ def _exists(path: Path) -> None:
 
 _STDERR = threading.Lock()
 _stderr_users = 0
-_stderr_saved: tuple[int, object] | None = None  # (the real fd 2, the file fd 2 points at meanwhile)
+_stderr_real: int | None = None  # the real fd 2 while fd 2 points at the capture file
+_capture = None  # one capture file per process, emptied after each use (not a new file per decode)
 
 
 @contextmanager
 def _library_lines_kept_off():
-    """While cv2 decodes, fd 2 goes to a temporary file: libpng and libjpeg print their own lines there ("libpng
+    """While cv2 decodes, fd 2 goes to a capture file: libpng and libjpeg print their own lines there ("libpng
     error: Not enough image data"), and segcli reports the file in its own line. When the last decoding thread is
     done, fd 2 is put back and whatever else was written meanwhile (another thread's lines) is written to it."""
-    global _stderr_users, _stderr_saved
+    global _stderr_users, _stderr_real, _capture
     with _STDERR:
         if _stderr_users == 0:
             try:
                 sys.stderr.flush()
-                capture = tempfile.TemporaryFile()
-                _stderr_saved = (os.dup(2), capture)
-                os.dup2(capture.fileno(), 2)
+                if _capture is None:
+                    _capture = tempfile.TemporaryFile()
+                _stderr_real = os.dup(2)
+                os.dup2(_capture.fileno(), 2)
             except (OSError, ValueError, AttributeError):
-                _stderr_saved = None
+                _stderr_real = None
         _stderr_users += 1
     try:
         yield
     finally:
         with _STDERR:
             _stderr_users -= 1
-            if _stderr_users == 0 and _stderr_saved is not None:
-                real, capture = _stderr_saved
-                _stderr_saved = None
+            if _stderr_users == 0 and _stderr_real is not None:
+                real, _stderr_real = _stderr_real, None
                 try:
                     sys.stderr.flush()
                 except (OSError, ValueError, AttributeError):
                     pass
                 os.dup2(real, 2)
                 os.close(real)
-                capture.seek(0)
-                kept = b"".join(line for line in capture.read().splitlines(keepends=True)
-                                if not line.startswith(_LIBRARY_LINES))
-                capture.close()
-                if kept:
-                    os.write(2, kept)
+                fd = _capture.fileno()
+                size = os.lseek(fd, 0, os.SEEK_END)
+                if size:
+                    written = os.pread(fd, size, 0)
+                    os.ftruncate(fd, 0)
+                    os.lseek(fd, 0, os.SEEK_SET)  # the offset fd 2 shared: the next capture starts at 0 again
+                    kept = b"".join(line for line in written.splitlines(keepends=True)
+                                    if not line.startswith(_LIBRARY_LINES))
+                    if kept:
+                        os.write(2, kept)
 
 
 def _imread(path: Path, flags: int):

@@ -22,7 +22,8 @@ import numpy as np
 from segcli import backend as backends
 from segcli.data import ClassMap
 from segcli.errors import SegcliError, describe, first_line
-from segcli.files import NoSpaceError, atomic_path, mark_segcli_folder, move_aside, new_temp_dir, no_space_errors
+from segcli.files import (NoSpaceError, atomic_path, exists_or_link, mark_segcli_folder, move_aside, new_temp_dir,
+                          no_space_errors)
 from segcli.sizes import round_up
 
 FORMATS = ("savedmodel", "onnx", "tflite")
@@ -43,11 +44,6 @@ def round_up_pair(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """(height, width), each rounded up to a multiple of the output stride."""
     stride = max(1, int(stride))
     return tuple(round_up(int(v), stride) for v in size)
-
-
-def exists_or_link(path: Path) -> bool:
-    """Whether something is at `path`: a file, a folder, or a link (even a broken one)."""
-    return path.exists() or path.is_symlink()
 
 
 def _remove(path: Path) -> None:

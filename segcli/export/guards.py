@@ -13,9 +13,8 @@ from pathlib import Path
 from segcli import backend as backends
 from segcli.data import ClassMap, load_classes
 from segcli.errors import DataError, SegcliError
-from segcli.export.formats import (DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, ExportError,
-                                   exists_or_link)
-from segcli.files import check_replaceable, check_writable_dir, guard_output, segcli_folder_kind
+from segcli.export.formats import DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, ExportError
+from segcli.files import check_replaceable, check_writable_dir, exists_or_link, guard_output, segcli_folder_kind
 from segcli.runfolder import trained_on
 
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx

@@ -137,7 +137,7 @@ def move_aside(path: str | Path) -> Path:
     path = Path(path)
 
     def rename(tmp: Path) -> None:
-        if tmp.exists() or tmp.is_symlink():
+        if exists_or_link(tmp):
             raise FileExistsError(tmp)
         os.rename(path, tmp)
 
@@ -419,10 +419,15 @@ def check_writable_dir(folder: str | Path) -> Path:
     return folder
 
 
+def exists_or_link(path: Path) -> bool:
+    """Whether something is at ``path``: a file, a folder, or a link (even a broken one)."""
+    return path.exists() or path.is_symlink()
+
+
 def _nearest_existing(folder: Path) -> Path | None:
     """``folder``, or its nearest parent that exists (None when none does); a one-line error when that is a file."""
     for parent in (folder, *folder.parents):
-        if parent.exists() or parent.is_symlink():
+        if exists_or_link(parent):
             if not parent.is_dir():
                 raise SegcliError("is a file, not a folder", parent)
             return parent

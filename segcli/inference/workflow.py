@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from segcli.errors import DataError, SegcliError
-from segcli.files import (MARKER_NAME, check_writable_dir, ensure_writable_dir, guard_output, missing_folders,
-                          remove_dead_writers_temp_files, remove_empty_folders)
+from segcli.files import (MARKER_NAME, check_writable_dir, ensure_writable_dir, exists_or_link, guard_output,
+                          missing_folders, remove_dead_writers_temp_files, remove_empty_folders)
 from segcli.inference.arrays import iter_predictions
 from segcli.inference.sources import read_images, resolve_inputs
 from segcli.inference.tta import TTA, parse_tta
@@ -55,7 +55,7 @@ def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool =
             if real in inputs or same is not None:
                 raise SegcliError(f"--out would overwrite the input {same or inputs[real]} with {name}; "
                                   "choose another --out", out_dir)
-            if name not in ours and (target.exists() or target.is_symlink()):
+            if name not in ours and exists_or_link(target):
                 raise SegcliError(f"{name} exists in --out and segcli predict did not write it; choose another "
                                   "--out", out_dir)
     guard_output(out_dir, files)  # the one guard of every writer: links followed

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data.classes import ClassMap, default_classes
-from segcli.data.imageio import is_jpeg, lookup_colors, png_color_type, read_label_png, read_png_palette
+from segcli.data.headers import image_size
+from segcli.data.imageio import (is_jpeg, lookup_colors, png_color_type, read_image, read_label_png,
+                                 read_png_palette)
 from segcli.errors import DataError
 
 ENCODINGS = ("index", "palette", "rgb", "binary", "palette-by-colour")
@@ -226,6 +228,69 @@ def _listing(values: np.ndarray, limit: int = 8) -> str:
 
 def read_mask(path: str | Path, encoding: str, classes: ClassMap) -> np.ndarray:
     return decode_mask(read_label_png(path), encoding, classes, path=path)
+
+
+MAPPED_ENCODINGS = ("index", "palette")  # the encodings whose stored values a label mapping can map
+
+
+def check_mapping(mapping: dict[int, int], classes: ClassMap, encoding: str, source=None) -> None:
+    """A label mapping fits the classes and the masks: single-channel masks (index or palette), stored values
+    up to 65535 (negative ones, such as Cityscapes' -1, never occur in a file and are left out), training IDs
+    that are classes (0..K-1) or the ignore index; DataError naming `source` otherwise."""
+    if encoding not in MAPPED_ENCODINGS:
+        raise DataError(f"label_mapping maps stored values, but the masks are {encoding}: a mapping needs "
+                        "single-channel (index or palette) masks", source)
+    k, ignore = classes.num_classes, classes.ignore_index
+    for stored, label in mapping.items():
+        if stored > 65535:
+            raise DataError(f"label_mapping: stored value {stored} cannot be in a mask (0..65535)", source)
+        if stored >= 0 and not (0 <= label < k or label == ignore):
+            raise DataError(f"label_mapping: {stored} -> {label}, but the classes are 0..{k - 1} (ignore {ignore})",
+                            source)
+
+
+def apply_mapping(raw: np.ndarray, mapping: dict[int, int], classes: ClassMap, path=None) -> np.ndarray:
+    """Stored values -> training IDs: each value through `mapping`; a value not in it, or mapped to no class,
+    becomes classes.ignore_index."""
+    if raw.ndim == 3:
+        if not _is_grey(raw):
+            raise DataError("expected a single-channel mask (label_mapping maps stored values), found a colour one",
+                            path)
+        raw = raw[..., 0]
+    k, ignore = classes.num_classes, classes.ignore_index
+    table = np.full(max(int(raw.max(initial=0)) + 1, max(mapping, default=0) + 1), ignore, np.int64)
+    for stored, label in mapping.items():
+        if stored >= 0:
+            table[stored] = label if 0 <= label < k else ignore
+    return table[raw].astype(label_dtype(classes))
+
+
+def load_labels(pair, encoding: str, classes: ClassMap, mapping: dict[int, int] | None = None,
+                image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A pair's labels (H, W): the one way every reader of labels (the pipelines, data check, evaluate) gets them.
+
+    pair.reader(image_hw) when the pair has one (image_hw: the image's (H, W); None reads it from the image's
+    header), checked to hold classes and the ignore index only; else the mask file decoded as `encoding`, with
+    `mapping` (stored value -> training ID) applied before the range check."""
+    if pair.reader is not None:
+        if image_hw is None:
+            image_hw = image_size(pair.image) or read_image(pair.image).shape[:2]
+        labels = np.asarray(pair.reader(tuple(int(v) for v in image_hw)))
+        present = np.unique(labels)
+        bad = present[((present < 0) | (present >= classes.num_classes)) & (present != classes.ignore_index)]
+        if bad.size:
+            raise DataError(f"labels {_listing(bad)} outside the classes (0..{classes.num_classes - 1}, "
+                            f"void {classes.ignore_index})", pair.mask)
+        return labels.astype(label_dtype(classes))
+    return decode_labels(read_label_png(pair.mask), encoding, classes, mapping, pair.mask)
+
+
+def decode_labels(raw: np.ndarray, encoding: str, classes: ClassMap, mapping: dict[int, int] | None = None,
+                  path=None) -> np.ndarray:
+    """decode_mask, with `mapping` (stored value -> training ID) applied first when there is one."""
+    if mapping:
+        return decode_mask(apply_mapping(raw, mapping, classes, path), "index", classes, path=path)
+    return decode_mask(raw, encoding, classes, path=path)
 
 
 def infer_classes(mask_paths, encoding: str) -> tuple[ClassMap, str]:

@@ -13,7 +13,7 @@ import psutil
 from segcli.data.augment import Augment
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
-from segcli.data.layout import Pair
+from segcli.data.formats.base import Pair
 from segcli.data.masks import label_dtype
 from segcli.errors import DataError
 

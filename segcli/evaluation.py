@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data import ClassMap, open_dataset, read_image, read_mask
+from segcli.data import ClassMap, load_labels, open_dataset, read_image
 from segcli.errors import DataError, SegcliError
 from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, guard_output, missing_folders,
                           remove_empty_folders, remove_stale_temporaries, write_json, write_text)
@@ -57,7 +57,7 @@ def _tutorial_figure(loaded, dataset, pairs, batch_size: int, void_model: bool, 
     pad_label = dataset.classes.with_void_as_class().ignore_index
     ds = make_pipeline(pairs, dataset.classes, dataset.encoding, batch_size=batch_size, training=False,
                        crop=TUTORIAL_CROP, eval_short_side=TUTORIAL_SHORT_SIDE, pad_to_multiple=loaded.output_stride,
-                       cache=False, void_as_class=True)
+                       cache=False, void_as_class=True, label_mapping=dataset.label_mapping)
     correct = counted = void = 0
     for images, labels in ds:
         images, labels = np.asarray(images), np.asarray(labels)
@@ -124,7 +124,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
     def items():
         for pair in pairs:
             image = read_image(pair.image)
-            truth = read_mask(pair.mask, dataset.encoding, data_classes)
+            truth = load_labels(pair, dataset.encoding, data_classes, dataset.label_mapping, image.shape[:2])
             if truth.shape != image.shape[:2]:
                 raise DataError(f"mask is {truth.shape[0]}x{truth.shape[1]} but its image {pair.image.name} is "
                                 f"{image.shape[0]}x{image.shape[1]}", pair.mask)

@@ -9,14 +9,14 @@ from segcli.data.check import CheckReport, check_dataset
 from segcli.data.classes import ClassMap, camvid_classes, default_classes, load_classes
 from segcli.data.imageio import IMAGE_EXTS, read_image, read_label_png, write_image, write_mask_png
 from segcli.data.layout import Dataset, Pair, Problem, open_dataset
-from segcli.data.masks import ENCODINGS, decode_mask, detect_encoding, read_mask
+from segcli.data.masks import ENCODINGS, decode_mask, detect_encoding, load_labels, read_mask
 
 _PIPELINE_NAMES = ("PipelineOptions", "make_pipeline", "pipeline_throughput")
 
 __all__ = [
     "ClassMap", "load_classes", "default_classes", "camvid_classes",
     "IMAGE_EXTS", "read_image", "read_label_png", "write_image", "write_mask_png",
-    "ENCODINGS", "detect_encoding", "decode_mask", "read_mask",
+    "ENCODINGS", "detect_encoding", "decode_mask", "read_mask", "load_labels",
     "Pair", "Dataset", "Problem", "open_dataset",
     "CheckReport", "check_dataset",
     "Augment",

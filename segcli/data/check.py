@@ -14,7 +14,8 @@ from segcli.data.headers import check_pixels
 from segcli.data.imageio import (ORIENTATIONS, exif_orientation, frames, is_jpeg, read_image_noted,
                                  read_label_png, read_png_palette)
 from segcli.data.layout import Dataset, Pair, Problem
-from segcli.data.masks import PALETTE_BY_COLOUR, io_threads, decode_mask, palette_disagreement, palette_notice
+from segcli.data.masks import (PALETTE_BY_COLOUR, decode_labels, io_threads, load_labels, palette_disagreement,
+                               palette_notice)
 from segcli.errors import DataError
 
 
@@ -89,10 +90,10 @@ def _size_problem(pair: Pair, mask_hw, image_hw, orientation: int) -> str:
 def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairResult:
     """Image size and conversion, label counts, problems and EXIF orientations for one pair."""
     result = _PairResult()
-    orientations = {path: _orientation(path) if path.is_file() else 1 for path in (pair.image, pair.mask)}
+    files = (pair.image,) if pair.reader is not None else (pair.image, pair.mask)  # a reader's file: annotations
+    orientations = {path: _orientation(path) if path.is_file() else 1 for path in files}
     result.oriented = [(path, o) for path, o in orientations.items() if o != 1]
-    result.multiframe = [(path, *found) for path in (pair.image, pair.mask) if path.is_file()
-                         and (found := frames(path)) is not None]
+    result.multiframe = [(path, *found) for path in files if path.is_file() and (found := frames(path)) is not None]
     image_orientation = orientations[pair.image]
     if full:
         try:
@@ -101,6 +102,13 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
             result.size = image.shape[:2]
         except DataError as exc:
             result.problems.append(Problem(pair.image, exc.problem))
+    if pair.reader is not None:  # annotations the format rasterises: its labels, at the image's size
+        try:
+            labels = load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping, result.size)
+            result.counts = np.bincount(labels.ravel(), minlength=bins)[:bins]
+        except DataError as exc:
+            result.problems.append(Problem(exc.path or pair.mask, exc.problem))
+        return result
     try:
         raw = read_label_png(pair.mask)  # (checks the mask's pixels against the bound from its header)
     except DataError as exc:
@@ -112,7 +120,7 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
     if jpeg:
         result.problems.append(Problem(pair.mask, "mask saved as JPEG: JPEG compression is lossy and changes "
                                                   "label values (new classes, noise at edges); save masks as PNG"))
-    if dataset.encoding in ("palette", PALETTE_BY_COLOUR) and raw.ndim == 2:
+    if dataset.encoding in ("palette", PALETTE_BY_COLOUR) and raw.ndim == 2 and not dataset.label_mapping:
         try:
             mixed = palette_disagreement(raw, read_png_palette(pair.mask), dataset.classes)
         except OSError:
@@ -121,7 +129,7 @@ def _check_pair(pair: Pair, dataset: Dataset, full: bool, bins: int) -> _PairRes
             result.palette = palette_notice(pair.mask, mixed, dataset.classes,
                                             dataset.encoding == PALETTE_BY_COLOUR)
     try:
-        labels = decode_mask(raw, dataset.encoding, dataset.classes, path=pair.mask)
+        labels = decode_labels(raw, dataset.encoding, dataset.classes, dataset.label_mapping, path=pair.mask)
         result.counts = np.bincount(labels.ravel(), minlength=bins)[:bins]
     except DataError as exc:
         if not jpeg:  # a JPEG mask's stray values are the JPEG problem already named
@@ -169,6 +177,8 @@ def _class_warnings(dataset: Dataset, split_counts: dict[str, np.ndarray]) -> tu
     present = np.flatnonzero(train[:k])
     if len(present) <= 1 and train.sum() > 0:
         held = f"only one class ({names[present[0]]})" if len(present) else f"no class pixels (all {dataset.classes.ignore_name})"
+        if dataset.label_mapping and not len(present):
+            held += ": the label_mapping sends every value they hold to ignore"
         problems.append(Problem(dataset.root, f"the train masks hold {held}: a model trained on them learns "
                                               "nothing (it would predict that everywhere and score 100%); masks "
                                               "need at least two classes"))

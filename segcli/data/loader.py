@@ -23,7 +23,7 @@ import numpy as np
 
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
-from segcli.data.masks import io_threads, read_mask
+from segcli.data.masks import io_threads, load_labels
 from segcli.data.options import PipelineOptions, Settings, pipeline_options, resolve
 from segcli.errors import DataError
 from segcli.sizes import round_up
@@ -227,7 +227,8 @@ class Loader(keras.utils.PyDataset):
             return self._cache[index]
         pair, classes = self.settings.pairs[index], self.classes
         image = read_image(pair.image)
-        label = read_mask(pair.mask, self.encoding, classes).astype(self.settings.label_dtype, copy=False)
+        label = load_labels(pair, self.encoding, classes, self.settings.options.label_mapping, image.shape[:2])
+        label = label.astype(self.settings.label_dtype, copy=False)
         if image.shape[:2] != label.shape:
             raise DataError(f"mask is {label.shape[0]}x{label.shape[1]} but its image is "
                             f"{image.shape[0]}x{image.shape[1]}", pair.mask)

@@ -38,6 +38,8 @@ class PipelineOptions:
     shards together are exactly the unsharded pipeline's batches, padded alike.
     start: with repeat, the endless stream begins at its batch `start` (a resumed run skips the batches of its
     finished epochs, so it trains on what a run that was never stopped trains on).
+    label_mapping: stored mask value -> training ID (the Dataset's), applied to mask files as they are read
+    (segcli.data.masks.load_labels).
     """
 
     batch_size: int
@@ -53,6 +55,7 @@ class PipelineOptions:
     repeat: bool = False
     shard: tuple[int, int] = (0, 1)
     start: int = 0
+    label_mapping: dict[int, int] | None = None
 
 
 def pipeline_options(options: PipelineOptions | None, keywords: dict) -> PipelineOptions:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from segcli.data.classes import ClassMap
 from segcli.data.imageio import read_image
-from segcli.data.masks import read_mask
+from segcli.data.masks import load_labels
 from segcli.data.options import PipelineOptions, resolve
 from segcli.sizes import round_up
 
@@ -97,13 +97,16 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, options: PipelineOpti
     k, ignore = classes.num_classes, classes.ignore_index
     label_dtype, use_cache = tf.as_dtype(s.label_dtype), s.use_cache
 
-    def load(image_path, mask_path):
-        image = read_image(image_path.decode())
-        label = read_mask(mask_path.decode(), encoding, classes)
+    mapping = options.label_mapping
+
+    def load(index):  # pairs travel through tf.data as their indices: a pair may carry a reader, not a path
+        pair = pairs[int(index)]
+        image = read_image(pair.image)
+        label = load_labels(pair, encoding, classes, mapping, image.shape[:2])
         return image, label.astype(label_dtype.as_numpy_dtype, copy=False)
 
-    def decode(image_path, mask_path):
-        image, label = tf.numpy_function(load, [image_path, mask_path], [tf.uint8, label_dtype], stateful=False)
+    def decode(index):
+        image, label = tf.numpy_function(load, [index], [tf.uint8, label_dtype], stateful=False)
         image.set_shape([None, None, 3])
         label.set_shape([None, None])
         return image, label
@@ -138,10 +141,10 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, options: PipelineOpti
             image, label = _pad_at_least(image, label, round_up(hw, pad_to_multiple), pad_label)
         return tf.cast(image, tf.float32), label
 
-    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))
+    ds = tf.data.Dataset.from_tensor_slices(tf.range(len(pairs), dtype=tf.int64))
     if use_cache:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE).cache()
-    if shuffle:  # cached: the decoded images; streaming: the file names (decoded after the skip below)
+    if shuffle:  # cached: the decoded images; streaming: the pair indices (decoded after the skip below)
         ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
@@ -150,7 +153,7 @@ def make_pipeline(pairs, classes: ClassMap, encoding: str, options: PipelineOpti
     if start:  # the samples of the batches before `start`: none is augmented (nor, streaming, decoded)
         ds = ds.skip(start * batch_size)
     if not use_cache:  # streaming: decode and augment in one step
-        ds = ds.map(lambda names, rand: transform(decode(*names), rand), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda index, rand: transform(decode(index), rand), num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     ds = ds.padded_batch(batch_size, padding_values=(0.0, pad_label), drop_remainder=training)

@@ -139,7 +139,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, placement):
     def train_from(first_batch: int):
         return make_pipeline(dataset.splits["train"], dataset.classes, dataset.encoding, batch_size=batch,
                              training=True, augment=aug, seed=seed, cache=cache, void_as_class=data.void_as_class,
-                             repeat=True, shard=shard, start=first_batch)
+                             repeat=True, shard=shard, start=first_batch, label_mapping=dataset.label_mapping)
 
     val_pairs = dataset.splits.get("val") or []
     if not val_pairs:
@@ -150,7 +150,7 @@ def _pipelines(dataset, recipe: Recipe, stride: int, placement):
     val_ds = make_pipeline(val_pairs, dataset.classes, dataset.encoding, batch_size=val_batch, training=False,
                            crop=data.eval_crop or None, pad_to_multiple=stride,
                            eval_short_side=data.eval_short_side or None, cache=cache,
-                           void_as_class=data.void_as_class, shard=shard)
+                           void_as_class=data.void_as_class, shard=shard, label_mapping=dataset.label_mapping)
     return train_from, steps, val_ds
 
 

@@ -28,7 +28,7 @@ def test_cityscapes_label_ids_become_train_ids(tmp_path):
     assert_labels_match(dataset, drawn)  # 7 -> 0 ... 33 -> 18, the other IDs -> 255
     # the public test split (no labels: every pixel ignored) is left out, and said so
     assert "test" not in dataset.splits
-    assert any("test: 1 images left out" in n for n in dataset.notices)
+    assert any("test: 1 image(s) left out" in n for n in dataset.notices)
 
 
 def test_cityscapes_label_train_ids_are_used_as_they_are(tmp_path):

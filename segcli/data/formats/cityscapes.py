@@ -102,10 +102,10 @@ class Cityscapes:
         images, labels = (root / "leftImg8bit").is_dir(), (root / "gtFine").is_dir()
         if images and not labels:
             return ("Cityscapes: leftImg8bit/ found but no gtFine/ beside it: unpack gtFine_trainvaltest.zip "
-                    f"(the fine labels) into {root}")
+                    "(the fine labels) here")
         if labels and not images:
             return ("Cityscapes: gtFine/ found but no leftImg8bit/ beside it: unpack leftImg8bit_trainvaltest.zip "
-                    f"(the images) into {root}")
+                    "(the images) here")
         return None
 
     def read(self, root: Path, problems: list[Problem]) -> FormatData:
@@ -128,7 +128,7 @@ class Cityscapes:
         splits = {s: [Pair(t[0], t[pick]) for t in split if t[pick].is_file()] for s, split in found.items()}
         test = splits.get("test")
         if test and _unlabelled([p.mask for p in test], mapping):
-            notices.append(f"test: {len(test)} images left out: their gtFine masks hold no labels (Cityscapes' "
+            notices.append(f"test: {len(test)} image(s) left out: their gtFine masks hold no labels (Cityscapes' "
                            "test labels are not public)")
             del splits["test"]
         return FormatData(splits={s: p for s, p in splits.items() if p}, base=root, classes=cityscapes_classes(),

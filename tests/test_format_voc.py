@@ -1,5 +1,7 @@
 """Pascal VOC 2012 (segcli.data.formats.voc) on tiny trees drawn by tests/benchmark_fixtures.py."""
 
+import shutil
+
 import pytest
 
 from benchmark_fixtures import assert_labels_match, check_train_evaluate, make_voc
@@ -68,9 +70,7 @@ def test_voc_almost_a_voc_tree_gets_a_hint(tmp_path):
     with pytest.raises(DataError, match=r"no ImageSets/Segmentation/ with train.txt and val.txt"):
         find_format(tmp_path)
     (tmp_path / "ImageSets" / "Segmentation").mkdir()
-    for mask in (tmp_path / "SegmentationClass").iterdir():
-        mask.unlink()
-    (tmp_path / "SegmentationClass").rmdir()
+    shutil.rmtree(tmp_path / "SegmentationClass")
     with pytest.raises(DataError, match=r"has JPEGImages/ but no SegmentationClass/"):
         find_format(tmp_path)
 

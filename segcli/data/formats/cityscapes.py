@@ -3,11 +3,13 @@
 Use it: ``segcli train unet cityscapes`` (``data check``, ``evaluate`` alike), where ``cityscapes/`` holds
 ``leftImg8bit/`` and ``gtFine/`` as the two zips unpack (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip).
 
-Pairs ``leftImg8bit/{train,val,test}/CITY/NAME_leftImg8bit.png`` with ``gtFine/SPLIT/CITY/NAME_gtFine_*.png``:
-``*_labelTrainIds.png`` (cityscapesScripts' createTrainIdLabelImgs.py writes them) used as they are when every
-image has one, else ``*_labelIds.png``, whose 34 label IDs are mapped to the 19 train IDs of cityscapesScripts'
-labels.py (road 7 -> 0, ..., bicycle 33 -> 18) and every other ID (unlabeled, ego vehicle, parking, rail track,
-guard rail, caravan, ...) to the ignore label 255. The classes come with their official colours.
+Pairs ``leftImg8bit/{train,val,test}/CITY/NAME_leftImg8bit.png`` with ``gtFine/SPLIT/CITY/NAME_gtFine_*.png``.
+``*_labelIds.png`` hold the 34 label IDs: mapped to the 19 train IDs of cityscapesScripts' labels.py (road 7 -> 0,
+..., bicycle 33 -> 18), every other ID (unlabeled, ego vehicle, parking, rail track, guard rail, caravan, ...) to
+the ignore label 255. ``*_labelTrainIds.png`` (cityscapesScripts' createTrainIdLabelImgs.py writes them) are used
+as they are when every image has one; they are made from the label IDs, so a tree where some are missing is read
+from ``*_labelIds.png`` throughout, with a notice, not half from each. The classes come with their official
+colours.
 
 The public test split has no labels (its gtFine masks map to ignore everywhere): a test split whose sampled
 masks hold no class pixel is left out, with a notice; test masks that do hold labels (your own) are kept.
@@ -93,7 +95,7 @@ def _unlabelled(masks: list[Path], mapping: dict[int, int] | None) -> bool:
 class Cityscapes:
     name = "cityscapes"
     description = ("Cityscapes: leftImg8bit + gtFine city folders, labelIds mapped to the 19 train IDs "
-                   "(labelTrainIds used where present)")
+                   "(labelTrainIds when every image has one)")
 
     def detect(self, root: Path) -> bool:
         return (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir()

@@ -81,7 +81,7 @@ def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
     elif (base / "classes.json").is_file():
         classmap, source = load_classes(base / "classes.json"), f"file:{base / 'classes.json'}"
     elif found.classes is not None:
-        classmap, source = found.classes, "format"
+        classmap, source = found.classes, found.classes_source or "format"
     elif fallback_classes is not None:
         classmap, source = fallback_classes, "fallback"
     else:

@@ -48,6 +48,8 @@ class FormatData:
     encoding: str | None = None
     label_mapping: dict[int, int] | None = None
     notices: list[str] = field(default_factory=list)
+    classes_source: str | None = None  # where `classes` come from, as Dataset.classes_source says it ("file:<path>");
+    # None: "format"
 
 
 @runtime_checkable

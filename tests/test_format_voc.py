@@ -70,6 +70,8 @@ def test_voc_almost_a_voc_tree_gets_a_hint(tmp_path):
     with pytest.raises(DataError, match=r"no ImageSets/Segmentation/ with train.txt and val.txt"):
         find_format(tmp_path)
     (tmp_path / "ImageSets" / "Segmentation").mkdir()
+    with pytest.raises(DataError, match=r"Segmentation: Pascal VOC: no train.txt or val.txt here"):
+        open_dataset(tmp_path)
     shutil.rmtree(tmp_path / "SegmentationClass")
     with pytest.raises(DataError, match=r"has JPEGImages/ but no SegmentationClass/"):
         find_format(tmp_path)

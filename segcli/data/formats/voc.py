@@ -24,6 +24,7 @@ from pathlib import Path
 from segcli.data.classes import ClassMap
 from segcli.data.formats.base import FormatData, Pair, Problem
 from segcli.data.formats.registry import register_format
+from segcli.errors import DataError
 
 CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -124,6 +125,8 @@ class VOC:
         lists = folder / "ImageSets" / "Segmentation"
         notices: list[str] = []
         listed = {s: _read_list(lists / f"{s}.txt", problems) for s in LIST_SPLITS if (lists / f"{s}.txt").is_file()}
+        if not listed and not (folder / AUG_MASKS).is_dir():
+            raise DataError("Pascal VOC: no train.txt or val.txt here (the split lists)", lists)
         masks = ("SegmentationClass", AUG_MASKS)
         splits: dict[str, list[Pair]] = {}
         for split, names in listed.items():

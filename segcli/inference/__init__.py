@@ -4,7 +4,9 @@
 - `tta`: test-time augmentation's passes and their average;
 - `sources`: input files, folders and globs, read lazily;
 - `writers`: mask, overlay and .npy outputs, the predictions folder's mark;
-- `workflow`: `predict_files`: the checks, then the model, then the writes.
+- `workflow`: `predict_files`: the checks, then the model, then the writes;
+- `capture`: video files, cameras and streams opened with OpenCV, their frames read on a thread into a bounded queue;
+- `video`: `predict_videos`: frames in, an overlay video (and masks per frame) out.
 
 The public names of each are re-exported here: `from segcli.inference import predict_files, predict_labels`.
 """
@@ -13,9 +15,10 @@ from segcli.inference.arrays import (MAX_BATCH_PIXELS, iter_predictions, needs_t
                                      predict_labels, predict_logits)
 from segcli.inference.sources import resolve_inputs  # noqa: F401
 from segcli.inference.tta import TTA, parse_tta  # noqa: F401
+from segcli.inference.video import VideoInterrupted, VideoPrediction, predict_videos  # noqa: F401
 from segcli.inference.workflow import check_predict_out, predict_files  # noqa: F401
 from segcli.inference.writers import NpyRowWriter, Prediction, output_names  # noqa: F401
 
 __all__ = ["predict_logits", "predict_labels", "predict_batch", "iter_predictions", "needs_tiles", "TTA", "parse_tta",
            "resolve_inputs", "predict_files", "check_predict_out", "output_names", "Prediction", "NpyRowWriter",
-           "MAX_BATCH_PIXELS"]
+           "MAX_BATCH_PIXELS", "predict_videos", "VideoPrediction", "VideoInterrupted"]

@@ -10,11 +10,12 @@ but bench's) and `bench` (the benchmark's tables); the command modules call them
 from segcli.cli.render.bench import bench_parts, bench_progress, bench_tables, bench_text, figures_written
 from segcli.cli.render.commands import (comparison, data_report, evaluation, export_result, model_facts, models_table,
                                         overlay_written, predictions_written, train_interrupted, train_other_process,
-                                        trained_model_facts, train_summary, tune_interrupted, tune_summary)
+                                        trained_model_facts, train_summary, tune_interrupted, tune_summary,
+                                        videos_written)
 from segcli.cli.render.consoles import RichProgress, console, err_console, error, interrupted, usage_error
 
 __all__ = ["RichProgress", "console", "err_console", "error", "interrupted", "usage_error", "comparison",
            "data_report", "evaluation", "export_result", "model_facts", "models_table", "overlay_written",
            "predictions_written", "trained_model_facts", "train_interrupted", "train_other_process", "train_summary",
-           "tune_interrupted", "tune_summary", "bench_parts", "bench_progress", "bench_tables", "bench_text",
-           "figures_written"]
+           "tune_interrupted", "tune_summary", "videos_written", "bench_parts", "bench_progress", "bench_tables",
+           "bench_text", "figures_written"]

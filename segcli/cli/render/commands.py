@@ -154,6 +154,19 @@ def predictions_written(count: int, out, *, overlay: bool, probabilities: bool) 
                   soft_wrap=True)
 
 
+def videos_written(results) -> None:
+    """segcli.inference.video.predict_videos' results: each video (and masks folder) with its frames/s."""
+    for r in results:
+        if not r.frames:
+            console.print(f"{r.source}: no frame predicted, nothing written", highlight=False, markup=False)
+            continue
+        console.print(f"wrote {r.video}: {r.frames} frames, {r.width}x{r.height} at {r.fps:g} fps "
+                      f"({r.frames_per_second:.1f} frames/s predicted)", highlight=False, markup=False, soft_wrap=True)
+        if r.masks is not None:
+            console.print(f"wrote {r.masks}/: {r.frames} palette PNG masks", highlight=False, markup=False,
+                          soft_wrap=True)
+
+
 def overlay_written(path) -> None:
     console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
 

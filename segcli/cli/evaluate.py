@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import PALETTE_BY_COLOUR_HELP, RUN_PRECISION_HELP, TTA_HELP, tta_flag
+from segcli.cli.options import ENGINE_HELP, PALETTE_BY_COLOUR_HELP, RUN_PRECISION_HELP, TTA_HELP, tta_flag
 from segcli.errors import SegcliError
 
 
 def evaluate_cmd(
-    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
+    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`, or its export "
+                                 "(.onnx, .xml, .tflite, a SavedModel folder; see segcli export)."),
     data_dir: Path = typer.Argument(..., help="Dataset folder (see `segcli data check`)."),
     split: str = typer.Option("val", "--split", help="val|test (or train)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv, confusion.png, evaluation.json here."),
@@ -25,13 +26,14 @@ def evaluate_cmd(
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
     palette_by_colour: bool = typer.Option(False, "--palette-by-colour",
                                            help=PALETTE_BY_COLOUR_HELP + " Not given: as the model was trained."),
+    engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
 
     from segcli.evaluation import evaluate
     from segcli.files import check_writable_dir
-    from segcli.modelfile import load_model
+    from segcli.inference.engines import load_predictor
 
     augment = tta_flag(tta)
     if split not in ("train", "val", "test"):
@@ -40,7 +42,7 @@ def evaluate_cmd(
         raise SegcliError("no such file or directory", data_dir)
     if out is not None:
         check_writable_dir(out)  # before the model runs
-    loaded = load_model(model, precision)
+    loaded = load_predictor(model, precision, engine)
     with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
                           tta=augment, progress=progress,

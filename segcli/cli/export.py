@@ -1,4 +1,4 @@
-"""segcli export: SavedModel / ONNX / TFLite, checked against Keras."""
+"""segcli export: SavedModel / ONNX / TFLite / OpenVINO IR, checked against Keras."""
 
 from __future__ import annotations
 
@@ -12,24 +12,25 @@ from segcli.cli import render
 
 def export_cmd(
     model: Path = typer.Argument(..., help="A .keras model file (e.g. runs/NAME/best.keras)."),
-    fmt: str = typer.Option(..., "--format", "-f", help="savedmodel | onnx | tflite"),
+    fmt: str = typer.Option(..., "--format", "-f", help="savedmodel | onnx | tflite | openvino"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output path (default: beside MODEL: "
-                                       "NAME_savedmodel/, NAME.onnx, NAME.tflite)."),
+                                       "NAME_savedmodel/, NAME.onnx, NAME.tflite, NAME.xml + NAME.bin)."),
     size: Optional[str] = typer.Option(None, "--size", help="TFLite only: a fixed input HxW instead of dynamic "
                                        "height/width (rounded up to the output stride)."),
     opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export (a SavedModel folder segcli "
                                "wrote, a file of the same format; nothing else) and a different classes.json."),
 ):
-    """Export MODEL as a float32 SavedModel, ONNX or TFLite file, with classes.json beside it (inside a SavedModel).
+    """Export MODEL as a float32 SavedModel, ONNX, TFLite or OpenVINO IR, with classes.json beside it (inside a
+    SavedModel). segcli predict, evaluate and bench run each export (see docs/deploy.md).
 
     Each export is run on random images right after writing and compared with Keras (max abs difference).
 
-    SavedModel and TFLite need the tensorflow backend; ONNX works on tensorflow and torch, not on jax.
+    SavedModel, TFLite and OpenVINO need the tensorflow backend; ONNX works on tensorflow and torch, not on jax.
 
     A .keras model from any backend exports from any of them: segcli --backend NAME export ...
 
-    ONNX needs the export extra: pip install 'segcli\\[export]'
+    ONNX needs the export extra: pip install 'segcli\\[export]'; OpenVINO the openvino extra.
     """
     from segcli.export import export_model
 

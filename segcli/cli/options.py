@@ -7,6 +7,10 @@ from segcli.sizes import parse_size
 RUN_PRECISION_HELP = ("auto|float32|mixed_float16|mixed_bfloat16 to run the model under (auto: mixed_float16 "
                       "with a GPU, mixed_bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX), else float32).")
 
+ENGINE_HELP = ("What runs MODEL, where a file has a choice: an .onnx runs on onnxruntime (default) or openvino; "
+               "each other file has one engine (.keras Keras, .xml OpenVINO, .tflite LiteRT, a SavedModel folder "
+               "TensorFlow). Exported engines run float32; OpenVINO follows --precision (auto: bf16 where Keras' is).")
+
 TTA_HELP = ("Test-time augmentation: flip (image + its mirror), scales (e.g. 0.75,1.25; 1 always runs) or both "
             "(flip,0.75,1.25); softmax probabilities averaged. One forward pass per flip and scale.")
 

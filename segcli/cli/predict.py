@@ -8,12 +8,13 @@ from typing import List, Optional
 import typer
 
 from segcli.cli import render
-from segcli.cli.options import RUN_PRECISION_HELP, TTA_HELP
+from segcli.cli.options import ENGINE_HELP, RUN_PRECISION_HELP, TTA_HELP
 from segcli.errors import SegcliError
 
 
 def predict_cmd(
-    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`."),
+    model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`, or its export "
+                                 "(.onnx, .xml, .tflite, a SavedModel folder; see segcli export)."),
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...",
                                                  help="Image files, folders of images or glob patterns; or video "
                                                  "files and stream URLs (rtsp://, http://, ...)."),
@@ -28,6 +29,7 @@ def predict_cmd(
     overlap: int = typer.Option(128, "--overlap", min=0, help="Overlap of neighbouring tiles in pixels."),
     precision: str = typer.Option("auto", "--precision", help=RUN_PRECISION_HELP),
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_HELP),
+    engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
     source: Optional[str] = typer.Option(None, "--source", help="A camera's device index (0) or a stream URL; "
                                          "videos write OUT/NAME_overlay.mp4 at the source's size and frame rate."),
     masks: bool = typer.Option(False, "--masks", help="Videos: also write a palette PNG mask per frame, "
@@ -60,7 +62,7 @@ def predict_cmd(
         # a bad --tta, a missing input or a bad --out fails there before the model loads
         records = predict_files(model, inputs or [], out, precision=precision, overlay=overlay, alpha=alpha,
                                 probabilities=probabilities, tile=tile, overlap=overlap, batch_size=batch_size,
-                                tta=tta, progress=progress)
+                                tta=tta, progress=progress, engine=engine)
     render.predictions_written(len(records), out, overlay=overlay, probabilities=probabilities)
 
 

@@ -1,7 +1,8 @@
-"""Export a trained model to TensorFlow SavedModel, ONNX or TFLite, checked against Keras.
+"""Export a trained model to TensorFlow SavedModel, ONNX, TFLite or OpenVINO IR, checked against Keras.
 
 What each format needs, by the Keras backend segcli runs on (segcli.backend): SavedModel and TFLite are
-written by TensorFlow, on the tensorflow backend only (on jax or torch, one line names the command to run
+written by TensorFlow, on the tensorflow backend only, and so is OpenVINO IR (Keras' exporter converts a
+TensorFlow graph; it needs the ``openvino`` extra) (on jax or torch, one line names the command to run
 instead, or how to install TensorFlow; TensorFlow is never imported there). ONNX is written by tf2onnx on
 tensorflow and by torch's own exporter (torch.onnx, the TorchScript exporter Keras' ``model.export`` uses
 for dynamic shapes) on torch; not on jax: Keras' jax exporter (jax2onnx 0.17) writes NHWC max-pooling as
@@ -15,7 +16,7 @@ into place. A ``classes.json`` (the class map) is written beside an .onnx/.tflit
 SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli wrote (it holds a
 ``.segcli`` marker), or a file of the same format; a user's folder or file is never replaced.
 
-SavedModel and ONNX take any batch, height and width; TFLite takes dynamic height and width where the
+SavedModel, ONNX and OpenVINO IR take any batch, height and width; TFLite takes dynamic height and width where the
 converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
 size. ONNX needs the ``export`` extra: ``pip install 'segcli[export]'`` (tf2onnx, onnx, onnxruntime; torch
 needs only onnx and onnxruntime beside it).
@@ -33,9 +34,9 @@ from segcli import backend as backends
 from segcli.errors import SegcliError
 from segcli.files import NoSpaceError, check_free_space, remove_stale_temporaries
 from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FORMATS, ExportError, exact_float32,
-                                   export_onnx, export_savedmodel, export_tflite, round_up_pair)
+                                   export_onnx, export_openvino, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
-                                  missing_onnx_packages)
+                                  missing_format_packages, missing_onnx_packages)
 from segcli.modelfile import file_size_needed, load_model
 from segcli.precision import reduced_policy, with_policy
 from segcli.sizes import parse_size
@@ -60,9 +61,10 @@ class ExportResult:
 
 def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None, *, force: bool = False,
                  size=None, opset: int = DEFAULT_OPSET) -> ExportResult:
-    """Export the .keras model at ``model_path`` to ``fmt`` (savedmodel, onnx or tflite) and check it.
+    """Export the .keras model at ``model_path`` to ``fmt`` (savedmodel, onnx, tflite or openvino) and check it.
 
-    out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``).
+    out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``,
+    ``NAME.xml`` with its ``NAME.bin``).
     size: TFLite only: a fixed input size (H, W) or "HxW" instead of dynamic height and width.
     An existing output is replaced only with ``force`` and only when it is an earlier export (a SavedModel
     folder segcli wrote, a file of the same format); a classes.json beside a file export with other classes
@@ -75,16 +77,15 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         raise SegcliError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     size = parse_size(size)
     if size is not None and fmt != "tflite":
-        raise SegcliError("--size applies to --format tflite only (SavedModel and ONNX take any height and width)")
+        raise SegcliError("--size applies to --format tflite only (the other formats take any height and width)")
     model_path = Path(model_path)
     backend = backends.name()
     problem = backend_problem(fmt, backend, model_path, out, size, force, opset)
     if problem:
         raise SegcliError(problem)
-    if fmt == "onnx":
-        missing = missing_onnx_packages(backend)
-        if missing:
-            raise SegcliError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
+    missing, install = missing_format_packages(fmt, backend)
+    if missing:
+        raise SegcliError(f"{FORMAT_NAMES[fmt]} export needs {', '.join(missing)}: {install}")
     out = Path(out) if out is not None else default_output(model_path, fmt)
     check_output(model_path, out, fmt, force)
     inside = fmt == "savedmodel"  # a SavedModel folder holds its classes.json; a file has it beside
@@ -113,6 +114,8 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             checks, tol = export_savedmodel(model, out, sizes, loaded.classes)
         elif fmt == "onnx":
             checks, tol = export_onnx(model, out, sizes, opset)
+        elif fmt == "openvino":
+            checks, tol = export_openvino(model, out, sizes)
         else:
             checks, tol, fixed, more = export_tflite(model, out, sizes, size, stride)
             notes.extend(more)
@@ -121,6 +124,8 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             loaded.classes.save(classes_path)
         except NoSpaceError:  # an export without its classes is a partial output: none is left
             out.unlink(missing_ok=True)
+            if fmt == "openvino":
+                out.with_suffix(".bin").unlink(missing_ok=True)
             raise
     return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
                         checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,

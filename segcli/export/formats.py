@@ -1,5 +1,6 @@
 """Writing each export format and checking it against Keras: a SavedModel folder (TensorFlow), an ONNX file
-(tf2onnx on tensorflow, torch.onnx on torch) or a TFLite file (TensorFlow's converter). Each is written beside
+(tf2onnx on tensorflow, torch.onnx on torch), a TFLite file (TensorFlow's converter) or an OpenVINO IR (Keras'
+exporter, through TensorFlow). Each is written beside
 a temporary name, run on random images, its logits compared with Keras' (`RTOL`), and only then moved into
 place; an export that disagrees raises `ExportError` and leaves nothing. Which backend may write which format,
 and what the output may replace, is checked before any of this (segcli.export.guards).
@@ -24,10 +25,12 @@ from segcli.data import ClassMap
 from segcli.errors import SegcliError, describe, first_line
 from segcli.files import (NoSpaceError, atomic_path, exists_or_link, mark_segcli_folder, move_aside, new_temp_dir,
                           no_space_errors)
+from segcli.inference.engines import OpenVinoEngine, TfliteEngine
 from segcli.sizes import round_up
 
-FORMATS = ("savedmodel", "onnx", "tflite")
-FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite"}
+FORMATS = ("savedmodel", "onnx", "tflite", "openvino")
+FORMAT_NAMES = {"savedmodel": "TensorFlow SavedModel", "onnx": "ONNX", "tflite": "TFLite", "openvino": "OpenVINO IR"}
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}  # a SavedModel is a folder
 ONNX_PRODUCERS = ("tf2onnx",)  # an ONNX file tf2onnx wrote may be an earlier export (segcli's before the mark)
 ONNX_MARK = "segcli_export"  # metadata every ONNX export of segcli carries: what --force may replace
 DEFAULT_OPSET = 17
@@ -272,28 +275,6 @@ def export_onnx(model, out: Path, sizes, opset: int) -> tuple[list, float]:
     return checks, tol
 
 
-def _tflite_interpreter(path: Path):
-    try:  # TensorFlow's tf.lite.Interpreter is deprecated in favour of ai-edge-litert
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Interpreter(model_path=str(path))
-
-
-def _run_tflite(interpreter, x: np.ndarray) -> np.ndarray:
-    inp = interpreter.get_input_details()[0]
-    if tuple(inp["shape"]) != x.shape:
-        interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def _tflite_bytes(model, size, scratch: Path) -> bytes:
     """Convert through a temporary SavedModel in ``scratch`` (from_concrete_functions leaves Keras 3 variables
     unread)."""
@@ -311,9 +292,9 @@ def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
         data = _tflite_bytes(model, size, scratch)
     with atomic_path(out, suffix=".tflite") as tmp:
         tmp.write_bytes(data)
-        interpreter = _tflite_interpreter(tmp)
-        checks, tol = _compare("tflite", model, lambda x: _run_tflite(interpreter, x), sizes)
-        del interpreter
+        engine = TfliteEngine(tmp)  # as predict runs it: LiteRT where installed, else tf.lite
+        checks, tol = _compare("tflite", model, engine.run_batch, sizes)
+        del engine
     return checks, tol
 
 
@@ -332,3 +313,22 @@ def export_tflite(model, out: Path, sizes, size, stride) -> tuple[list, float, t
                          f"{size[0]}x{size[1]} (choose with --size HxW)")
     checks, tol = _write_tflite(model, out, size, [size])
     return checks, tol, size, notes
+
+
+def export_openvino(model, out: Path, sizes) -> tuple[list, float]:
+    """Keras' own exporter (``model.export(format="openvino")``, through a TensorFlow graph) writes NAME.xml and
+    NAME.bin in a temporary folder beside ``out``; OpenVINO runs them in float32 (as predict does), and they are
+    moved into place, the .bin first (the .xml names it)."""
+    with no_space_errors(out), _temp_dir_beside(out) as tmp:
+        target = tmp / out.name
+        with _quiet_converters():
+            try:
+                model.export(str(target), format="openvino", verbose=False, input_signature=_serving_signature())
+            except Exception as exc:
+                raise ExportError(f"Keras cannot export the model to OpenVINO: {describe(exc)}") from None
+        engine = OpenVinoEngine(target, "float32")
+        checks, tol = _compare("openvino", model, engine.run_batch, sizes)
+        del engine
+        os.replace(target.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(target, out)
+    return checks, tol

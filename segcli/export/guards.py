@@ -6,21 +6,31 @@ a file export with other classes is kept without it).
 
 from __future__ import annotations
 
+import json
 import shlex
 from importlib.util import find_spec
 from pathlib import Path
 
 from segcli import backend as backends
-from segcli.data import ClassMap, load_classes
+from segcli.data import ClassMap
 from segcli.errors import DataError, SegcliError
-from segcli.export.formats import DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, ExportError
+from segcli.export.formats import DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, SUFFIXES, ExportError
 from segcli.files import check_replaceable, check_writable_dir, exists_or_link, guard_output, segcli_folder_kind
 from segcli.runfolder import trained_on
 
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # on tensorflow; torch exports with torch.onnx
 INSTALL_HINT = backends.install_hint("export")
-TF_FORMATS = ("savedmodel", "tflite")  # written by TensorFlow: the tensorflow backend only
+TF_FORMATS = ("savedmodel", "tflite", "openvino")  # written through TensorFlow: the tensorflow backend only
 ONNX_BACKENDS = ("torch", "tensorflow")  # the backends ONNX is exported from, in the order offered
+
+
+def missing_format_packages(fmt: str, backend: str | None = None) -> tuple[list[str], str]:
+    """The packages exporting ``fmt`` needs that are not installed, and the install line for them."""
+    if fmt == "onnx":
+        return missing_onnx_packages(backend), INSTALL_HINT
+    if fmt == "openvino":
+        return [name for name in ("openvino",) if find_spec(name) is None], backends.install_hint("openvino")
+    return [], ""
 
 
 def missing_onnx_packages(backend: str | None = None) -> list[str]:
@@ -64,7 +74,7 @@ def backend_problem(fmt: str, backend: str, model_path: Path, out=None, size=Non
 def default_output(model_path: Path, fmt: str) -> Path:
     if fmt == "savedmodel":
         return model_path.with_name(f"{model_path.stem}_savedmodel")
-    return model_path.with_suffix(f".{fmt}")
+    return model_path.with_suffix(SUFFIXES[fmt])
 
 
 def _is_export_file(path: Path, fmt: str) -> bool:
@@ -77,6 +87,12 @@ def _is_export_file(path: Path, fmt: str) -> bool:
         return False
     if fmt == "tflite":
         return head[4:8] == b"TFL3"
+    if fmt == "openvino":  # an IR's .xml: <?xml ...?> then <net ...>
+        try:
+            with open(path, "rb") as f:
+                return head.startswith(b"<?xml") and b"<net " in f.read(4096)
+        except OSError:
+            return False
     if not head.startswith(b"\x08"):  # ModelProto's first field, ir_version
         return False
     try:
@@ -107,6 +123,9 @@ def check_output(model_path: Path, out: Path, fmt: str, force: bool) -> None:
                 raise ExportError(f"is a segcli {kind} folder, not an export; --force replaces only an earlier "
                                   "export, choose another --out", out)
         check_replaceable(out, force, what="--out")  # a file, a link, or a folder segcli did not make: refused
+    elif fmt == "openvino" and exists_or_link(out.with_suffix(".bin")) and not exists_or_link(out):
+        raise ExportError("exists without its .xml and would be replaced by the IR's weights; choose another --out",
+                          out.with_suffix(".bin"))
     elif exists_or_link(out):
         if out.is_dir():
             raise ExportError(f"is a folder; --out for --format {fmt} is the file to write "
@@ -123,9 +142,9 @@ def check_classes_file(path: Path, classes: ClassMap, force: bool) -> bool:
     """True if classes.json must be written; ExportError if a different one is there and not --force."""
     if not exists_or_link(path):
         return True
-    try:
-        same = load_classes(path).to_dict() == classes.to_dict()
-    except DataError:
+    try:  # read as a model's own record, as predict reads it (a class named like the ignore label is kept)
+        same = ClassMap.from_dict(json.loads(path.read_text(encoding="utf-8"))).to_dict() == classes.to_dict()
+    except (DataError, OSError, ValueError):
         same = False
     if same:
         return False

@@ -58,8 +58,10 @@ def _compiled(model) -> Callable:
 
 
 def forward(model, batch: np.ndarray) -> np.ndarray:
-    """(B, h, w, 3) float32 0..255 -> (B, h, w, K) float32 logits; h and w are multiples of the stride."""
-    out = np.asarray(_compiled(model)(batch.astype(np.float32, copy=False)), dtype=np.float32)
+    """(B, h, w, 3) float32 0..255 -> (B, h, w, K) float32 logits; h and w are multiples of the stride.
+    `model`: a Keras model, or an exported model's engine (segcli.inference.engines: its `run_batch`)."""
+    run = getattr(model, "run_batch", None) or _compiled(model)
+    out = np.asarray(run(batch.astype(np.float32, copy=False)), dtype=np.float32)
     if out.ndim != 4 or out.shape[1:3] != batch.shape[1:3]:
         raise SegcliError(f"the model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}: "
                           "expected (B, H, W, classes) at the input size")

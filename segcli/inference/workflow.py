@@ -65,14 +65,15 @@ def check_predict_out(files: list[Path], out_dir: str | Path, *, overlay: bool =
 def predict_files(model, inputs, out_dir: str | Path = "predictions", *, precision: str | None = "auto",
                   overlay: bool = False, alpha: float = 0.5, probabilities: bool = False, tile: int = 1024,
                   overlap: int = 128, batch_size: int = 4, tta: str | TTA | None = None,
-                  progress: Progress | None = None) -> list[Prediction]:
+                  progress: Progress | None = None, engine: str | None = None) -> list[Prediction]:
     """Predict a mask for every input image and write, per image, into `out_dir`:
 
     `<stem>.png` (palette PNG in the model's class colours, the input's H x W), with `overlay`
     `<stem>_overlay.png` (blend + legend), with `probabilities` `<stem>_probs.npy` (float16 (H, W, K)).
     Every file is written to a temporary name and renamed, so a failure leaves no half-written output.
-    `model`: a .keras file, loaded at `precision` (segcli.modelfile.load_model) once every check has passed; or
-    a segcli.modelfile.LoadedModel (`precision` is then not used).
+    `model`: a .keras file or an export (.onnx, .xml, .tflite, a SavedModel folder), loaded at `precision` by
+    segcli.inference.engines.load_predictor (with `engine`, where a file has a choice) once every check has passed;
+    or a segcli.modelfile.LoadedModel (`precision` and `engine` are then not used).
     `inputs`: image files, folders and glob patterns (`resolve_inputs`).
     Checked first, before the model loads or anything is written: `tta`, `alpha`, `batch_size`, the inputs and
     `out_dir` (`check_predict_out`: it may not hold the inputs or overwrite one).
@@ -88,9 +89,9 @@ def predict_files(model, inputs, out_dir: str | Path = "predictions", *, precisi
     files = resolve_inputs(inputs)
     out_dir = check_predict_out(files, out_dir, overlay=overlay, probabilities=probabilities)
     if isinstance(model, (str, os.PathLike)):
-        from segcli.modelfile import load_model  # Keras: only now, after the checks
+        from segcli.inference.engines import load_predictor  # Keras or an engine: only now, after the checks
 
-        model = load_model(model, precision)
+        model = load_predictor(model, precision, engine)
     made = missing_folders(out_dir)
     ensure_writable_dir(out_dir)
     remove_dead_writers_temp_files(out_dir)  # what a killed predict left (only segcli's temporaries)

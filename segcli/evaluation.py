@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data import ClassMap, load_labels, open_dataset, read_image
+from segcli.data import ClassMap, data_folders, load_labels, open_dataset, read_image
 from segcli.errors import DataError, SegcliError
 from segcli.files import (atomic_path, check_writable_dir, ensure_writable_dir, guard_output, missing_folders,
                           remove_empty_folders, remove_stale_temporaries, write_json, write_text)
@@ -97,7 +97,7 @@ def evaluate(loaded, data_dir: str | Path, split: str = "val", *, classes_file: 
         raise SegcliError(f"batch size must be >= 1, got {batch_size}")
     tta = parse_tta(tta)
     if out_dir is not None:
-        guard_output(out_dir, [data_dir])  # not among the data, through links too
+        guard_output(out_dir, data_folders(data_dir))  # not among the data (a dataset file's root), links too
         check_writable_dir(out_dir)  # before the work: a folder that cannot take the reports fails now
     val_fraction, seed = held_out(loaded.meta.get("recipe"))  # the split the model was trained with
     if palette_by_colour is None:  # the masks read as in training

@@ -110,12 +110,14 @@ class RunFolder:
     def check_new(out: str | Path | None, force: bool, data_dir: str | Path | None = None) -> bool:
         """Before any work: may ``out`` become the run folder? True when it holds a run to replace (--force).
         A folder segcli did not make is never replaced, nor one that holds the data."""
+        from segcli.data import data_folders
+
         if out is None:
             return False
         out = Path(out)
         if data_dir is not None and _inside(data_dir, out):
             raise SegcliError(f"is the data folder or holds it ({data_dir}); choose another --out", out)
-        guard_output(out, [data_dir])  # nor inside the data, through links too
+        guard_output(out, data_folders(data_dir))  # nor inside the data (a dataset file's root), through links too
         replace = check_replaceable(out, force, "run folder", also=", or --resume to continue it", kind="run")
         ensure_writable_dir(out.parent if replace or not out.exists() else out)
         return replace

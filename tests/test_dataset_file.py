@@ -187,3 +187,19 @@ def test_an_ultralytics_yaml_trains_and_evaluates_through_the_cli(cli, tmp_path)
     void = sum((mapped(stored_mask(64, i % 3)) == 255).sum() for i in range(2))
     assert [c["name"] for c in scores["per_class"]] == ["road", "car"]
     assert scores["ignored_pixels"] == void and scores["pixels"] == 2 * 64 * 64 - void
+
+
+def test_compare_takes_a_dataset_file_as_its_data(cli, tmp_path):
+    """compare's last argument is its data when it is a folder or a dataset file, not a MODEL: here the unknown
+    model is the only name refused (nothing trains)."""
+    data = ultralytics_dataset(tmp_path)
+    result = cli("compare", "nosuchmodel", data, "--out", tmp_path / "cmp")
+    assert result.exit_code == 2 and "nosuchmodel" in result.stderr and "city.yaml" not in result.stderr
+
+
+def test_outputs_inside_a_dataset_files_root_are_refused(cli, tmp_path):
+    """The guards see the dataset file's root as the data, as they see a dataset folder: no run folder in it."""
+    data = ultralytics_dataset(tmp_path)
+    result = cli("train", "unet", data, "--recipe", tiny_recipe(tmp_path, epochs=1), "--out", tmp_path / "city" / "run")
+    assert result.exit_code == 2 and "is inside the data folder" in result.stderr
+    assert not (tmp_path / "city" / "run").exists()

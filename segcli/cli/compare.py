@@ -43,18 +43,20 @@ def compare_cmd(
                                train={"epochs": epochs, "batch_size": batch_size, "max_minutes": max_minutes,
                                       "precision": precision, "seed": seed})
     recipes.resolve(None, overrides)  # every flag checked before anything is trained or written
+    from segcli.data.formats.datasetfile import is_dataset_file
+
     args = list(args or [])
     data_dir = None
     if from_runs:  # `--from A B`: the option takes A, B arrives as an argument; nothing is trained
         from_runs, args = list(from_runs) + [Path(a) for a in args], []
-    elif args and Path(args[-1]).is_dir():
+    elif args and (Path(args[-1]).is_dir() or is_dataset_file(args[-1])):
         data_dir = Path(args.pop())
     if not from_runs:
         if not args:
             raise SegcliError("name at least one MODEL to train (or give --from RUN_DIR ...)")
+        if data_dir is None and not SAMPLE_DATA.is_dir():
+            raise SegcliError("no DATA_DIR given and sample_data/ not found", SAMPLE_DATA)
         data_dir = data_dir or SAMPLE_DATA
-        if not data_dir.is_dir():
-            raise SegcliError("no DATA_DIR given and sample_data/ not found", data_dir)
         for name in recipe or []:  # each recipe file and MODEL checked before the first training
             recipes.read_recipe_file(name)
         for name in args:  # with the model flags (--encoder), checked against each model's options

@@ -15,7 +15,8 @@ app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 
 @app.command("check")
 def data_check(
-    directory: Path = typer.Argument(..., metavar="DIR", help="Dataset folder (or a CSV of image,mask rows)."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Dataset folder, a CSV of image,mask rows, or a "
+                                     "dataset file (.yaml, .toml)."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DIR/classes.json, "
                                            "else inferred from the masks)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out as val when "

@@ -15,7 +15,8 @@ from segcli.errors import SegcliError
 def evaluate_cmd(
     model: Path = typer.Argument(..., help="A .keras model file written by `segcli train`, or its export "
                                  "(.onnx, .xml, .tflite, a SavedModel folder; see segcli export)."),
-    data_dir: Path = typer.Argument(..., help="Dataset folder (see `segcli data check`)."),
+    data_dir: Path = typer.Argument(..., help="Dataset folder, or a dataset file (.yaml, .toml); "
+                                    "see `segcli data check`."),
     split: str = typer.Option("val", "--split", help="val|test (or train)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv, confusion.png, evaluation.json here."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="classes.json (default: DATA_DIR/classes.json, "

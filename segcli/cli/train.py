@@ -15,7 +15,8 @@ from segcli.errors import SegcliError
 
 def train_cmd(
     model: Optional[str] = typer.Argument(None, help="Architecture: fcn, unet, ... (see `segcli models`)."),
-    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder (see `segcli data check`)."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder, or a dataset file (.yaml, .toml); "
+                                              "see `segcli data check`."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe TOML file, or a shipped recipe's name."),
     epochs: Optional[str] = typer.Option(None, "--epochs", metavar="INT"),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="INT",

@@ -12,7 +12,8 @@ from segcli.cli import render
 
 def tune_cmd(
     model: Optional[str] = typer.Argument(None, help="Architecture: fcn, unet, ... (see `segcli models`)."),
-    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder (see `segcli data check`)."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder, or a dataset file (.yaml, .toml); "
+                                              "see `segcli data check`."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe with a \\[tune] table (a file, or a shipped "
                                          "recipe's name)."),
     trials: Optional[str] = typer.Option(None, "--trials", metavar="INT", help="Number of trials (default 10)."),

@@ -308,7 +308,7 @@ def _new_search(model_name, data_dir, recipe_file, trials, max_minutes, algorith
                 "trials": DEFAULT_TRIALS if trials is None else _positive_int(trials, "--trials"),
                 "max_minutes": 0.0 if max_minutes is None else _minutes(max_minutes),
                 "recipe": str(recipe_file), "knobs": []}
-    if not Path(data_dir).is_dir():
+    if not Path(data_dir).exists():  # a folder, or a file (a dataset file, a CSV)
         raise SegcliError("no such data folder", data_dir)
     path = recipes.find_recipe(recipe_file)
     base, _ = recipes.resolve_for_model(model_name, path)
@@ -316,7 +316,9 @@ def _new_search(model_name, data_dir, recipe_file, trials, max_minutes, algorith
     knobs = parse_tune_table(tune_table, base, path, algorithm)
     out = Path(out)
     replace = check_replaceable(out, force, "tune folder", also=", or --resume to continue it", kind="tune")
-    guard_output(out, [data_dir])  # never inside the data, through links too
+    from segcli.data import data_folders
+
+    guard_output(out, data_folders(data_dir))  # never inside the data (a dataset file's root), through links too
     ensure_writable_dir(out)
     if replace:
         with folder_lock(out):  # a search running in it is refused, not emptied

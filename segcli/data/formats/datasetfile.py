@@ -41,6 +41,26 @@ IGNORE_WORD = "ignore_label"  # a label_mapping value: the pixel is not scored
 NAME = "dataset-file"
 
 
+def is_dataset_file(path: str | Path) -> bool:
+    """A file whose suffix makes it a dataset file (not what it holds)."""
+    return Path(path).is_file() and Path(path).suffix.lower() in SUFFIXES
+
+
+def data_folders(data: str | Path | None) -> list[Path]:
+    """What a command reads for its data argument, for the output guards (segcli.files.guard_output): the
+    argument itself and, for a dataset file, its root folder (a file whose root cannot be read adds nothing:
+    opening the dataset says what is wrong with it)."""
+    if data is None:
+        return []
+    folders = [Path(data)]
+    if is_dataset_file(data):
+        try:
+            folders.append(_root(read_keys(Path(data)), Path(data)))
+        except DataError:
+            pass
+    return folders
+
+
 def _fail(file: Path, key: str, problem: str):
     raise DataError(f"{key}: {problem}", file)
 
@@ -144,7 +164,8 @@ def _root(data: dict, file: Path) -> Path:
     for candidate in tried:
         if candidate.is_dir():
             return candidate
-    _fail(file, "path", f"{value!r} is not a folder (looked for {' and '.join(str(t) for t in tried)})")
+    _fail(file, "path", f"{value!r} is not a folder (looked for {' and '.join(str(t) for t in tried)}; Ultralytics' "
+                        "datasets_dir setting is not read: give path relative to this file, or absolute)")
 
 
 def _entries(data: dict, key: str, root: Path, file: Path) -> list[Path]:
@@ -262,7 +283,7 @@ class DatasetFile:
                    "label_mapping; Ultralytics' semantic-segmentation YAMLs as they are")
 
     def detect(self, root: Path) -> bool:
-        return root.is_file() and root.suffix.lower() in SUFFIXES
+        return is_dataset_file(root)
 
     def read(self, root: Path, problems: list[Problem]) -> FormatData:
         return read_dataset_file(root, problems)

@@ -151,8 +151,9 @@ def test_a_mapping_that_sends_everything_to_ignore_is_a_problem(tmp_path):
         "masks need at least two classes"]
 
 
-def test_a_reader_giving_labels_outside_the_classes_is_named(tmp_path):
+@pytest.mark.parametrize("value", [5, -1])
+def test_a_reader_giving_labels_outside_the_classes_is_named(tmp_path, value):
     root = write(tmp_path, "reader.marker", n=1)
-    pair = Pair(root / "data" / "0.jpg.png", root / "data" / "0.json", lambda hw: np.full(hw, 5, np.int32))
-    with pytest.raises(DataError, match=r"0.json: labels 5 outside the classes \(0..1, void 255\)"):
+    pair = Pair(root / "data" / "0.jpg.png", root / "data" / "0.json", lambda hw: np.full(hw, value, np.int32))
+    with pytest.raises(DataError, match=rf"0.json: labels {value} outside the classes \(0..1, void 255\)"):
         load_labels(pair, "index", TWO)

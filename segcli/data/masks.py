@@ -276,7 +276,8 @@ def load_labels(pair, encoding: str, classes: ClassMap, mapping: dict[int, int] 
         if image_hw is None:
             image_hw = image_size(pair.image) or read_image(pair.image).shape[:2]
         labels = np.asarray(pair.reader(tuple(int(v) for v in image_hw)))
-        present = np.unique(labels)
+        flat = labels.ravel()
+        present = np.unique(flat[flat < 0]) if flat.size and flat.min() < 0 else np.flatnonzero(np.bincount(flat))
         bad = present[((present < 0) | (present >= classes.num_classes)) & (present != classes.ignore_index)]
         if bad.size:
             raise DataError(f"labels {_listing(bad)} outside the classes (0..{classes.num_classes - 1}, "

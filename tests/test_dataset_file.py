@@ -150,7 +150,10 @@ def test_relative_paths_resolve_as_ultralytics_does(tmp_path, monkeypatch):
      "colors: 1 colours for 2 names"),
     ("path: city\ntrain: images/train\nmasks_dir: masks\nnames: [road, car]\nignore_label: 1\n",
      "ignore_label: ignore_index 1 must not be a class index"),
-    ("path: city\ntrain: images/train\nmasks_dir: labels\n", "masks_dir: no image/mask pairs found"),
+    ("path: city\ntrain: images/train\nmasks_dir: labels\n", r"masks_dir: no image/mask pairs found \(3 files "
+     r"without their pair, e.g. .*frankfurt_000.jpg: image without mask \(nothing named frankfurt_000.png"),
+    ("path: city\ntrain: masks/train\n", "train: no image/mask pairs found .*its path has no images/ folder.*; "
+     "without masks_dir, masks are looked for"),
     ("path: city\nformat: pascal\n", "format: 'pascal' is not a dataset format; known: "),
     ("path: city\ntrain: [images/train\n", "not valid YAML: "),
     ("- path\n- train\n", r"a dataset file holds keys \(path, train"),

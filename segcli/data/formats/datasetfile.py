@@ -262,12 +262,13 @@ def read_dataset_file(file: Path, problems: list[Problem]) -> FormatData:
                   for s in SPLITS if s in data}
         notices = []
         if not any(splits.values()):
+            found = (f"{len(problems)} files without their pair, e.g. {problems[0].path}: {problems[0].problem}"
+                     if problems else "no images")
             yolo = " (Ultralytics reads YOLO polygon labels then: add format: yolo)" if "yolo" in list_formats() else ""
+            how = "" if masks_dir else ("; without masks_dir, masks are looked for in a masks/ twin of each images/ "
+                                        f"folder, in <folder>annot/ or in <folder>/masks{yolo}")
             _fail(file, "masks_dir" if masks_dir else ", ".join(s for s in SPLITS if s in data),
-                  f"no image/mask pairs found ({len(problems)} files without their pair, e.g. {problems[0].path}: "
-                  f"{problems[0].problem})" if problems else "no images found" if masks_dir else
-                  f"no image/mask pairs found; without masks_dir, masks are looked for in a masks/ twin of each "
-                  f"images/ folder, <folder>annot/ or <folder>/masks{yolo}")
+                  f"no image/mask pairs found ({found}){how}")
     return FormatData(
         splits=splits,
         base=file if classes is not None else (inner.base if inner is not None else root),  # named: no classes.json

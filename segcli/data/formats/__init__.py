@@ -10,6 +10,7 @@ from segcli.data.formats.registry import LAYOUT_HINT, find_format, get_format, l
 # the built-in formats: specific ones first (they register in this order), then segcli's generic layouts
 from segcli.data.formats import datasetfile  # noqa: E402,F401  (a dataset file: .yaml, .yml, .toml)
 from segcli.data.formats import voc, cityscapes, ade20k  # noqa: E402,F401  (benchmarks)
+from segcli.data.formats import coco, yolo, labelme  # noqa: E402,F401  (annotation tools)
 from segcli.data.formats import split_folders, images_masks, csv_pairs  # noqa: E402,F401  (generic)
 
 __all__ = ["SPLITS", "DatasetFormat", "FormatData", "Pair", "Problem", "match_pairs", "LAYOUT_HINT",

@@ -11,16 +11,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from segcli.data import default_classes, read_label_png  # noqa: E402
+from segcli.data import read_label_png  # noqa: E402
 from segcli.data.imageio import read_png_palette  # noqa: E402
 from segcli.files import TMP_TAG  # noqa: E402
 from segcli.inference import capture, predict_labels  # noqa: E402
 from segcli.inference.video import VideoInterrupted, predict_videos  # noqa: E402
-from segcli.modelfile import load_model, save_model  # noqa: E402
-from segcli.models import build_model  # noqa: E402
+from segcli.modelfile import load_model  # noqa: E402
 from segcli.progress import Progress  # noqa: E402
+from test_predict import K, model_file  # noqa: E402,F401 (the tiny model's fixture)
 
-K = 3
 H, W, FPS, N = 32, 48, 5.0, 12  # the test clip: 12 frames of 48x32 at 5 fps
 
 
@@ -99,22 +98,6 @@ def fake_source(monkeypatch, fake):
 
     monkeypatch.setattr(capture, "new_capture", make)
     return opened
-
-
-def tiny_unet(seed=1, sharpen=30.0):
-    keras.utils.set_random_seed(seed)
-    model = build_model("unet", K, depth=2, base_filters=4, convs_per_block=1)
-    score = model.get_layer("score")
-    kernel, bias = score.get_weights()
-    score.set_weights([kernel * sharpen, bias])
-    return model
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    save_model(tiny_unet(), path, default_classes(K, ["sky", "road", "car"]), {"model_name": "unet"})
-    return path
 
 
 @pytest.fixture(scope="module")

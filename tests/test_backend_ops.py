@@ -87,6 +87,9 @@ def _child(npz: str) -> None:
         weights, smoothing, ignore = SETTINGS[setting]
         loss = make_loss("ce", K, ignore, class_weights=weights, label_smoothing=smoothing)
         out["gradients"][setting] = gradient(loss, logits[0]).tolist()
+    # OHEM where the threshold keeps too few pixels: the hardest half (top_k, in ops.cond)
+    out["losses"]["ohem top-k"] = float(SegmentationLoss(K, IGNORE, kind="ohem", ohem_threshold=0.05,
+                                                         ohem_min_kept=0.5)(truth[0], logits[0]))
     # focal with gamma 0 is cross-entropy; gamma < 1 has an infinite slope at p = 1 (ignored pixels' p)
     for gamma in (0.0, 0.5):
         loss = SegmentationLoss(K, IGNORE, kind="focal", gamma=gamma, class_weights=WEIGHTS, label_smoothing=0.1)
@@ -130,7 +133,7 @@ def _child(npz: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ NumPy reference
-def _np_loss(truth, logits, kind, weights, smoothing, ignore, gamma=2.0):
+def _np_loss(truth, logits, kind, weights, smoothing, ignore, gamma=2.0, threshold=0.7, min_kept=1 / 16):
     t = truth.reshape(-1)
     x = logits.reshape(-1, K).astype(np.float64)
     valid = (t >= 0) & (t < K) & ((t != ignore) if ignore is not None else True)
@@ -140,10 +143,15 @@ def _np_loss(truth, logits, kind, weights, smoothing, ignore, gamma=2.0):
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     onehot = np.eye(K)[safe]
     total = 0.0
-    if kind in ("ce", "focal", "ce+dice"):
+    if kind in ("ce", "focal", "ce+dice", "ohem"):
         ce = -((onehot * (1 - smoothing) + smoothing / K) * log_p).sum(1)
         if kind == "focal":
             ce *= (1 - np.exp(log_p[np.arange(len(t)), safe])) ** gamma
+        if kind == "ohem":  # hard: true-class probability < threshold; else at least the min_kept share hardest
+            p_true = np.where(valid, np.exp(log_p[np.arange(len(t)), safe]), 2.0)
+            kept = max(1, int(np.ceil(min_kept * len(t))))
+            cut = threshold if (p_true < threshold).sum() >= kept else max(np.sort(p_true)[kept - 1], threshold)
+            w = w * (p_true <= cut)
         total += (ce * w).sum() / max(w.sum(), 1e-6)
     if kind in ("dice", "ce+dice"):  # unweighted, over the classes present in the valid truth
         p, target = np.exp(log_p) * valid[:, None], onehot * valid[:, None]
@@ -205,6 +213,10 @@ def test_loss_and_metrics_on_each_backend(backend, tmp_path):
     for setting in ("weighted", "smoothed", "ignore-class-2"):
         assert out["losses"][f"ce {setting}"] != pytest.approx(out["losses"]["ce plain"]), setting
     assert out["losses"]["ce no-ignore-label"] == pytest.approx(out["losses"]["ce plain"])
+    # OHEM keeps fewer pixels than cross-entropy (its mean is over the hard ones), and its top-k branch
+    assert out["losses"]["ohem plain"] != pytest.approx(out["losses"]["ce plain"])
+    assert out["losses"]["ohem top-k"] == pytest.approx(
+        _np_loss(truth[0], logits[0], "ohem", None, 0.0, IGNORE, threshold=0.05, min_kept=0.5), rel=1e-5)
 
     focal = np.asarray(out["gradients"].pop("focal gamma 0.5"))
     assert np.isfinite(focal).all() and focal.any()

@@ -32,6 +32,14 @@ def size_flag(text: str | None) -> list[int] | None:
     return None if size is None else list(size)
 
 
+def list_flag(text: str | None) -> list | None:
+    """A comma list flag (--scale 0.5,2.0, --train-splits train,val) as the list a recipe holds, numbers as
+    numbers; None when the flag was not given. segcli.recipe checks the values."""
+    from segcli.recipe import from_text
+
+    return None if text is None else [from_text(part.strip()) for part in text.split(",")]
+
+
 def overrides(**tables: dict) -> dict:
     """Recipe overrides holding only the flags given: {"train": {"epochs": "5"}}, {} when none. Numbers stay
     the flags' text: segcli.recipe checks every value (and names the flag) in one place."""

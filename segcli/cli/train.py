@@ -9,7 +9,9 @@ import typer
 
 from segcli.cli import render
 from segcli.cli.options import overrides as flag_overrides
-from segcli.cli.options import ENCODER_HELP, ENCODER_WEIGHTS_HELP, PALETTE_BY_COLOUR_HELP, encoder_flags, size_flag
+from segcli.choices import LOSSES
+from segcli.cli.options import (ENCODER_HELP, ENCODER_WEIGHTS_HELP, PALETTE_BY_COLOUR_HELP, encoder_flags, list_flag,
+                                size_flag)
 from segcli.errors import SegcliError
 
 
@@ -23,6 +25,17 @@ def train_cmd(
                                              help="Global batch size (all replicas)."),
     lr: Optional[str] = typer.Option(None, "--lr", metavar="FLOAT", help="Learning rate."),
     size: Optional[str] = typer.Option(None, "--size", help="Training crop HxW, e.g. 368x480."),
+    scale: Optional[str] = typer.Option(None, "--scale", metavar="MIN,MAX",
+                                        help="Random scale range, e.g. 0.5,2.0 (the crop is padded with ignore "
+                                             "where the scaled image is smaller)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help=f"{'|'.join(LOSSES)} (ohem: the hardest pixels, "
+                                       "[train] ohem_threshold and ohem_min_kept)."),
+    ema_momentum: Optional[str] = typer.Option(None, "--ema-momentum", metavar="FLOAT",
+                                               help="Validate and save a moving average of the weights with this "
+                                                    "momentum, e.g. 0.99 (0: off)."),
+    train_splits: Optional[str] = typer.Option(None, "--train-splits", metavar="train[,val]",
+                                               help="Train on these splits; train,val trains on val too (the "
+                                                    "model to ship: no val score, the last epoch is kept)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", metavar="NAME", help=ENCODER_HELP),
     encoder_weights: Optional[str] = typer.Option(None, "--encoder-weights", metavar="none|imagenet|PATH",
                                                   help=ENCODER_WEIGHTS_HELP),
@@ -44,8 +57,10 @@ def train_cmd(
     from segcli.training import TrainingInterrupted
 
     overrides = flag_overrides(model={"options": encoder_flags(encoder, encoder_weights)},
-                               data={"size": size_flag(size), "palette_by_colour": True if palette_by_colour else None},
+                               data={"size": size_flag(size), "palette_by_colour": True if palette_by_colour else None,
+                                     "scale": list_flag(scale), "train_splits": list_flag(train_splits)},
                                train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+                                      "loss": loss, "ema_momentum": ema_momentum,
                                       "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
     if resume is None and (model is None or data_dir is None):
         raise SegcliError("MODEL and DATA_DIR are required (or --resume RUN_DIR)")

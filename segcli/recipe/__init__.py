@@ -19,11 +19,11 @@ from segcli.choices import SWITCHES, parse_switch
 from segcli.recipe.parse import (DEFAULTS, Recipe, load_resolved, merge, read_recipe_file, resolve,
                                  resolve_for_model)
 from segcli.recipe.recipefiles import RECIPES_DIR, find_recipe, save
-from segcli.recipe.rules import FLAGS, RULES, WEIGHTS_WORDS, weights_path
+from segcli.recipe.rules import FLAGS, RULES, WEIGHTS_WORDS, from_text, weights_path
 from segcli.recipe.spec import TUNE_TABLE, DataSpec, ModelSpec, TrainSpec, held_out
 
 __all__ = [
     "DEFAULTS", "FLAGS", "RECIPES_DIR", "RULES", "SWITCHES", "TUNE_TABLE", "WEIGHTS_WORDS", "DataSpec", "ModelSpec",
-    "Recipe", "TrainSpec", "find_recipe", "held_out", "load_resolved", "merge", "parse_switch", "read_recipe_file",
+    "Recipe", "TrainSpec", "find_recipe", "from_text", "held_out", "load_resolved", "merge", "parse_switch", "read_recipe_file",
     "resolve", "resolve_for_model", "save", "weights_path",
 ]

@@ -106,6 +106,19 @@ def epoch_list(value) -> list[int]:
     return epochs
 
 
+TRAIN_SPLITS = ("train", "val")  # what [data] train_splits may name: test stays aside, never trained on
+
+
+def split_list(value) -> list[str]:
+    """[data] train_splits: ["train"] or ["train", "val"] ("train,val" from the flag)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if (not isinstance(value, list) or "train" not in value or len(set(value)) != len(value)
+            or any(v not in TRAIN_SPLITS for v in value)):
+        raise Invalid(f'must be ["train"] or ["train", "val"], got {value!r}')
+    return value
+
+
 def size(value, *, empty: bool = False) -> list[int]:
     return pair(value, lambda v: integer(v, 1), "[height, width] in pixels, two integers >= 1", empty=empty)
 
@@ -125,6 +138,7 @@ RULES = {
     ("data", "cache"): switch,
     ("data", "classes"): string,
     ("data", "palette_by_colour"): boolean,
+    ("data", "train_splits"): split_list,
     ("train", "epochs"): lambda v: integer(integer(v, 1), 1, MAX_EPOCHS),  # ">= 1" first; the bound is
     # generous (--epochs 1e9 is a slip, not a plan)
     ("train", "batch_size"): lambda v: integer(v, 1),
@@ -135,6 +149,9 @@ RULES = {
     ("train", "warmup_epochs"): lambda v: number(v, high=MAX_EPOCHS),  # and <= epochs: schedule_problem
     ("train", "class_weights"): string,
     ("train", "label_smoothing"): lambda v: number(v, 0.0, below=1.0),
+    ("train", "ohem_threshold"): lambda v: number(v, above=True, high=1.0),
+    ("train", "ohem_min_kept"): lambda v: number(v, above=True, high=1.0),
+    ("train", "ema_momentum"): lambda v: number(v, 0.0, below=1.0),  # 0: off
     ("train", "jit"): switch,
     ("train", "steps_per_execution"): lambda v: integer(v, 0),  # 0: automatic
     ("train", "max_minutes"): number,  # 0: no limit

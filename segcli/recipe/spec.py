@@ -30,6 +30,7 @@ class DataSpec:
     cache: bool | None = None                    # keep decoded images in memory: None (auto) | True | False
     classes: str = ""                            # classes.json, relative to the recipe file (--classes wins)
     palette_by_colour: bool = False              # palette masks: entries map to classes by colour, not index
+    train_splits: tuple[str, ...] = ("train",)   # the splits trained on; with "val" there is no val score
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class TrainSpec:
     loss: str = "ce"                             # choices: segcli.choices.LOSSES
     class_weights: str = "none"                  # none | segcli.training.losses.CLASS_WEIGHTINGS | a JSON list file
     label_smoothing: float = 0.0
+    ohem_threshold: float = 0.7                  # loss = "ohem": a pixel is hard below this true-class probability
+    ohem_min_kept: float = 0.0625                # loss = "ohem": at least this share of the batch's pixels kept
+    ema_momentum: float = 0.0                    # > 0: validate and save an average of the weights (Keras use_ema)
     precision: str = "auto"                      # auto or one of segcli.choices.PRECISIONS
     distribute: str = "auto"                     # choices: segcli.choices.STRATEGIES
     jit: bool | None = None                      # XLA: None (auto: on with one GPU) | True | False

@@ -4,6 +4,7 @@ epoch with the history, and progress reports (segcli.progress)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -122,6 +123,22 @@ class SaveBest(keras.callbacks.Callback):
         if value is not None and math.isfinite(float(value)) and float(value) > self.best:
             self.best, self.best_epoch = float(value), epoch + 1
             self.save(self.model)
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """With the optimizer's moving average of the weights ([train] ema_momentum, Keras' use_ema): validation runs
+    on the average (Keras' SwapEMAWeights, which swaps it in for each evaluation and back), and `averaged()` puts
+    it in the model for a save (best.keras). Training steps, and the run's backup of weights and optimizer
+    state, always see the trained weights, so a resumed run continues exactly; when fit ends Keras writes the
+    average into the model (optimizer.finalize_variable_values), so model.keras is the average too."""
+
+    @contextlib.contextmanager
+    def averaged(self):
+        self.on_test_begin()
+        try:
+            yield
+        finally:
+            self.on_test_end()
 
 
 class RunBackup(keras.callbacks.Callback):

@@ -56,7 +56,7 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
             optimizer = make_optimizer(train, steps_per_epoch, encoder.weights if encoder is not None else ())
         model.compile(optimizer=optimizer,
                       loss=make_loss(train.loss, classes.num_classes, classes.ignore_index, class_weights,
-                                     train.label_smoothing),
+                                     train.label_smoothing, train.ohem_threshold, train.ohem_min_kept),
                       metrics=compiled_metrics or None, jit_compile=jit, steps_per_execution=spe)
         # Built now, over every trainable variable (the encoder's too: a freeze run's one optimizer serves each of
         # its phases), not in the first step: on TensorFlow, Keras builds it while tracing the train step when no

@@ -1,5 +1,6 @@
 """Segmentation losses that skip the ignore label: cross-entropy (optionally class-weighted),
-focal, dice and cross-entropy + dice.
+focal, dice, cross-entropy + dice, and OHEM cross-entropy (online hard example mining: the mean over the
+pixels the model finds hard, as BiSeNet, PIDNet and PP-LiteSeg train).
 
 The maths is keras.ops, so it runs on every Keras backend. On TensorFlow it runs as one XLA-compiled
 function, forward and gradient: segcli runs TensorFlow's train step without XLA on a CPU, where Keras'
@@ -12,6 +13,8 @@ train step with XLA; torch runs it eagerly. The gradient is autodiff through log
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -44,15 +47,41 @@ def _pixel_weights(labels, num_classes: int, ignore_index, class_weights):
     return valid, weight
 
 
+OHEM_THRESHOLD = 0.7  # [train] ohem_threshold: a pixel is hard while its true class's probability is below this
+OHEM_MIN_KEPT = 1 / 16  # [train] ohem_min_kept: at least this share of the batch's pixels is kept (the hardest)
+
+
+def _hard_pixels(true_prob, valid, threshold: float, min_kept: float):
+    """OHEM's pixels: valid ones whose true-class probability is below `threshold`; where fewer than
+    `min_kept` x the batch's pixels are, the hardest min_kept share of them instead (BiSeNet's rule: a
+    threshold, with a floor on the count). The count is found with top_k only when the threshold keeps too
+    few (ops.cond: late in training, when most pixels are easy), so the usual step pays one comparison."""
+    valid_prob = ops.where(valid, true_prob, 2.0)  # ignored pixels are never hard
+    hard = valid_prob < threshold
+    pixels = valid_prob.shape[0]  # the batch's pixel count: static in training (whole batches of one crop)
+    if pixels is None:  # validation's batches of whole images: known when XLA compiles them
+        kept = ops.maximum(ops.cast(ops.ceil(min_kept * ops.cast(ops.shape(valid_prob)[0], "float32")), "int32"), 1)
+    else:
+        kept = max(1, int(math.ceil(min_kept * pixels)))
+
+    def kth_hardest():  # the kept-th smallest probability
+        return ops.maximum(-ops.min(ops.top_k(-valid_prob, kept, sorted=False)[0]), threshold)
+
+    enough = ops.sum(ops.cast(hard, "int32")) >= kept
+    cut = ops.cond(enough, lambda: ops.convert_to_tensor(threshold, "float32"), kth_hardest)
+    return ops.logical_and(valid, valid_prob <= cut)
+
+
 def _loss_math(labels, logits, *, num_classes: int, ignore_index, kind: str, class_weights, gamma: float,
-               label_smoothing: float):
-    """Mean over non-ignored pixels of the batch (labels outside 0..K-1 are ignored too)."""
+               label_smoothing: float, ohem_threshold: float = OHEM_THRESHOLD, ohem_min_kept: float = OHEM_MIN_KEPT):
+    """Mean over non-ignored pixels of the batch (labels outside 0..K-1 are ignored too); ohem: over the
+    hard ones (_hard_pixels)."""
     logits = ops.reshape(ops.cast(logits, "float32"), (-1, logits.shape[-1]))  # (pixels, K)
     labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     valid, weight = _pixel_weights(labels, num_classes, ignore_index, class_weights)
     is_true = ops.equal(ops.arange(num_classes, dtype="int32")[None, :], labels[:, None])  # a mask, no one-hot
     total = 0.0
-    if kind in ("ce", "focal", "ce+dice"):
+    if kind in ("ce", "focal", "ce+dice", "ohem"):
         log_probs = ops.log_softmax(logits, axis=-1)
         true_log_prob = ops.sum(ops.where(is_true, log_probs, 0.0), axis=-1)
         ce = -true_log_prob
@@ -60,6 +89,9 @@ def _loss_math(labels, logits, *, num_classes: int, ignore_index, kind: str, cla
             ce = (1.0 - label_smoothing) * ce - label_smoothing * ops.mean(log_probs, axis=-1)
         if kind == "focal":  # (1 - p)^gamma, kept off 0: its gradient there is 0 * inf for gamma < 1
             ce = ops.power(ops.maximum(1.0 - ops.exp(true_log_prob), 1e-12), gamma) * ce
+        if kind == "ohem":  # which pixels are hard is not differentiated through
+            hard = _hard_pixels(ops.stop_gradient(ops.exp(true_log_prob)), valid, ohem_threshold, ohem_min_kept)
+            weight = weight * ops.cast(hard, "float32")
         total += ops.sum(ce * weight) / ops.maximum(ops.sum(weight), 1e-6)
     if kind in ("dice", "ce+dice"):
         validf = ops.cast(valid, "float32")[:, None]
@@ -85,10 +117,12 @@ def _replicas() -> int:
 
 @keras.saving.register_keras_serializable(package="segcli")
 class SegmentationLoss(keras.losses.Loss):
-    """kind: ce | focal | dice | ce+dice. Returns the mean over non-ignored pixels of the batch."""
+    """kind: ce | focal | dice | ce+dice | ohem. Returns the mean over non-ignored pixels of the batch (ohem:
+    over its hard pixels: true-class probability below ohem_threshold, at least ohem_min_kept of the batch)."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = None, kind: str = "ce",
                  class_weights=None, gamma: float = 2.0, label_smoothing: float = 0.0,
+                 ohem_threshold: float = OHEM_THRESHOLD, ohem_min_kept: float = OHEM_MIN_KEPT,
                  name: str = "segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         try:
@@ -101,8 +135,10 @@ class SegmentationLoss(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.gamma = float(gamma)
         self.label_smoothing = float(label_smoothing)
+        self.ohem_threshold, self.ohem_min_kept = float(ohem_threshold), float(ohem_min_kept)
         settings = dict(num_classes=self.num_classes, ignore_index=ignore_index, kind=kind,
-                        class_weights=self.class_weights, gamma=self.gamma, label_smoothing=self.label_smoothing)
+                        class_weights=self.class_weights, gamma=self.gamma, label_smoothing=self.label_smoothing,
+                        ohem_threshold=self.ohem_threshold, ohem_min_kept=self.ohem_min_kept)
         self._math = xla_on_tensorflow(lambda labels, logits: _loss_math(labels, logits, **settings))
 
     def call(self, y_true, y_pred):
@@ -115,7 +151,8 @@ class SegmentationLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "ignore_index": self.ignore_index,
                 "kind": self.kind, "class_weights": self.class_weights, "gamma": self.gamma,
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing, "ohem_threshold": self.ohem_threshold,
+                "ohem_min_kept": self.ohem_min_kept}
 
 
 CLASS_WEIGHTINGS = {"median-frequency": 1.0, "sqrt-median-frequency": 0.5}  # name -> power of the weights
@@ -133,6 +170,8 @@ def median_frequency_weights(pixel_counts, power: float = 1.0) -> list[float]:
 
 
 def make_loss(kind: str, num_classes: int, ignore_index: int | None, class_weights=None,
-              label_smoothing: float = 0.0) -> keras.losses.Loss:
+              label_smoothing: float = 0.0, ohem_threshold: float = OHEM_THRESHOLD,
+              ohem_min_kept: float = OHEM_MIN_KEPT) -> keras.losses.Loss:
     return SegmentationLoss(num_classes, ignore_index, kind=kind, class_weights=class_weights,
-                            label_smoothing=label_smoothing)
+                            label_smoothing=label_smoothing, ohem_threshold=ohem_threshold,
+                            ohem_min_kept=ohem_min_kept)

@@ -34,7 +34,9 @@ def make_schedule(train, steps_per_epoch: int):
 def make_optimizer(train, steps_per_epoch: int, encoder_variables=()):
     """The recipe's optimizer over its schedule. With ``train.encoder_lr_mult`` other than 1, the variables in
     ``encoder_variables`` (a pretrained encoder's: segcli.models.encoder_of(model).weights) are stepped with
-    the learning rate times the multiplier (their weight decay too), every other variable with the learning rate."""
+    the learning rate times the multiplier (their weight decay too), every other variable with the learning rate.
+    With ``train.ema_momentum`` > 0 the optimizer also keeps an exponential moving average of the weights
+    (Keras' use_ema), which training validates and saves."""
     import keras
 
     schedule = make_schedule(train, steps_per_epoch)
@@ -46,6 +48,8 @@ def make_optimizer(train, steps_per_epoch: int, encoder_variables=()):
         kind, options = keras.optimizers.AdamW, dict(weight_decay=wd or 1e-4)
     else:
         kind, options = keras.optimizers.SGD, dict(momentum=0.9, nesterov=True, weight_decay=wd)
+    if train.ema_momentum:  # Keras keeps the average; segcli validates and saves it (training.callbacks.ema)
+        options.update(use_ema=True, ema_momentum=train.ema_momentum)
     optimizer = kind(schedule, **options)
     mult = train.encoder_lr_mult
     if mult == 1.0 or not encoder_variables:

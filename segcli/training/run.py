@@ -10,6 +10,7 @@ before the run is marked finished.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -35,7 +36,7 @@ from segcli.recipe import Recipe
 from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.budget import check_training_fits
-from segcli.training.callbacks import (CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
+from segcli.training.callbacks import (AveragedWeights, CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
                                       TimeBudget)
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
@@ -273,6 +274,10 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                           f"(see `segcli data check {data_dir}`)", data_dir)
     if not dataset.splits.get("train"):
         raise SegcliError("no training pairs found", data_dir)
+    if "val" in data_spec.train_splits:  # the model to ship: trained on val too, for a fixed number of epochs
+        dataset.splits["train"] = dataset.splits["train"] + dataset.splits.pop("val", [])
+        progress.note("train_splits includes val: this run trains on val too, so it reports no val score; "
+                      "model.keras (= best.keras) is the last epoch's")
     classes = dataset.classes.with_void_as_class() if data_spec.void_as_class else dataset.classes
 
     # before the model is built and a run folder made: a size, batch or model knob that cannot fit is one line
@@ -324,7 +329,13 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
 
         budget = TimeBudget(train_spec.max_minutes, train_spec.epochs, too_short=too_short,
                             agree=lambda stop: any_process(strategy, stop))  # one decision for every process
-        best = SaveBest(lambda m: save_model(m, run.best_path, classes, meta), monitor="val_miou")
+        averaged = AveragedWeights() if train_spec.ema_momentum else None  # validated and saved: the average
+
+        def save_best(m):
+            with averaged.averaged() if averaged else contextlib.nullcontext():
+                save_model(m, run.best_path, classes, meta)
+
+        best = SaveBest(save_best, monitor="val_miou")
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
         # order matters: the backup records the logs the callbacks before it add, and the best model it saved
         per_class = PerClassIoU(compiled.metrics[1], dataset.classes.names)
@@ -332,6 +343,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         # (last: an epoch that ended before Ctrl-C was checked is backed up and reported)
         callbacks = [Throughput(train_spec.batch_size), per_class, budget, best, backup,
                      ProgressCallback(progress, train_spec.epochs), ctrl_c]
+        if averaged:
+            callbacks.insert(0, averaged)
         if keras.backend.backend() == "tensorflow":  # Keras' TensorBoard callback writes through tf.summary
             callbacks.insert(-1, keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0))
         progress.message(f"run folder: {run_dir}\nmodel {model_spec.name} ({count_params(model):,} parameters), "

@@ -1,0 +1,115 @@
+"""Training options that generalise (issue 31): the weights' moving average (ema_momentum), training on val too
+(train_splits), and their flags with --loss ohem and --scale. The OHEM loss's values are checked against NumPy on
+every backend in tests/test_backend_ops.py."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import tiny_recipe
+
+
+def _weights(path):
+    from segcli.modelfile import load_model
+
+    return load_model(path, precision="float32").model.get_weights()
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _train(sample_data, tmp_path, name, extra, epochs=1):
+    from segcli.training import train
+
+    folder = tmp_path / name
+    folder.mkdir()
+    return train(None, sample_data, recipe_file=tiny_recipe(folder, epochs=epochs, extra=extra), out=folder / "run")
+
+
+@pytest.mark.slow
+def test_ema_validates_and_saves_the_moving_average(sample_data, tmp_path):
+    plain = _train(sample_data, tmp_path, "plain", "")
+    averaged = _train(sample_data, tmp_path, "ema", "ema_momentum = 0.5")
+    # best.keras (saved at the epoch's end with the average swapped in) equals model.keras (the average Keras
+    # writes into the model when fit ends); without the swap best.keras would hold the trained weights
+    assert _same(_weights(averaged.run_dir / "best.keras"), _weights(averaged.run_dir / "model.keras"))
+    # the same seed trains the same steps: what differs from the plain run is the average
+    assert not _same(_weights(averaged.run_dir / "model.keras"), _weights(plain.run_dir / "model.keras"))
+    # the plain run's two files are its trained weights: EMA off changes nothing
+    assert _same(_weights(plain.run_dir / "best.keras"), _weights(plain.run_dir / "model.keras"))
+
+
+@pytest.mark.slow
+def test_train_splits_with_val_trains_on_both_and_reports_no_val_score(sample_data, tmp_path):
+    result = _train(sample_data, tmp_path, "both", "", epochs=1)
+    from segcli.training import train
+
+    folder = tmp_path / "with-val"
+    folder.mkdir()
+    recipe = tiny_recipe(folder, epochs=1)
+    recipe.write_text(recipe.read_text().replace("[data]\n", '[data]\ntrain_splits = ["train", "val"]\n'))
+    notes = []
+
+    class Notes:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: notes.append(args[0]) if name == "note" else None
+
+    run = train(None, sample_data, recipe_file=recipe, out=folder / "run", progress=Notes())
+    info = json.loads((run.run_dir / "run.json").read_text())
+    plain_info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["val_pairs"] == 0 and info["train_pairs"] == plain_info["train_pairs"] + plain_info["val_pairs"]
+    assert math.isnan(run.metrics["val"]["miou"]) and run.metrics["best_epoch"] is None
+    assert any("no val score" in note for note in notes)
+    assert _same(_weights(run.run_dir / "best.keras"), _weights(run.run_dir / "model.keras"))
+
+
+def test_training_option_flags_reach_the_recipe():
+    from segcli.cli.options import list_flag, overrides
+    from segcli.recipe import resolve
+
+    recipe = resolve(None, overrides(data={"scale": list_flag("0.5,2.0"), "train_splits": list_flag("train,val")},
+                                     train={"loss": "ohem", "ema_momentum": "0.99"}))
+    assert recipe.data.scale == (0.5, 2.0) and recipe.data.train_splits == ("train", "val")
+    assert recipe.train.loss == "ohem" and recipe.train.ema_momentum == 0.99
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--train-splits", "val"], "--train-splits"),
+    (["--train-splits", "train,test"], "--train-splits"),
+    (["--ema-momentum", "1"], "--ema-momentum"),
+    (["--loss", "hard"], "--loss"),
+    (["--scale", "2,0.5"], "--scale"),
+])
+def test_bad_training_option_flags_are_one_line(cli, sample_data, tmp_path, flags, words):
+    result = cli("train", "unet", sample_data, *flags, "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_ohem_recipe_keys_are_checked(tmp_path):
+    from segcli.errors import SegcliError
+    from segcli.recipe import resolve
+
+    for key, value in (("ohem_threshold", 0), ("ohem_threshold", 1.5), ("ohem_min_kept", 0)):
+        with pytest.raises(SegcliError, match=key):
+            resolve({"train": {key: value}})
+    recipe = resolve({"train": {"loss": "ohem", "ohem_threshold": 0.9, "ohem_min_kept": 0.1}})
+    assert (recipe.train.ohem_threshold, recipe.train.ohem_min_kept) == (0.9, 0.1)
+
+
+def test_ohem_and_ema_settings_reach_the_compiled_model():
+    from segcli.data import default_classes
+    from segcli.models import build_model
+    from segcli.recipe import resolve
+    from segcli.training.compile import compile_for_training
+
+    recipe = resolve({"model": {"name": "unet", "options": {"depth": 2, "base_filters": 4}},
+                      "train": {"loss": "ohem", "ohem_threshold": 0.9, "ohem_min_kept": 0.1, "ema_momentum": 0.95}})
+    model = build_model("unet", 3, depth=2, base_filters=4)
+    compile_for_training(model, recipe, default_classes(3), steps_per_epoch=4, gpu=False)
+    loss = model.loss
+    assert (loss.kind, loss.ohem_threshold, loss.ohem_min_kept) == ("ohem", 0.9, 0.1)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.95

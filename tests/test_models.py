@@ -367,3 +367,17 @@ def test_bilinear_and_downsampled_nets_train_on_unknown_sizes():
         output_signature=(tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None, None, None), tf.int32)))
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_unet_decoder_filters_set_the_decoder_widths_only():
+    plain = build_model("unet", 3, depth=3, base_filters=8, decoder_convs=1)
+    narrow = build_model("unet", 3, depth=3, base_filters=8, decoder_convs=1, decoder_filters=[6, 4, 2])
+    widths = lambda m, part: [l.filters for l in m.layers if l.name.startswith(part) and hasattr(l, "filters")]
+    assert widths(plain, "dec") != widths(narrow, "dec")
+    assert [widths(narrow, f"dec{n}_1")[0] for n in (1, 2, 3)] == [6, 4, 2]
+    assert widths(narrow, "enc") == widths(plain, "enc")  # the encoder is untouched
+    one = build_model("unet", 3, depth=3, base_filters=8, decoder_convs=1, decoder_filters=5)
+    assert [widths(one, f"dec{n}_1")[0] for n in (1, 2, 3)] == [5, 5, 5]
+    assert narrow.count_params() < plain.count_params()
+    with pytest.raises(ModelError, match="decoder_filters"):
+        build_model("unet", 3, depth=3, base_filters=8, decoder_filters=[4, 4])

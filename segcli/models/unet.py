@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from segcli.errors import ModelError
-from segcli.models.blocks import (check_encoder, check_positive_int, check_upsample, conv_block, encoder_features,
+from segcli.models.blocks import (check_encoder, check_filters, check_positive_int, check_upsample, conv_block, encoder_features,
                                   finish_model, image_input, logits_layer, score_conv, upsample_block,
                                   upsample_scores)
 from segcli.models.encoders import backbone_features
@@ -14,6 +14,7 @@ from segcli.models.encoders import backbone_features
 
 def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, encoder: str = "vgg",
                encoder_weights=None, convs_per_block: int = 2, decoder_convs: int | None = None,
+               decoder_filters=None,
                batch_norm: bool = True, bn_momentum: float = 0.99, dropout: float = 0.0, upsample: str = "transpose",
                up_kernel: int | None = None, allow_checkerboard: bool = False, normalize: bool = True,
                downsample_input: int = 1, name: str | None = None) -> keras.Model:
@@ -33,6 +34,9 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
         (default ``convs_per_block``) 3x3 convs of ``base_filters * stride``; then one more level to
         stride 1 without a skip, and a 1x1 conv to the class scores. ``encoder_weights``: None/"none",
         "imagenet" or a weights file (see segcli.models.encoders).
+    decoder_filters: the decoder levels' widths, deepest first (one per level; an int: every level), instead
+        of their encoder level's: a narrow decoder moves the net's cost from the full-resolution levels to
+        the encoder (docs/models.md, "Why the U-Net trailed").
     bn_momentum: BatchNormalization's moving-average momentum; 0.9 for runs of a few hundred steps.
     downsample_input: run the net on the image averaged down by this factor and upsample the class
         scores bilinearly at the end (factor**2 cheaper; the output stride grows by the factor).
@@ -53,6 +57,7 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
     if isinstance(decoder_convs, bool) or not isinstance(decoder_convs, int) or decoder_convs < 0:
         raise ModelError(f"decoder_convs must be a non-negative integer, got {decoder_convs!r}")
     widths = [base_filters * 2 ** i for i in range(depth)]
+    decoder_filters = None if decoder_filters is None else check_filters("decoder_filters", decoder_filters)
     up = dict(upsample=upsample, kernel_size=up_kernel, allow_checkerboard=allow_checkerboard)
 
     if pretrained:
@@ -84,17 +89,27 @@ def build_unet(num_classes: int, *, depth: int = 4, base_filters: int = 32, enco
             x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
         levels = range(depth - 2, -1, -1)
 
-    for n, i in enumerate(levels, start=1):
-        x = upsample_block(x, widths[i], 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
+    levels = list(levels)
+    if decoder_filters is None:
+        decoder_widths = [widths[i] for i in levels]
+    elif len(decoder_filters) == 1:
+        decoder_widths = list(decoder_filters) * len(levels)
+    elif len(decoder_filters) == len(levels):
+        decoder_widths = list(decoder_filters)
+    else:
+        raise ModelError(f"decoder_filters must give one width or {len(levels)} (one per decoder level, deepest "
+                         f"first), got {list(decoder_filters)!r}")
+    for n, (i, width) in enumerate(zip(levels, decoder_widths), start=1):
+        x = upsample_block(x, width, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
         x = layers.Concatenate(name=f"dec{n}_concat")([skips[i], x])
         for k in range(1, decoder_convs + 1):
-            x = conv_block(x, widths[i], 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
+            x = conv_block(x, width, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
 
     if pretrained:  # back to stride 1, no skip there
-        n = len(skips) + 1
-        x = upsample_block(x, base_filters, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
+        n, width = len(skips) + 1, base_filters if decoder_filters is None else decoder_widths[-1]
+        x = upsample_block(x, width, 2, batch_norm=batch_norm, name=f"dec{n}_up", **up)
         for k in range(1, decoder_convs + 1):
-            x = conv_block(x, base_filters, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
+            x = conv_block(x, width, 3, batch_norm=batch_norm, name=f"dec{n}_{k}")
         x = score_conv(x, num_classes, name="score")
     elif encoder == "vgg":
         x = score_conv(x, num_classes, name="score")

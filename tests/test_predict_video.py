@@ -272,3 +272,22 @@ def test_help_names_videos_cameras_and_masks(cli):
     result = cli("predict", "--help")
     text = " ".join(result.stdout.split())
     assert result.exit_code == 0 and "--source" in text and "--masks" in text and "stream URLs" in text
+
+
+@pytest.mark.slow
+def test_an_exported_model_predicts_a_video_as_the_keras_one(cli, model_file, loaded, clip, tmp_path):
+    """The engines (segcli.inference.engines) run videos too: an ONNX export's masks agree with Keras'."""
+    pytest.importorskip("tensorflow")  # exports are written on the tensorflow backend
+    from segcli.export import export_model
+    from segcli.export.guards import missing_onnx_packages
+    from segcli.inference.engines import installed
+
+    if missing_onnx_packages() or not installed("onnxruntime"):
+        pytest.skip("the ONNX export or ONNX Runtime is not installed")
+    export_model(model_file, "onnx", tmp_path / "tiny.onnx")
+    result = cli("predict", tmp_path / "tiny.onnx", clip, "--masks", "--precision", "float32", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    predict_videos(loaded, [clip], tmp_path / "k", masks=True)
+    for i in range(1, N + 1):
+        name = f"clip/{i:06d}.png"
+        assert np.mean(read_label_png(tmp_path / "o" / name) == read_label_png(tmp_path / "k" / name)) >= 0.999

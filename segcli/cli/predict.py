@@ -50,7 +50,7 @@ def predict_cmd(
             with render.RichProgress(render.err_console) as progress:
                 results = predict_videos(model, videos, out, precision=precision, masks=masks, alpha=alpha,
                                          tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
-                                         progress=progress)
+                                         progress=progress, engine=engine)
         except VideoInterrupted as exc:
             render.videos_written(exc.results)
             render.interrupted()

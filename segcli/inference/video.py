@@ -10,6 +10,8 @@ Outputs, in `out_dir` as predict names them (`<stem>` is the file's stem, `camer
   an .mp4, the codec OpenCV's pip wheels (opencv-python-headless) encode: they carry no H.264 encoder. VLC,
   mpv, ffmpeg, QuickTime and Windows' players play it; web browsers do not (convert with ffmpeg for the web).
 - with `masks`: `<stem>/000001.png`, ... a palette PNG per frame (numbered from 1), in the model's colours.
+A live source (a camera, a stream) faster than the model waits while the queue is full: its frames are dropped
+or delayed on its side, and the video, written at the source's rate, holds the frames that were predicted.
 Each is written under a temporary name beside it and renamed at the end, also after Ctrl-C (the first Ctrl-C
 stops reading, the frames read so far are predicted and the video is closed, playable; a second one stops at
 once, still closing the video) and after a source that ends early; any other error removes them.
@@ -267,13 +269,14 @@ def _ended_early(source: VideoSource, reader: FrameReader, result: VideoPredicti
 def predict_videos(model, sources, out_dir: str | Path = "predictions", *, precision: str | None = "auto",
                    masks: bool = False, alpha: float = 0.5, tile: int = 1024, overlap: int = 128,
                    batch_size: int = 4, tta: str | TTA | None = None, queue_size: int = 16,
-                   progress: Progress | None = None) -> list[VideoPrediction]:
+                   progress: Progress | None = None, engine: str | None = None) -> list[VideoPrediction]:
     """Predict every frame of each source and write its overlay video (and masks) into `out_dir` (see the module).
 
     `sources`: video files, stream URLs (rtsp://, http://, ...) and camera device indices ("0"), each opened by
     OpenCV. Checked first, before the model loads: `tta`, `alpha`, `batch_size`, every source opened
     (`capture.open_sources`: one line naming a source OpenCV cannot open) and `out_dir` (`check_video_out`).
-    `model`: a .keras file, loaded at `precision` once the checks have passed, or a segcli.modelfile.LoadedModel.
+    `model`: a .keras file or an export, loaded at `precision` by segcli.inference.engines.load_predictor (with
+    `engine`, where a file has a choice) once the checks have passed; or a segcli.modelfile.LoadedModel.
     Frames are batched by `batch_size` (equal-size frames per model call); at most `queue_size` decoded frames
     wait for the model. `progress` gets a task "predict STEM" per source (its total the frame count where the
     source knows it), advanced per frame with the frames/s and, where the count is known, the time left.
@@ -296,9 +299,9 @@ def predict_videos(model, sources, out_dir: str | Path = "predictions", *, preci
     try:
         out_dir = check_video_out(opened, out_dir, masks=masks)
         if isinstance(model, (str, os.PathLike)):
-            from segcli.modelfile import load_model  # Keras: only now, after the checks
+            from segcli.inference.engines import load_predictor  # Keras or an engine: only now, after the checks
 
-            model = load_model(model, precision)
+            model = load_predictor(model, precision, engine)
         remove_dead_writers_temp_files(out_dir, folders=True)  # what a killed predict left
         progress = progress or NullProgress()
         stop = threading.Event()

@@ -85,6 +85,23 @@ def assert_scene(got: np.ndarray, name: str, shift: int = 0) -> None:
     assert_pixels_match(got, np.where(expected > 0, expected + shift, 0), outline_zone(SCENES[name]))
 
 
+def labels_of(dataset, pair) -> np.ndarray:
+    """A pair's labels as every reader gets them (masks.load_labels with the dataset's encoding and mapping)."""
+    from segcli.data.masks import load_labels
+
+    return load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping)
+
+
+def assert_drawn(dataset, drawn: dict) -> None:
+    """`dataset` holds exactly the drawn splits and images ({split: {image: labels}}), and each pair's labels are
+    those of its scene (SCENES[image stem]), with assert_scene's tolerance at outlines."""
+    assert {s: sorted(p.image for p in pairs) for s, pairs in dataset.splits.items()} == \
+        {s: sorted(images) for s, images in drawn.items()}
+    for pairs in dataset.splits.values():
+        for pair in pairs:
+            assert_scene(labels_of(dataset, pair), pair.image.stem)
+
+
 def draw_image(path: Path, h: int = H, w: int = W, seed: int = 0) -> Path:
     """A small image with some texture (PNG or JPEG by the extension)."""
     path.parent.mkdir(parents=True, exist_ok=True)

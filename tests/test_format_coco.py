@@ -15,23 +15,9 @@ from benchmark_fixtures import check_train_evaluate
 from segcli.data import open_dataset
 from segcli.data.check import check_dataset
 from segcli.data.formats.raster import Drawing, Shape
-from segcli.data.masks import load_labels
 from segcli.errors import DataError
 
 NAMES = ("background", *F.CLASS_NAMES)
-
-
-def labels_of(dataset, pair):
-    return load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping)
-
-
-def assert_drawn(dataset, drawn):
-    """The dataset holds the drawn splits and images, each pair's labels those of its scene."""
-    assert {s: sorted(p.image for p in pairs) for s, pairs in dataset.splits.items()} == \
-        {s: sorted(images) for s, images in drawn.items()}
-    for pairs in dataset.splits.values():
-        for pair in pairs:
-            F.assert_scene(labels_of(dataset, pair), pair.image.stem)
 
 
 def test_roboflow_export_by_split_folder_without_its_project_category(tmp_path):
@@ -39,7 +25,7 @@ def test_roboflow_export_by_split_folder_without_its_project_category(tmp_path):
     dataset = open_dataset(tmp_path)
     assert dataset.layout == "coco" and dataset.classes.names == NAMES and not dataset.problems
     assert set(dataset.splits) == {"train", "val"}  # valid/ is val
-    assert_drawn(dataset, drawn)
+    F.assert_drawn(dataset, drawn)
     assert any("category 0 ('animals') only names the project" in n for n in dataset.notices)
 
 
@@ -47,10 +33,10 @@ def test_cvat_export_subsets_and_their_image_folders(tmp_path):
     drawn = F.make_cvat_coco(tmp_path)  # instances_Train.json + images/Train/, instances_Validation.json + ...
     dataset = open_dataset(tmp_path)
     assert dataset.classes.names == NAMES and dataset.classes_source == "format" and not dataset.problems
-    assert_drawn(dataset, drawn)
+    F.assert_drawn(dataset, drawn)
     # one file of the export given itself: its images still found in images/SUBSET/
     single = open_dataset(tmp_path / "annotations" / "instances_Train.json", val_fraction=0)
-    assert_drawn(single, {"train": drawn["train"]})
+    F.assert_drawn(single, {"train": drawn["train"]})
 
 
 def test_label_studio_export_ids_from_zero_and_windows_paths(tmp_path):
@@ -60,7 +46,7 @@ def test_label_studio_export_ids_from_zero_and_windows_paths(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps(data))
     dataset = open_dataset(tmp_path, val_fraction=0)
     assert dataset.classes.names == NAMES  # category 0 is "bird": background added in front, not taken as one
-    assert_drawn(dataset, drawn)
+    F.assert_drawn(dataset, drawn)
 
 
 def test_a_background_category_is_class_0_itself(tmp_path):
@@ -71,7 +57,7 @@ def test_a_background_category_is_class_0_itself(tmp_path):
     F.draw_image(tmp_path / "images" / "a.jpg")
     dataset = open_dataset(tmp_path, val_fraction=0)
     assert dataset.classes.names == NAMES and set(dataset.splits) == {"train"}  # subset "default" is train
-    F.assert_scene(labels_of(dataset, dataset.splits["train"][0]), "a")
+    F.assert_scene(F.labels_of(dataset, dataset.splits["train"][0]), "a")
 
 
 def rle_export(tmp_path, annotations, names=F.CLASS_NAMES):
@@ -103,7 +89,7 @@ def test_rle_masks_uncompressed_and_compressed_are_exact(tmp_path):
     dataset = open_dataset(rle_export(tmp_path, annotations), val_fraction=0)
     expected = np.zeros((F.H, F.W), np.int32)
     expected[first], expected[second] = 1, 3
-    np.testing.assert_array_equal(labels_of(dataset, dataset.splits["train"][0]), expected)
+    np.testing.assert_array_equal(F.labels_of(dataset, dataset.splits["train"][0]), expected)
 
 
 def test_overlaps_later_over_earlier_and_crowd_regions_under_every_instance(tmp_path):
@@ -123,7 +109,7 @@ def test_overlaps_later_over_earlier_and_crowd_regions_under_every_instance(tmp_
     shapes = [(1, square), (2, [(30, 20), (60, 20), (60, 46), (30, 46)])]
     for value, polygon in shapes:
         expected[F.polygon_mask(polygon)] = value
-    F.assert_pixels_match(labels_of(dataset, dataset.splits["train"][0]), expected, F.outline_zone(shapes))
+    F.assert_pixels_match(F.labels_of(dataset, dataset.splits["train"][0]), expected, F.outline_zone(shapes))
 
 
 def test_the_reader_is_picklable_and_checks_the_image_size(tmp_path):
@@ -160,7 +146,7 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
     }
     assert any("1 polygon(s) reach outside their image by more than 1 pixel: clipped to it (annotations 3)" in n
                for n in dataset.notices)
-    labels = labels_of(dataset, next(p for p in dataset.splits["train"] if p.image.stem == "a"))
+    labels = F.labels_of(dataset, next(p for p in dataset.splits["train"] if p.image.stem == "a"))
     assert (labels == dataset.classes.ignore_index).sum() > 0  # the unknown category's pixels are ignored
     assert len(dataset.splits["train"]) == len(drawn["train"])
 

@@ -11,13 +11,8 @@ import pytest
 import formats_fixtures as F
 from benchmark_fixtures import check_train_evaluate
 from segcli.data import open_dataset
-from segcli.data.masks import load_labels
 
 NAMES = ("background", *F.CLASS_NAMES)
-
-
-def labels_of(dataset, pair):
-    return load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping)
 
 
 @pytest.mark.parametrize("splits", [True, False])
@@ -29,9 +24,9 @@ def test_json_beside_each_image_in_split_folders_or_one_folder(tmp_path, splits)
         {s: sorted(images) for s, images in drawn.items()}
     for pair in dataset.pairs:
         assert pair.mask == pair.image.with_suffix(".json")
-        F.assert_scene(labels_of(dataset, pair), pair.image.stem)
+        F.assert_scene(F.labels_of(dataset, pair), pair.image.stem)
     pair = dataset.pairs[0]
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(pair.reader))((F.H, F.W)), labels_of(dataset, pair))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(pair.reader))((F.H, F.W)), F.labels_of(dataset, pair))
 
 
 def write_shapes(folder, shapes, name="a"):
@@ -49,7 +44,7 @@ def test_rectangles_and_circles_are_filled_lines_and_points_left_out(tmp_path):
         {"label": "bird", "points": [[5, 40]], "shape_type": "point"},
     ])
     dataset = open_dataset(tmp_path, val_fraction=0)
-    labels = labels_of(dataset, dataset.pairs[0])
+    labels = F.labels_of(dataset, dataset.pairs[0])
     rectangle = [(10, 5), (40, 5), (40, 30), (10, 30)]
     circle = [(44 + 12 * np.cos(t), 24 + 12 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 400, endpoint=False)]
     shapes = [(2, rectangle), (3, circle)]
@@ -75,7 +70,7 @@ def test_labels_txt_orders_the_classes_and_marks_ignore(tmp_path):
         if pair.image.stem == "a":
             shapes[0] = (dataset.classes.ignore_index, shapes[0][1])
             shapes.append((dataset.classes.ignore_index, [(1, 1), (5, 1), (5, 5)]))
-        F.assert_pixels_match(labels_of(dataset, pair), F.expected_labels(shapes), F.outline_zone(shapes))
+        F.assert_pixels_match(F.labels_of(dataset, pair), F.expected_labels(shapes), F.outline_zone(shapes))
 
 
 def test_problems_each_one_line_naming_the_file(tmp_path):
@@ -105,7 +100,7 @@ def test_a_file_without_shapes_is_all_background(tmp_path):
     F.write_json(tmp_path / "train" / "b.json", F.labelme_file("b", []))
     dataset = open_dataset(tmp_path)
     assert not dataset.problems
-    assert not labels_of(dataset, next(p for p in dataset.pairs if p.image.stem == "b")).any()
+    assert not F.labels_of(dataset, next(p for p in dataset.pairs if p.image.stem == "b")).any()
     assert "1 JSON file(s) without shapes: all background (b.json)" in dataset.notices
 
 

@@ -11,31 +11,18 @@ import pytest
 import formats_fixtures as F
 from benchmark_fixtures import check_train_evaluate
 from segcli.data import open_dataset
-from segcli.data.masks import load_labels
 
 NAMES = ("background", *F.CLASS_NAMES)
-
-
-def labels_of(dataset, pair):
-    return load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping)
-
-
-def assert_drawn(dataset, drawn):
-    assert {s: sorted(p.image for p in pairs) for s, pairs in dataset.splits.items()} == \
-        {s: sorted(images) for s, images in drawn.items()}
-    for pairs in dataset.splits.values():
-        for pair in pairs:
-            F.assert_scene(labels_of(dataset, pair), pair.image.stem)
 
 
 def test_ultralytics_layout_with_background_added_as_class_0(tmp_path):
     drawn = F.make_yolo(tmp_path)  # YOLO class c drawn for the scene's class c + 1
     dataset = open_dataset(tmp_path)
     assert dataset.layout == "yolo" and dataset.classes.names == NAMES and not dataset.problems
-    assert_drawn(dataset, drawn)
+    F.assert_drawn(dataset, drawn)
     assert any("YOLO class c is class c + 1" in n for n in dataset.notices)
     again = pickle.loads(pickle.dumps(dataset.splits["val"][0].reader))
-    np.testing.assert_array_equal(again((F.H, F.W)), labels_of(dataset, dataset.splits["val"][0]))
+    np.testing.assert_array_equal(again((F.H, F.W)), F.labels_of(dataset, dataset.splits["val"][0]))
 
 
 def test_roboflow_layout_and_the_other_name_files(tmp_path):
@@ -48,7 +35,7 @@ def test_roboflow_layout_and_the_other_name_files(tmp_path):
     dataset = open_dataset(tmp_path / "rf")
     assert dataset.layout == "yolo" and dataset.classes.names == NAMES and set(dataset.splits) == {"train", "val"}
     for pair in dataset.pairs:
-        F.assert_scene(labels_of(dataset, pair), pair.image.stem)
+        F.assert_scene(F.labels_of(dataset, pair), pair.image.stem)
     # no names anywhere: class_0.. from the ids the labels use; classes.txt (Label Studio, CVAT's obj.names alike)
     bare = open_dataset(tmp_path / "u")
     assert bare.classes.names == ("background", "class_0", "class_1", "class_2")
@@ -66,7 +53,7 @@ def test_names_starting_with_background_are_not_shifted(tmp_path):
     dataset = open_dataset(tmp_path)
     assert dataset.classes.names == NAMES
     for pair in dataset.pairs:
-        F.assert_scene(labels_of(dataset, pair), pair.image.stem)
+        F.assert_scene(F.labels_of(dataset, pair), pair.image.stem)
 
 
 def test_box_lines_are_rectangles_and_unlabelled_images_background(tmp_path):
@@ -76,7 +63,7 @@ def test_box_lines_are_rectangles_and_unlabelled_images_background(tmp_path):
     (tmp_path / "labels" / "train" / "c.txt").unlink()
     dataset = open_dataset(tmp_path)
     assert not dataset.problems
-    by_stem = {p.image.stem: labels_of(dataset, p) for p in dataset.splits["train"]}
+    by_stem = {p.image.stem: F.labels_of(dataset, p) for p in dataset.splits["train"]}
     box = [(16, 18), (48, 18), (48, 30), (16, 30)]
     F.assert_pixels_match(by_stem["a"], F.expected_labels([(2, box)]), F.outline_zone([(2, box)]))
     assert not by_stem["b"].any() and not by_stem["c"].any()
@@ -104,7 +91,7 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
         (tmp_path / "labels" / "val" / "d.txt", "line 1: expected CLASS x1 y1 x2 y2 ..., numbers"),
     }
     c = next(p for p in dataset.splits["train"] if p.image.stem == "c")
-    F.assert_pixels_match(labels_of(dataset, c), F.expected_labels([F.SCENES["c"][0]]),
+    F.assert_pixels_match(F.labels_of(dataset, c), F.expected_labels([F.SCENES["c"][0]]),
                           F.outline_zone([F.SCENES["c"][0]]))  # the polygon inside is still drawn
     assert [p.image.stem for p in dataset.splits["val"]] == ["e"]  # a malformed file's pair is left out
 
@@ -114,7 +101,7 @@ def test_polygons_partly_outside_are_clipped_with_a_notice(tmp_path):
     (tmp_path / "labels" / "train" / "a.txt").write_text("0 -0.5 -0.5 0.5 -0.5 0.5 0.5 -0.5 0.5\n")
     dataset = open_dataset(tmp_path)
     assert not dataset.problems
-    labels = labels_of(dataset, next(p for p in dataset.splits["train"] if p.image.stem == "a"))
+    labels = F.labels_of(dataset, next(p for p in dataset.splits["train"] if p.image.stem == "a"))
     np.testing.assert_array_equal(np.argwhere(labels == 1).max(axis=0), [F.H // 2, F.W // 2])
     assert labels[0, 0] == 1 and (labels == 1).sum() == (F.H // 2 + 1) * (F.W // 2 + 1)
     assert any("1 polygon(s) reach outside the image (0..1): clipped to it (a.txt)" in n for n in dataset.notices)

@@ -173,6 +173,12 @@ def test_an_export_with_no_readable_file_is_one_line(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_an_export_without_instance_files_gets_a_hint(tmp_path):
+    F.write_json(tmp_path / "annotations" / "captions_val2017.json", {"images": [], "annotations": []})
+    with pytest.raises(DataError, match=r"COCO: annotations/ holds captions_val2017.json but no instance masks"):
+        open_dataset(tmp_path)
+
+
 def test_rle_without_pycocotools_names_the_extra_and_polygons_need_none(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
     F.make_roboflow_coco(tmp_path / "polygons")

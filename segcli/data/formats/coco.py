@@ -270,9 +270,10 @@ class Coco:
         return bool(annotation_files(root))
 
     def hint(self, root: Path) -> str | None:
-        if root.is_dir() and (root / "annotations").is_dir() and not any((root / "annotations").glob("*.json")) \
-                and not any((root / "annotations").iterdir()):
-            return "COCO: annotations/ holds no instances_*.json"
+        others = sorted((root / "annotations").glob("*.json")) if root.is_dir() else []
+        if others:  # every one a caption, keypoint or panoptic file (detect took any other)
+            return (f"COCO: annotations/ holds {', '.join(p.name for p in others[:3])} but no instance masks "
+                    "(instances_*.json)")
         return None
 
     def read(self, root: Path, problems: list[Problem]) -> FormatData:

@@ -8,6 +8,7 @@ recipe, and the modules that act on a value import its list from here (`training
 from __future__ import annotations
 
 LOSSES = ("ce", "focal", "dice", "ce+dice", "ohem")  # [train] loss: segcli.training.losses (KINDS there)
+AUX_STRIDES = (4, 8, 16, 32)  # [train] aux_stride: segcli.training.aux
 OPTIMIZERS = ("adam", "adamw", "sgd")  # [train] optimizer: segcli.training.optim
 SCHEDULES = ("constant", "step", "cosine", "onecycle")  # [train] schedule: segcli.training.optim
 STRATEGIES = ("auto", "none", "mirrored", "multi")  # [train] distribute, --distribute: segcli.training.distribute

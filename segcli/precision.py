@@ -65,7 +65,8 @@ def resolve_precision(choice: str = "auto") -> tuple[str, str]:
 # --- the class-score head ------------------------------------------------------------------------
 
 HEAD_DTYPE = "float32"  # the head's policy under every policy (the variables of a mixed policy are float32 too)
-HEAD_LAYER = re.compile(r"score(_s\d+)?|fuse_s\d+|(up_s\d+|up_final)_(convT|resize|conv)|upsample_logits|logits")
+HEAD_LAYER = re.compile(r"score(_s\d+)?|fuse_s\d+|(up_s\d+|up_final)_(convT|resize|conv)|upsample_logits|logits"
+                        r"|aux_(score|upsample)")  # aux_: the training-only head (segcli.training.aux)
 
 
 def is_head_layer(name: str) -> bool:

@@ -90,7 +90,7 @@ BAD_VALUES = [  # (recipe text, the "[table] key" the line names, the problem)
     ("[train]\nencoder_lr_mult = 'low'", "[train] encoder_lr_mult", "must be a number > 0 and <= 100, got 'low'"),
     ("[train]\njit = 'yes please'", "[train] jit", "must be auto, true or false"),
     ("[train]\noptimizer = 'rmsprop'", "[train] optimizer", "must be one of adam, adamw, sgd, got 'rmsprop'"),
-    ("[train]\nloss = 'bce'", "[train] loss", "must be one of ce, focal, dice, ce+dice, got 'bce'"),
+    ("[train]\nloss = 'bce'", "[train] loss", "must be one of ce, focal, dice, ce+dice, ohem, got 'bce'"),
     ("[train]\nclass_weights = 3", "[train] class_weights", "must be a string, got 3"),
     ("[data]\nsize = [64]", "[data] size", "must be [height, width] in pixels, two integers >= 1, got [64]"),
     ("[data]\nsize = [0, 64]", "[data] size", "must be [height, width] in pixels, two integers >= 1, got [0, 64]"),

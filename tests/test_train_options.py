@@ -113,3 +113,62 @@ def test_ohem_and_ema_settings_reach_the_compiled_model():
     loss = model.loss
     assert (loss.kind, loss.ohem_threshold, loss.ohem_min_kept) == ("ohem", 0.9, 0.1)
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.95
+
+
+def test_aux_head_reads_the_last_feature_map_at_its_stride_and_its_scores_in_float32():
+    import keras
+
+    from segcli.errors import SegcliError
+    from segcli.models import build_model
+    from segcli.precision import policy
+    from segcli.training.aux import feature_at_stride, with_aux_head
+
+    for name, options in (("fcn", dict(filters=[4, 8, 8, 8], downsample_input=2)), ("unet", dict(depth=3, base_filters=4))):
+        with policy("mixed_bfloat16"):
+            model = build_model(name, 5, **options)
+            trained = with_aux_head(model, 5, 8)
+        tapped = feature_at_stride(model, 8)
+        fixed = keras.models.clone_model(model, input_tensors=keras.Input((64, 64, 3)))
+        assert fixed.get_layer(tapped).output.shape[1:3] == (8, 8), (name, tapped)
+        # nothing later in the graph has that size: the deepest feature map at stride 8
+        later = [l for l in fixed.layers[fixed.layers.index(fixed.get_layer(tapped)) + 1:]
+                 if isinstance(l.output, keras.KerasTensor) and len(l.output.shape) == 4 and l.output.shape[1] == 8
+                 and not l.name.startswith(("score", "fuse", "up_", "logits"))]
+        assert later == [], (name, [l.name for l in later])
+        assert trained.output.shape[-1] == 10 and model.output.shape[-1] == 5
+        assert trained.get_layer("aux_score").compute_dtype == "float32"
+        assert trained.get_layer("aux_head_conv").compute_dtype == "bfloat16"
+        out = trained.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)
+        assert out.shape == (1, 64, 64, 10)
+        np.testing.assert_allclose(out[..., :5], model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0),
+                                   atol=1e-6)  # the same layers, shared: the first half is the model's output
+    with pytest.raises(SegcliError, match="aux_stride = 32"):
+        feature_at_stride(build_model("unet", 5, depth=2, base_filters=4), 32)
+
+
+def test_aux_loss_adds_the_heads_loss_with_its_weight_and_metrics_read_the_models_scores():
+    from segcli.training.losses import make_loss
+    from segcli.training.metrics import confusion_update
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (2, 6, 8)).astype("int32")
+    main, aux = (rng.normal(size=(2, 6, 8, 4)).astype("float32") for _ in range(2))
+    both = np.concatenate([main, aux], axis=-1)
+    plain = make_loss("ce", 4, None)
+    with_aux = make_loss("ce", 4, None, aux_weight=0.4)
+    assert float(with_aux(labels, both)) == pytest.approx(float(plain(labels, main)) + 0.4 * float(plain(labels, aux)),
+                                                          rel=1e-5)
+    np.testing.assert_array_equal(np.asarray(confusion_update(labels, both, 4, None)),
+                                  np.asarray(confusion_update(labels, main, 4, None)))
+
+
+@pytest.mark.slow
+def test_a_run_with_an_aux_head_saves_the_model_without_it(sample_data, tmp_path):
+    from segcli.modelfile import load_model
+
+    run = _train(sample_data, tmp_path, "aux", "aux_weight = 0.4\naux_stride = 4")
+    for name in ("model.keras", "best.keras"):
+        model = load_model(run.run_dir / name, precision="float32").model
+        assert len(model.outputs) == 1 and model.outputs[0].shape[-1] == 11
+        assert not [layer.name for layer in model.layers if layer.name.startswith("aux")]
+    assert math.isfinite(run.metrics["val"]["miou"])

@@ -33,6 +33,9 @@ def train_cmd(
     ema_momentum: Optional[str] = typer.Option(None, "--ema-momentum", metavar="FLOAT",
                                                help="Validate and save a moving average of the weights with this "
                                                     "momentum, e.g. 0.99 (0: off)."),
+    aux_weight: Optional[str] = typer.Option(None, "--aux-weight", metavar="FLOAT",
+                                             help="Train an auxiliary head on the stride-16 features ([train] "
+                                                  "aux_stride) with this loss weight, e.g. 0.4; not saved (0: off)."),
     train_splits: Optional[str] = typer.Option(None, "--train-splits", metavar="train[,val]",
                                                help="Train on these splits; train,val trains on val too (the "
                                                     "model to ship: no val score, the last epoch is kept)."),
@@ -60,7 +63,7 @@ def train_cmd(
                                data={"size": size_flag(size), "palette_by_colour": True if palette_by_colour else None,
                                      "scale": list_flag(scale), "train_splits": list_flag(train_splits)},
                                train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
-                                      "loss": loss, "ema_momentum": ema_momentum,
+                                      "loss": loss, "ema_momentum": ema_momentum, "aux_weight": aux_weight,
                                       "distribute": distribute, "jit": jit, "max_minutes": max_minutes, "seed": seed})
     if resume is None and (model is None or data_dir is None):
         raise SegcliError("MODEL and DATA_DIR are required (or --resume RUN_DIR)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from segcli.choices import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, check_choice, parse_switch
+from segcli.choices import AUX_STRIDES, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, check_choice, parse_switch
 from segcli.errors import SegcliError
 
 FLAGS = "command line"  # the source of overrides: a key train.batch_size comes from the flag --batch-size
@@ -119,6 +119,12 @@ def split_list(value) -> list[str]:
     return value
 
 
+def choice_of(value, choices: tuple):
+    if value not in choices:
+        raise Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
 def size(value, *, empty: bool = False) -> list[int]:
     return pair(value, lambda v: integer(v, 1), "[height, width] in pixels, two integers >= 1", empty=empty)
 
@@ -152,6 +158,8 @@ RULES = {
     ("train", "ohem_threshold"): lambda v: number(v, above=True, high=1.0),
     ("train", "ohem_min_kept"): lambda v: number(v, above=True, high=1.0),
     ("train", "ema_momentum"): lambda v: number(v, 0.0, below=1.0),  # 0: off
+    ("train", "aux_weight"): lambda v: number(v, 0.0, high=10.0),  # 0: no auxiliary head
+    ("train", "aux_stride"): lambda v: choice_of(integer(v, 1), AUX_STRIDES),
     ("train", "jit"): switch,
     ("train", "steps_per_execution"): lambda v: integer(v, 0),  # 0: automatic
     ("train", "max_minutes"): number,  # 0: no limit

@@ -51,6 +51,8 @@ class TrainSpec:
     label_smoothing: float = 0.0
     ohem_threshold: float = 0.7                  # loss = "ohem": a pixel is hard below this true-class probability
     ohem_min_kept: float = 0.0625                # loss = "ohem": at least this share of the batch's pixels kept
+    aux_weight: float = 0.0                      # > 0: an auxiliary head's loss, times this, in training only
+    aux_stride: int = 16                         # the auxiliary head reads the last feature map at this stride
     ema_momentum: float = 0.0                    # > 0: validate and save an average of the weights (Keras use_ema)
     precision: str = "auto"                      # auto or one of segcli.choices.PRECISIONS
     distribute: str = "auto"                     # choices: segcli.choices.STRATEGIES

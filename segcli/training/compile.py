@@ -18,7 +18,7 @@ class Compiled:
 
 
 def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_weights=None, strategy=None,
-                         metrics: bool = True, gpu: bool | None = None, optimizer=None) -> Compiled:
+                         metrics: bool = True, gpu: bool | None = None, optimizer=None, aux: bool = False) -> Compiled:
     """Compile `model` as `segcli train` does and return the settings used.
 
     recipe: a segcli.recipe.Recipe (train.* for optimizer, schedule, loss, label smoothing, jit, steps per
@@ -28,6 +28,8 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
     metrics=False: the loss only (the benchmark's "fit_plain"). gpu: None asks TensorFlow. optimizer: compile
     with this (already built) optimizer instead of a new one from the recipe, so its state (step count, hence the
     schedule, and moments) carries over: `train` re-compiles this way when it freezes or unfreezes an encoder.
+    aux: `model` is a training model with an auxiliary head (segcli.training.aux): the loss scores both outputs,
+    the head's with train.aux_weight.
     A new optimizer is built before it returns, over the model's trainable variables.
     A new optimizer gives a pretrained encoder's variables train.encoder_lr_mult times the learning rate (all of
     the encoder's, so also when it is compiled while frozen).
@@ -56,7 +58,8 @@ def compile_for_training(model, recipe, classes, steps_per_epoch: int, *, class_
             optimizer = make_optimizer(train, steps_per_epoch, encoder.weights if encoder is not None else ())
         model.compile(optimizer=optimizer,
                       loss=make_loss(train.loss, classes.num_classes, classes.ignore_index, class_weights,
-                                     train.label_smoothing, train.ohem_threshold, train.ohem_min_kept),
+                                     train.label_smoothing, train.ohem_threshold, train.ohem_min_kept,
+                                     train.aux_weight if aux else 0.0),
                       metrics=compiled_metrics or None, jit_compile=jit, steps_per_execution=spe)
         # Built now, over every trainable variable (the encoder's too: a freeze run's one optimizer serves each of
         # its phases), not in the first step: on TensorFlow, Keras builds it while tracing the train step when no

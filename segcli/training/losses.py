@@ -118,12 +118,14 @@ def _replicas() -> int:
 @keras.saving.register_keras_serializable(package="segcli")
 class SegmentationLoss(keras.losses.Loss):
     """kind: ce | focal | dice | ce+dice | ohem. Returns the mean over non-ignored pixels of the batch (ohem:
-    over its hard pixels: true-class probability below ohem_threshold, at least ohem_min_kept of the batch)."""
+    over its hard pixels: true-class probability below ohem_threshold, at least ohem_min_kept of the batch).
+    aux_weight > 0: the scores are 2K channels, the model's then an auxiliary head's, and the loss is the
+    first's plus aux_weight times the second's."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = None, kind: str = "ce",
                  class_weights=None, gamma: float = 2.0, label_smoothing: float = 0.0,
                  ohem_threshold: float = OHEM_THRESHOLD, ohem_min_kept: float = OHEM_MIN_KEPT,
-                 name: str = "segmentation_loss", **kwargs):
+                 aux_weight: float = 0.0, name: str = "segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         try:
             check_choice(kind, KINDS)
@@ -136,6 +138,7 @@ class SegmentationLoss(keras.losses.Loss):
         self.gamma = float(gamma)
         self.label_smoothing = float(label_smoothing)
         self.ohem_threshold, self.ohem_min_kept = float(ohem_threshold), float(ohem_min_kept)
+        self.aux_weight = float(aux_weight)
         settings = dict(num_classes=self.num_classes, ignore_index=ignore_index, kind=kind,
                         class_weights=self.class_weights, gamma=self.gamma, label_smoothing=self.label_smoothing,
                         ohem_threshold=self.ohem_threshold, ohem_min_kept=self.ohem_min_kept)
@@ -144,7 +147,11 @@ class SegmentationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         # Keras divides the losses it reduces itself by tf.distribute's replica count (gradients are summed
         # over replicas) but passes a scalar through untouched: do the same division here.
-        loss = self._math(y_true, y_pred)
+        k = self.num_classes
+        if self.aux_weight:  # (B, H, W, 2K): the model's scores, then an auxiliary head's (segcli.training.aux)
+            loss = self._math(y_true, y_pred[..., :k]) + self.aux_weight * self._math(y_true, y_pred[..., k:])
+        else:
+            loss = self._math(y_true, y_pred)
         replicas = _replicas()
         return loss / replicas if replicas > 1 else loss
 
@@ -152,7 +159,7 @@ class SegmentationLoss(keras.losses.Loss):
         return {**super().get_config(), "num_classes": self.num_classes, "ignore_index": self.ignore_index,
                 "kind": self.kind, "class_weights": self.class_weights, "gamma": self.gamma,
                 "label_smoothing": self.label_smoothing, "ohem_threshold": self.ohem_threshold,
-                "ohem_min_kept": self.ohem_min_kept}
+                "ohem_min_kept": self.ohem_min_kept, "aux_weight": self.aux_weight}
 
 
 CLASS_WEIGHTINGS = {"median-frequency": 1.0, "sqrt-median-frequency": 0.5}  # name -> power of the weights
@@ -171,7 +178,7 @@ def median_frequency_weights(pixel_counts, power: float = 1.0) -> list[float]:
 
 def make_loss(kind: str, num_classes: int, ignore_index: int | None, class_weights=None,
               label_smoothing: float = 0.0, ohem_threshold: float = OHEM_THRESHOLD,
-              ohem_min_kept: float = OHEM_MIN_KEPT) -> keras.losses.Loss:
+              ohem_min_kept: float = OHEM_MIN_KEPT, aux_weight: float = 0.0) -> keras.losses.Loss:
     return SegmentationLoss(num_classes, ignore_index, kind=kind, class_weights=class_weights,
                             label_smoothing=label_smoothing, ohem_threshold=ohem_threshold,
-                            ohem_min_kept=ohem_min_kept)
+                            ohem_min_kept=ohem_min_kept, aux_weight=aux_weight)

@@ -28,7 +28,8 @@ def confusion_update(y_true, y_pred, num_classes: int, ignore_index: int | None,
     ignore_index. Ignored pixels go to a spare cell K * K that is dropped, so the count has a static length
     (what JAX needs inside jit)."""
     k = int(num_classes)
-    pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
+    # the first K channels: a training model with an auxiliary head has its scores after them (training.aux)
+    pred = ops.reshape(ops.cast(ops.argmax(y_pred[..., :num_classes], axis=-1), "int32"), (-1,))
     true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
     valid = ops.logical_and(true >= 0, true < k)
     if ignore_index is not None:

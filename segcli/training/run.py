@@ -38,6 +38,7 @@ from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.budget import check_training_fits
 from segcli.training.callbacks import (AveragedWeights, CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
                                       TimeBudget)
+from segcli.training.aux import with_aux_head
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
                                         wait_for_all)
@@ -283,11 +284,14 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     # before the model is built and a run folder made: a size, batch or model knob that cannot fit is one line
     check_training_fits(model_spec.name, classes.num_classes, model_spec.options, data_spec.size, train_spec.batch_size)
     precision, why = resolve_precision(train_spec.precision)
+    aux = bool(train_spec.aux_weight)
     with strategy.scope(), policy(precision):
         model = build_model(model_spec.name, classes.num_classes, **model_spec.options)
+        # what fit trains: the model, or the model with an auxiliary head (its weights shared); `model` is saved
+        trained = with_aux_head(model, classes.num_classes, train_spec.aux_stride) if aux else model
     train_from, steps, val_ds = _pipelines(dataset, recipe, output_stride(model), strategy)
     weights = _class_weights(train_spec.class_weights, report, classes.num_classes)
-    compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights, strategy=strategy)
+    compiled = compile_for_training(trained, recipe, classes, steps, class_weights=weights, strategy=strategy, aux=aux)
     # Freezing the encoder: ONE optimizer, built over all variables by compile_for_training, serves every phase
     # (re-compiled with it), so the step count (the lr schedule), the decoder's moments and the backup's optimizer
     # state carry across the switch, and a resume in either phase restores the same variables. The encoder's own
@@ -331,9 +335,9 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                             agree=lambda stop: any_process(strategy, stop))  # one decision for every process
         averaged = AveragedWeights() if train_spec.ema_momentum else None  # validated and saved: the average
 
-        def save_best(m):
+        def save_best(_):  # `model`, not the trained one: an auxiliary head stays out of the file
             with averaged.averaged() if averaged else contextlib.nullcontext():
-                save_model(m, run.best_path, classes, meta)
+                save_model(model, run.best_path, classes, meta)
 
         best = SaveBest(save_best, monitor="val_miou")
         backup = RunBackup(run.backup_dir, run.history_path, best, budget)  # resuming: the best so far, the budget
@@ -351,22 +355,22 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                          f"{run_info['backend']}, precision {precision} ({why}), {strategy_desc}, {run_info['train_pairs']} train / "
                          f"{run_info['val_pairs']} val pairs, batch {train_spec.batch_size}, {steps} steps/epoch")
         try:
-            backup.restore(model)  # resuming: weights, optimizer state and history of the last finished epoch
+            backup.restore(trained)  # resuming: weights, optimizer state and history of the last finished epoch
             for first, end, encoder_trainable in phases:
                 start = max(first, backup.epochs_done)
                 if start >= end or budget.stopped:  # a resume past this phase; or out of time
                     continue
                 if encoder_trainable is not None:  # the encoder frozen (its BN in inference mode) or unfrozen
                     set_encoder_trainable(model, encoder_trainable)
-                    compiled = compile_for_training(model, recipe, classes, steps, class_weights=weights,
-                                                    strategy=strategy, optimizer=model.optimizer)
+                    compiled = compile_for_training(trained, recipe, classes, steps, class_weights=weights,
+                                                    strategy=strategy, optimizer=trained.optimizer, aux=aux)
                     per_class.metric = compiled.metrics[1]
                     progress.note(f"epochs {first + 1}-{end}: encoder "
                                   f"{'trainable' if encoder_trainable else 'frozen (decoder only)'}")
                 # Keras reads whole calls of steps_per_execution batches: an epoch takes `steps` rounded up to them
                 batches = -(-steps // compiled.steps_per_execution) * compiled.steps_per_execution
                 with ctrl_c:
-                    model.fit(train_from(start * batches), steps_per_epoch=steps, validation_data=val_ds, epochs=end,
+                    trained.fit(train_from(start * batches), steps_per_epoch=steps, validation_data=val_ds, epochs=end,
                               initial_epoch=start, verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 

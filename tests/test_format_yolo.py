@@ -56,6 +56,14 @@ def test_names_starting_with_background_are_not_shifted(tmp_path):
         F.assert_scene(F.labels_of(dataset, pair), pair.image.stem)
 
 
+def test_a_dataset_file_naming_format_yolo_keeps_background_in_front(tmp_path):
+    drawn = F.make_yolo(tmp_path / "data", names_file=False)
+    (tmp_path / "data.yaml").write_text(f"path: data\nformat: yolo\nnames: {list(F.CLASS_NAMES)}\n")
+    dataset = open_dataset(tmp_path / "data.yaml")
+    assert dataset.classes.names == NAMES and not dataset.problems
+    F.assert_drawn(dataset, drawn)
+
+
 def test_box_lines_are_rectangles_and_unlabelled_images_background(tmp_path):
     F.make_yolo(tmp_path)
     (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.5 0.25\n")  # cx cy w h: 32x24 at the centre

@@ -29,6 +29,7 @@ import yaml
 from segcli.data.classes import ClassMap, default_classes
 from segcli.data.formats.base import SPLITS, FormatData, Pair, Problem, match_pairs
 from segcli.data.formats.registry import find_format, get_format, list_formats, register_format
+from segcli.data.formats.yolo import yolo_classes
 from segcli.data.imageio import IMAGE_EXTS
 from segcli.errors import DataError
 from segcli.tomlfile import read_toml
@@ -253,6 +254,8 @@ def read_dataset_file(file: Path, problems: list[Problem]) -> FormatData:
             _fail(file, "format", f"{name!r} is not a dataset format; known: "
                                   f"{', '.join(f for f in list_formats() if f != NAME)}")
         inner = get_format(name).read(root, problems)
+        if name == "yolo" and classes is not None:  # YOLO's names: background in front, as the format adds it
+            classes = yolo_classes(list(classes.names))[0]
     elif not any(s in data for s in SPLITS):
         inner = find_format(root).read(root, problems)
     if inner is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segcli.data.classes import default_classes
+from segcli.data.classes import ClassMap, default_classes
 from segcli.data.formats.base import SPLITS, FormatData, Pair, Problem, files_by_stem
 from segcli.data.formats.raster import NORMALISED_SLACK, Drawing, Shape, names_listed, polygon_reach
 from segcli.data.formats.registry import register_format
@@ -93,6 +93,14 @@ def class_names(root: Path) -> tuple[list[str] | None, Path | None]:
             lines = [line.strip() for line in (root / name).read_text(encoding="utf-8").splitlines()]
             return [line for line in lines if line], root / name
     return None, None
+
+
+def yolo_classes(names: list[str]) -> tuple[ClassMap, int]:
+    """segcli's classes for YOLO class `names` (id order) and the shift from a YOLO id to its class: background
+    added as class 0 (shift 1), unless names[0] is already "background" (shift 0). A dataset file that names a
+    yolo dataset's classes goes through here too, so its classes match what the readers draw."""
+    shift = 0 if names and str(names[0]).lower() in (BACKGROUND, "_background_") else 1
+    return default_classes(len(names) + shift, [BACKGROUND] * shift + [str(n) for n in names]), shift
 
 
 def parse_labels(path: Path, problems: list[Problem], found: dict[str, list]) -> list | None:
@@ -167,9 +175,8 @@ class Yolo:
             raise DataError("no images found in the YOLO folders", root)
         seen = max((cid for items in parsed.values() for _, _, shapes in items for cid, _ in shapes or ()),
                    default=0)
-        shift = 0 if names and names[0].lower() in (BACKGROUND, "_background_") else 1
         yolo_names = names if names is not None else [f"class_{i}" for i in range(seen + 1)]
-        classes = default_classes(len(yolo_names) + shift, [BACKGROUND] * shift + list(yolo_names))
+        classes, shift = yolo_classes(yolo_names)
         splits: dict[str, list[Pair]] = {}
         for split, items in parsed.items():
             for image, label, shapes in items:

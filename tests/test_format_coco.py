@@ -92,6 +92,14 @@ def test_rle_masks_uncompressed_and_compressed_are_exact(tmp_path):
     np.testing.assert_array_equal(F.labels_of(dataset, dataset.splits["train"][0]), expected)
 
 
+def test_a_malformed_rle_mask_is_a_problem_naming_its_file(tmp_path):
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                    "segmentation": {"size": [F.H, F.W], "counts": [10, 20]}}]  # 30 of 48x64 pixels
+    report = check_dataset(open_dataset(rle_export(tmp_path, annotations), val_fraction=0))
+    assert [(p.path.name, p.problem) for p in report.problems] == [
+        ("_annotations.coco.json", "an RLE mask cannot be decoded (its counts add up to 30, not 48x64 = 3072 pixels)")]
+
+
 def test_overlaps_later_over_earlier_and_crowd_regions_under_every_instance(tmp_path):
     crowd = region(0, 0, F.H, F.W // 2)
     square = [(10, 10), (40, 10), (40, 40), (10, 40)]

@@ -28,7 +28,7 @@ from pathlib import Path
 from segcli.data.classes import ClassMap, default_classes
 from segcli.data.formats.base import SPLITS, FormatData, Pair, Problem
 from segcli.data.formats.raster import (PIXEL_SLACK, Drawing, Shape, names_listed, polygon_points, polygon_reach,
-                                        read_json)
+                                        read_json, read_names)
 from segcli.data.formats.registry import register_format
 from segcli.data.imageio import IMAGE_EXTS
 from segcli.errors import DataError
@@ -109,8 +109,7 @@ def labelme_classes(root: Path, used: set[str]) -> tuple[ClassMap, dict[str, int
     background first; __ignore__ mapped to the ignore index."""
     listed = root / LABELS_FILE
     if listed.is_file():
-        names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
-        source = f"{LABELS_FILE}"
+        names, source = read_names(listed), LABELS_FILE
     else:
         names, source = sorted(used), "the labels the JSON files use"
     names = [n for n in names if n != IGNORE_LABEL and n.lower() not in BACKGROUND_LABELS]

@@ -127,12 +127,17 @@ def decode_rle(rle: dict, source: Path, image_hw: tuple[int, int] | None = None)
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
         if isinstance(counts, list):
+            if sum(counts) != h * w or min(counts, default=0) < 0:  # pycocotools would leave pixels unwritten
+                raise ValueError(f"its counts add up to {sum(counts)}, not {h}x{w} = {h * w} pixels")
             encoded = mask_api.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         else:
             encoded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
         mask = mask_api.decode(encoded)
+        # a compressed string that covers fewer pixels leaves the rest of pycocotools' buffer unwritten
+        if not np.isin(mask, (0, 1)).all() or int(mask.sum()) != int(mask_api.area(encoded)):
+            raise ValueError("its counts do not cover the image")
     except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
-        raise DataError(f"an RLE mask cannot be decoded ({type(exc).__name__}: {exc})", source) from None
+        raise DataError(f"an RLE mask cannot be decoded ({exc})", source) from None
     if image_hw is not None and (h, w) != tuple(image_hw):
         raise DataError(f"an RLE mask is {h}x{w} but its image is {image_hw[0]}x{image_hw[1]}", source)
     return mask.astype(bool)
@@ -153,6 +158,16 @@ def read_json(path: Path, problems: list[Problem]):
     except json.JSONDecodeError as exc:
         problems.append(Problem(path, f"not valid JSON ({exc})"))
         return None
+
+
+def read_names(path: Path) -> list[str]:
+    """The class names of a text file, a name a line (LabelMe's labels.txt, YOLO's classes.txt); DataError
+    naming the file when it cannot be read."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the class names ({exc})", path) from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 def names_listed(items, limit: int = 3) -> str:

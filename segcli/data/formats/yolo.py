@@ -31,7 +31,7 @@ from pathlib import Path
 
 from segcli.data.classes import ClassMap, default_classes
 from segcli.data.formats.base import SPLITS, FormatData, Pair, Problem, files_by_stem
-from segcli.data.formats.raster import NORMALISED_SLACK, Drawing, Shape, names_listed, polygon_reach
+from segcli.data.formats.raster import NORMALISED_SLACK, Drawing, Shape, names_listed, polygon_reach, read_names
 from segcli.data.formats.registry import register_format
 from segcli.errors import DataError
 
@@ -90,8 +90,7 @@ def class_names(root: Path) -> tuple[list[str] | None, Path | None]:
                 return names, root / name
     for name in NAME_FILES:
         if (root / name).is_file():
-            lines = [line.strip() for line in (root / name).read_text(encoding="utf-8").splitlines()]
-            return [line for line in lines if line], root / name
+            return read_names(root / name), root / name
     return None, None
 
 

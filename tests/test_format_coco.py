@@ -144,6 +144,7 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
     data["annotations"][1]["segmentation"] = [[100, 100, 120, 100, 120, 120]]  # wholly outside 48x64
     data["annotations"][2]["segmentation"][0][0] = -20.0  # partly outside: clipped, a notice
     data["images"].append({"id": 99, "file_name": "lost.jpg", "height": F.H, "width": F.W})
+    data["annotations"].append({**data["annotations"][3], "id": 77, "image_id": 1234})
     path.write_text(json.dumps(data))
     dataset, problems = problems_of(tmp_path)
     assert problems == {
@@ -151,6 +152,7 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
                                    "1 (category 9)"),
         ("_annotations.coco.json", "1 polygon(s) lie wholly outside their image (not drawn): annotations 2 (a.jpg)"),
         ("_annotations.coco.json", f"1 image(s) listed but not found (looked in {tmp_path / 'train'}): lost.jpg"),
+        ("_annotations.coco.json", "1 annotation(s) of an image id not in its images (not drawn): annotations 77"),
     }
     assert any("1 polygon(s) reach outside their image by more than 1 pixel: clipped to it (annotations 3)" in n
                for n in dataset.notices)
@@ -177,7 +179,7 @@ def test_a_bad_file_is_one_problem_and_the_other_files_still_read(tmp_path, text
 def test_an_export_with_no_readable_file_is_one_line(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "_annotations.coco.json").write_text("{")
-    with pytest.raises(DataError, match="no readable COCO annotation file"):
+    with pytest.raises(DataError, match=r"no readable COCO annotation file: .*_annotations.coco.json: not valid JSON"):
         open_dataset(tmp_path)
 
 

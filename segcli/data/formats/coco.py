@@ -170,12 +170,19 @@ def _find_image(file_name: str, folders: list[Path]) -> Path | None:
     return None
 
 
+def _size(image: dict) -> tuple[int, int] | None:
+    """(height, width) an image entry gives, None when it gives none (or no positive integers)."""
+    h, w = image.get("height"), image.get("width")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v == int(v) for v in (h, w))
+    return (int(h), int(w)) if ok else None
+
+
 def _shapes(image: dict, annotations: list[dict], mapping: dict[int, int], ignore: int,
             found: dict[str, list]) -> tuple[Shape, ...]:
     """An image's annotations as Shapes in drawing order (iscrowd first, then file order). `found` collects
     what the file's problems and notices tell, by kind: "unknown" categories, polygons "outside" or "partly"
     outside the image, RLE masks of the wrong "size", "degenerate" annotations (nothing to fill), "rle" seen."""
-    h, w = int(image.get("height", 0) or 0), int(image.get("width", 0) or 0)
+    h, w = _size(image) or (0, 0)
     crowd, rest = [], []
     for ann in annotations:
         aid, cid, seg = ann.get("id"), ann.get("category_id"), ann.get("segmentation")
@@ -231,8 +238,12 @@ def _read_file(path: Path, data: dict, folders: list[Path], mapping: dict[int, i
         shapes = _shapes(image, by_image.get(image.get("id"), []), mapping, ignore, found)
         if not by_image.get(image.get("id")):
             bare.append(image_path)
-        size = (int(image["height"]), int(image["width"])) if image.get("height") and image.get("width") else None
-        pairs.append(Pair(image_path, path, Drawing(path, image_path.name, shapes, size=size)))
+        pairs.append(Pair(image_path, path, Drawing(path, image_path.name, shapes, size=_size(image))))
+    listed = {image.get("id") for image in data["images"] if isinstance(image, dict)}
+    strays = [a.get("id") for a in annotations if a.get("image_id") not in listed]
+    if strays:
+        problems.append(Problem(path, f"{len(strays)} annotation(s) of an image id not in its images (not drawn): "
+                                      f"annotations {names_listed(strays)}"))
     if found["unknown"]:
         problems.append(Problem(path, f"{len(found['unknown'])} annotation(s) with a category id not in its "
                                       f"categories (drawn as ignore): {names_listed(found['unknown'])}"))
@@ -280,7 +291,7 @@ class Coco:
         loaded = [(subset, path, folders, data) for subset, path, folders in annotation_files(root)
                   if (data := _load(path, problems)) is not None]
         if not loaded:
-            raise DataError("no readable COCO annotation file (see the problems above)" if problems
+            raise DataError(f"no readable COCO annotation file: {problems[0].path}: {problems[0].problem}" if problems
                             else "no COCO annotation file found", root)
         classes, mapping, notices = coco_classes([(path, data) for _, path, _, data in loaded])
         splits: dict[str, list[Pair]] = {}

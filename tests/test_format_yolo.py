@@ -11,6 +11,7 @@ import pytest
 import formats_fixtures as F
 from benchmark_fixtures import check_train_evaluate
 from segcli.data import open_dataset
+from segcli.errors import DataError
 
 NAMES = ("background", *F.CLASS_NAMES)
 
@@ -113,6 +114,13 @@ def test_polygons_partly_outside_are_clipped_with_a_notice(tmp_path):
     np.testing.assert_array_equal(np.argwhere(labels == 1).max(axis=0), [F.H // 2, F.W // 2])
     assert labels[0, 0] == 1 and (labels == 1).sum() == (F.H // 2 + 1) * (F.W // 2 + 1)
     assert any("1 polygon(s) reach outside the image (0..1): clipped to it (a.txt)" in n for n in dataset.notices)
+
+
+def test_labels_without_images_get_a_hint(tmp_path):
+    F.make_yolo(tmp_path)
+    (tmp_path / "images").rename(tmp_path / "pictures")
+    with pytest.raises(DataError, match="YOLO: labels/ has no images/ beside it"):
+        open_dataset(tmp_path)
 
 
 @pytest.mark.slow

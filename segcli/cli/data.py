@@ -11,7 +11,7 @@ import typer
 from segcli.cli import render
 from segcli.cli.options import PALETTE_BY_COLOUR_HELP
 
-app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
+app = typer.Typer(help="Inspect, check and convert datasets.", no_args_is_help=True)
 
 
 @app.command("check")

@@ -194,3 +194,49 @@ def test_openvino_export_replaces_only_an_earlier_export(cli, exports, tmp_path)
     users.write_text("<?xml version='1.0'?><notes/>")
     refused = cli("export", model, "--format", "openvino", "--out", users, "--force")
     assert refused.exit_code == 2 and users.read_text() == "<?xml version='1.0'?><notes/>"
+
+
+@pytest.mark.slow
+def test_bench_prints_a_predict_row_per_installed_engine_on_the_same_images(cli, tmp_path, monkeypatch):
+    from segcli import bench
+
+    others = ",".join(s for s in bench.SECTIONS if s != "engines")
+    missing = "tflite"  # one engine as if not installed: its row gives way to its install line
+    real = engines.installed
+    monkeypatch.setattr(engines, "installed", lambda name: name != missing and real(name))
+    out = tmp_path / "bench.json"
+    result = cli("bench", "--quick", "--models", "lambda-unet", "--precisions", "float32", "--skip", others,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "predict images/s per engine (lambda-unet, 60x80, batch 4, float32)" in result.stdout
+    doc = json.loads(out.read_text())["engines"]
+    rows = {row["engine"]: row for row in doc["rows"]}
+    expected = ["Keras"] + [engines.ENGINES[e][0] for e in ("onnxruntime", "openvino")
+                            if real(e) and not (e == "onnxruntime" and export_guards.missing_onnx_packages())]
+    assert list(rows) == expected
+    for row in rows.values():
+        assert row["images_per_sec"] > 0 and row["agreement"] >= 0.999  # the same images, the same masks
+    assert rows["Keras"]["speedup"] == 1.0
+    assert doc["not_installed"] == [engines.install_line("tflite")]
+
+
+@needs("onnx")
+def test_evaluate_reads_an_export_as_the_model_was_trained_from_the_record_beside_it(cli, tmp_path):
+    """A model with void as a class (K + 1 outputs) and a dataset without classes.json: evaluate reads the masks
+    with the classes the model was trained on, from the .keras file's record, which travels with the export."""
+    keras.utils.set_random_seed(0)
+    four = ClassMap((*CLASSES.names, "void"), (*CLASSES.colors, (0, 0, 0)), ignore_index=255)
+    save_model(build_model("unet", 4, **TINY), tmp_path / "void.keras", four,
+               meta={"dataset_classes": CLASSES.to_dict()})
+    export_model(tmp_path / "void.keras", "onnx", tmp_path / "void.onnx")
+    record = engines.export_meta(tmp_path / "void.onnx", "onnx")
+    assert record["dataset_classes"] == CLASSES.to_dict() and record["output_stride"] == 4
+    data = _dataset(tmp_path / "ds")
+    (data / "classes.json").unlink()
+    scores = {}
+    for model in ("void.keras", "void.onnx"):
+        result = cli("evaluate", tmp_path / model, data, "--json", "--precision", "float32")
+        assert result.exit_code == 0, result.output
+        scores[model] = json.loads(result.stdout)
+    assert scores["void.onnx"]["classes"] == scores["void.keras"]["classes"] == list(CLASSES.names)
+    assert scores["void.onnx"]["miou"] == pytest.approx(scores["void.keras"]["miou"], abs=1e-3)

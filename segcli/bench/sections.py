@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from segcli.bench import settings as bench_settings
 from segcli.bench.data import BenchData, prepare_data
+from segcli.bench.engines import engine_rates
 from segcli.bench.fitting import fit_rates, precision_curves, train_path_rate
 from segcli.bench.measurements import (TORCH_MODES, Unavailable, backend_info, build_bench_model, matmul_gflops,
                                        pipeline_engines, pipeline_rate, predict_rate, tiled_predict_memory,
@@ -188,6 +189,13 @@ def predict(run: BenchRun) -> None:
     run.result["predict"] = out
 
 
+def engines(run: BenchRun) -> None:
+    """The first model exported to each installed engine's format: images/s on the same images, masks vs Keras'."""
+    name = run.models[0]
+    run.say(f"predict per engine: {name} exported to ONNX, OpenVINO and TFLite where installed, float32")
+    run.result["engines"] = engine_rates(name, run.settings, run.workdir, run.num_classes)
+
+
 def tiled(run: BenchRun) -> None:
     """The peak resident memory of a tiled predict_files on one large image, in a child process."""
     s = run.settings
@@ -239,7 +247,7 @@ def torch_reference(run: BenchRun) -> None:
 # name -> section, in the order they run; train and fit share one loop (see `training`); torch compares with them
 SECTION_TABLE: dict[str, Callable[[BenchRun], None]] = {
     "matmul": matmul, "pipeline": pipeline, "train": training, "fit": training, "torch": torch_reference,
-    "predict": predict, "tiled": tiled, "precision": precision,
+    "predict": predict, "engines": engines, "tiled": tiled, "precision": precision,
 }
 SECTIONS = tuple(SECTION_TABLE)
 

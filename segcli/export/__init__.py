@@ -12,8 +12,10 @@ A model trained on any backend is a plain .keras file that any backend loads.
 ``export_model("model.keras", "onnx")`` loads the model (with its classes), makes a float32 copy if the
 file stores a mixed precision policy (saved by plain Keras; segcli saves float32), writes the export beside
 a temporary name, runs it on random images and compares the logits with Keras', and only then moves it
-into place. A ``classes.json`` (the class map) is written beside an .onnx/.tflite file and inside a
-SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli wrote (it holds a
+into place. A ``classes.json`` (the class map) is written beside an .onnx/.tflite/.xml file and inside a
+SavedModel folder, and so is the .keras file's own record (its classes, output stride and recipe, which predict
+and evaluate read with the export: segcli.inference.engines), as NAME.EXT.segcli.json beside a file and
+segcli.json inside a SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli wrote (it holds a
 ``.segcli`` marker), or a file of the same format; a user's folder or file is never replaced.
 
 SavedModel, ONNX and OpenVINO IR take any batch, height and width; TFLite takes dynamic height and width where the
@@ -32,11 +34,12 @@ from pathlib import Path
 
 from segcli import backend as backends
 from segcli.errors import SegcliError
-from segcli.files import NoSpaceError, check_free_space, remove_stale_temporaries
+from segcli.files import NoSpaceError, check_free_space, remove_stale_temporaries, write_json
 from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FORMATS, ExportError, exact_float32,
                                    export_onnx, export_openvino, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
                                   missing_format_packages, missing_onnx_packages)
+from segcli.inference.engines import meta_path
 from segcli.modelfile import file_size_needed, load_model
 from segcli.precision import reduced_policy, with_policy
 from segcli.sizes import parse_size
@@ -93,7 +96,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
 
     loaded = load_model(model_path, precision=None)  # as stored: a mixed-precision file is rebuilt below
     write_classes = True if inside else check_classes_file(classes_path, loaded.classes, force)
-    remove_stale_temporaries(out, classes_path)  # what a killed export of this output left beside it
+    remove_stale_temporaries(out, classes_path, meta_path(out, fmt))  # what a killed export of this output left
     converted_from = reduced_policy(loaded.model)
     try:
         model = with_policy(loaded.model, "float32")
@@ -119,14 +122,17 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         else:
             checks, tol, fixed, more = export_tflite(model, out, sizes, size, stride)
             notes.extend(more)
-    if write_classes and not inside:
-        try:
+    record = meta_path(out, fmt)  # the .keras file's record, which predict and evaluate read with the export
+    try:
+        write_json(record, {**loaded.meta, "classes": loaded.classes.to_dict(), "output_stride": stride})
+        if write_classes and not inside:
             loaded.classes.save(classes_path)
-        except NoSpaceError:  # an export without its classes is a partial output: none is left
-            out.unlink(missing_ok=True)
-            if fmt == "openvino":
-                out.with_suffix(".bin").unlink(missing_ok=True)
-            raise
+    except NoSpaceError:  # an export without its classes is a partial output: none is left
+        if not inside:
+            for path in (out, out.with_suffix(".bin") if fmt == "openvino" else None, record):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+        raise
     return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
                         checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,
                         notes=notes)

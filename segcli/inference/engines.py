@@ -12,9 +12,11 @@ segcli.modelfile.LoadedModel, so `predict_files`, `evaluate` and `bench` take th
 - `.tflite`: the LiteRT interpreter (`ai_edge_litert`, the `litert` extra), else TensorFlow's tf.lite.Interpreter;
 - a SavedModel folder: tf.saved_model.load (TensorFlow; any Keras backend).
 
-The classes come from the classes.json segcli export writes beside the file (inside a SavedModel folder); without
-one, default names. The output stride (what the input is padded to) is not stored in an export: it is found by
-running the engine once on small odd multiples of 1, 2, 4, ... 64 (the first that comes back at its input size). An
+segcli export writes the .keras file's own record (its segcli.json: classes, output stride, recipe, the dataset's
+classes, which evaluate reads) beside the export as NAME.EXT.segcli.json (inside a SavedModel folder: segcli.json),
+and classes.json beside it. Without the record, the classes come from classes.json (else default names) and the
+output stride (what the input is padded to) is found by running the engine on small odd multiples of 1, 2, 4, ...
+64 (the smallest from which on each comes back at its input size). An
 export with a fixed input size (a TFLite exported with --size) takes any image: a smaller one is padded (reflected,
 as arrays pads) to its size and cropped back, a larger one runs in overlapping windows of its size, each output
 pixel from the window whose centre holds it.
@@ -197,6 +199,9 @@ class OnnxEngine(Engine):
 
         options = ort.SessionOptions()
         options.log_severity_level = 4  # fatal only: a failed run is an exception, not lines on the terminal
+        # its threads wait without spinning between runs: spinning took the cores from whatever else runs
+        # (another process, the thread decoding the next images)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -339,18 +344,43 @@ def find_stride(runner: Engine) -> int:
                      runner.path)
 
 
-def export_classes(path: Path, kind: str, num_classes: int):
-    """The classes that travel with an export: classes.json beside the file (inside a SavedModel folder), read as
-    the model's own record; default names without one."""
+def meta_path(path: str | Path, kind: str) -> Path:
+    """Where the .keras model's record travels with its export at `path`: NAME.EXT.segcli.json beside a file,
+    segcli.json inside a SavedModel folder."""
+    path = Path(path)
+    return path / "segcli.json" if kind == "savedmodel" else path.with_name(path.name + ".segcli.json")
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read it: {first_line(exc, type(exc).__name__)}", file) from None
+    if not isinstance(data, dict):
+        raise ModelError("expected a JSON object", file)
+    return data
+
+
+def export_meta(path: Path, kind: str) -> dict:
+    """The record that travels with the export at `path` (`meta_path`); {} without one."""
+    file = meta_path(path, kind)
+    return _read_json(file) if file.is_file() else {}
+
+
+def export_classes(path: Path, kind: str, num_classes: int, meta: dict | None = None):
+    """The classes that travel with an export: its record's, else classes.json beside the file (inside a SavedModel
+    folder), read as the model's own record; default names without either."""
     from segcli.data import ClassMap, default_classes
 
-    file = path / "classes.json" if kind == "savedmodel" else path.parent / "classes.json"
+    file = meta_path(path, kind) if meta and "classes" in meta else (
+        path / "classes.json" if kind == "savedmodel" else path.parent / "classes.json")
     if not file.is_file():
         return default_classes(num_classes)
+    data = meta["classes"] if meta and "classes" in meta else _read_json(file)
     try:
-        classes = ClassMap.from_dict(json.loads(file.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the export's classes: {first_line(exc, type(exc).__name__)}", file) from None
+        classes = ClassMap.from_dict(data)
+    except SegcliError as exc:
+        raise ModelError(f"the export's classes: {exc.problem}", file) from None
     if classes.num_classes != num_classes:
         raise ModelError(f"lists {classes.num_classes} classes but the export {path.name} has {num_classes} "
                          "outputs", file)
@@ -369,11 +399,14 @@ def load_predictor(path: str | Path, precision: str | None = "auto", engine: str
         return load_model(path, precision)
     chosen = resolve_precision(precision)[0] if precision is not None else "float32"
     runner = open_engine(path, engine, chosen if engine == "openvino" else "float32")
-    classes = export_classes(path, model_kind(path), runner.num_classes)
-    meta = {"engine": engine, "runtime": runner.runtime}
-    return LoadedModel(model=runner, classes=classes, output_stride=find_stride(runner), meta=meta, path=path,
+    kind = model_kind(path)
+    meta = export_meta(path, kind)
+    classes = export_classes(path, kind, runner.num_classes, meta)
+    stride = 1 if runner.fixed_size else int(meta.get("output_stride") or find_stride(runner))
+    return LoadedModel(model=runner, classes=classes, output_stride=stride,
+                       meta={**meta, "engine": engine, "runtime": runner.runtime}, path=path,
                        precision=getattr(runner, "precision", "float32"))
 
 
 __all__ = ["ENGINES", "RUNS", "Engine", "choose_engine", "model_kind", "installed", "install_line", "open_engine",
-           "find_stride", "export_classes", "load_predictor"]
+           "find_stride", "meta_path", "export_meta", "export_classes", "load_predictor"]

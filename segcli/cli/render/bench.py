@@ -103,6 +103,17 @@ def bench_parts(result: dict) -> list:
             [(r["model"], r["precision"], _bench_fig(r["images_per_sec"]),
               f"{r['padded_size'][0]}x{r['padded_size'][1]}") for r in result["predict"]],
             right=("images/s",)))
+    if result.get("engines"):
+        e = result["engines"]
+        out.append(_bench_table(
+            f"predict images/s per engine ({e['model']}, {e['size'][0]}x{e['size'][1]}, batch {e['batch']}, "
+            f"{e['precision']})",
+            ("engine", "runtime", "images/s", "x Keras", "masks = Keras"),
+            [(r["engine"], r["runtime"], _bench_fig(r["images_per_sec"]), _bench_fig(r["speedup"], ".2f"),
+              f"{100 * r['agreement']:.2f}%") for r in e["rows"]],
+            right=("images/s", "x Keras", "masks = Keras"),
+            caption="the same images through segcli predict's path (padded to the output stride), each engine "
+                    "running its export of the model" + "".join(f"; {line}" for line in e["not_installed"])))
     if "tiled" in result:
         r = result["tiled"]
         out.append(Text(f"tiled predict of a {r['size'][0]}x{r['size'][1]} image ({r['model']}, tile {r['tile']}, "

@@ -250,19 +250,17 @@ def minutes(seconds) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def print_table(rows: list) -> None:
+    from segcli.scoring import pct
+
     header = (f"{'tool':<34} {'epochs':>6} {'train min':>9} {'wall min':>8} {'val mIoU':>9} {'pixel acc':>9} "
               f"{'own mIoU':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['tool']:<34} {r['epochs'] if r['epochs'] is not None else '-':>6} {minutes(r['train_seconds']):>9} "
-              f"{minutes(r['wall_seconds']):>8} {percent(r['miou']):>9} {percent(r['pixel_accuracy']):>9} "
-              f"{percent(r.get('own_miou')):>9}")
+              f"{minutes(r['wall_seconds']):>8} {pct(r['miou']):>9} {pct(r['pixel_accuracy']):>9} "
+              f"{pct(r.get('own_miou')):>9}")
     print("val mIoU, pixel acc: segcli's scorer (segcli.scoring), val split at 360x480, void left out, each tool's "
           "best checkpoint; own mIoU: Ultralytics' validator on best.pt; train min: each tool's own training clock; "
           "wall min: its whole training command")

@@ -161,6 +161,36 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
     assert len(dataset.splits["train"]) == len(drawn["train"])
 
 
+def test_ids_that_are_no_ids_and_an_image_listed_twice_are_problems_not_a_crash(tmp_path):
+    F.make_roboflow_coco(tmp_path)
+    path = tmp_path / "train" / "_annotations.coco.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["image_id"] = [1]  # a list: unhashable (a TypeError before)
+    data["annotations"][2]["category_id"] = {"id": 1}
+    data["images"][2]["id"] = {"id": 3}
+    data["images"].append({**data["images"][0], "id": 42})  # a.jpg a second time
+    path.write_text(json.dumps(data))
+    dataset, problems = problems_of(tmp_path)
+    assert problems == {
+        ("_annotations.coco.json", "image c.jpg: its id {'id': 3} is no id (an integer or text) its annotations "
+                                   "can name"),
+        ("_annotations.coco.json", "1 image(s) listed twice, under two ids (the second entry's annotations not "
+                                   "drawn): a.jpg"),
+        ("_annotations.coco.json", "3 annotation(s) of an image id not in its images (not drawn): annotations 1, 5, 6"),
+        ("_annotations.coco.json", "1 annotation(s) with a category id not in its categories (drawn as ignore): "
+                                   "3 (category {'id': 1})"),
+    }
+    assert sorted(p.image.name for p in dataset.splits["train"]) == ["a.jpg", "b.jpg"]
+
+
+def test_a_vertex_far_outside_is_cut_to_the_image_not_overflowed(tmp_path):
+    far = [(1, 1), (1e12, 1), (1e12, 1e12)]  # int32 pixels would wrap around: garbage labels before
+    drawing = Drawing(Path("x.json"), "x.jpg", (Shape(1, polygon=tuple(v for p in far for v in p)),))
+    with np.errstate(all="raise"):
+        labels = drawing((F.H, F.W))
+    F.assert_pixels_match(labels, F.polygon_mask(far).astype(np.int32), F.outline_zone([(1, far)]))
+
+
 @pytest.mark.parametrize("text, problem", [
     ("", "empty annotation file"),
     ('{"images": [', "not valid JSON (Expecting value: line 1 column 13 (char 12))"),

@@ -22,8 +22,8 @@ needed only when a file holds RLE). Overlaps: the annotations of an image are dr
 ones before, except that ``iscrowd`` regions are drawn first, so any instance on top of one wins.
 
 Problems, each naming the JSON file: a file that does not parse or is no COCO file, one without annotations, an
-unknown category id, an image listed but not found, a polygon wholly outside its image, an RLE mask of another
-size than its image. Polygons reaching outside their image are clipped, with a notice per file; images without
+unknown category id, an image listed but not found or listed twice, an image or category id that is no id (a
+list, a dict), a polygon wholly outside its image, an RLE mask of another size than its image. Polygons reaching outside their image are clipped, with a notice per file; images without
 annotations are all background, with a notice.
 """
 
@@ -170,6 +170,12 @@ def _find_image(file_name: str, folders: list[Path]) -> Path | None:
     return None
 
 
+def _id(value):
+    """An image or category id as COCO writes it (an integer, or text), else None (a list, a dict, a number with a
+    fraction: no id an annotation can name)."""
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+
+
 def _size(image: dict) -> tuple[int, int] | None:
     """(height, width) an image entry gives, None when it gives none (or no positive integers)."""
     h, w = image.get("height"), image.get("width")
@@ -185,9 +191,9 @@ def _shapes(image: dict, annotations: list[dict], mapping: dict[int, int], ignor
     h, w = _size(image) or (0, 0)
     crowd, rest = [], []
     for ann in annotations:
-        aid, cid, seg = ann.get("id"), ann.get("category_id"), ann.get("segmentation")
+        aid, cid, seg = ann.get("id"), _id(ann.get("category_id")), ann.get("segmentation")
         if cid not in mapping:
-            found["unknown"].append(f"{aid} (category {cid!r})")
+            found["unknown"].append(f"{aid} (category {ann.get('category_id')!r})")
         value = mapping.get(cid, ignore)
         target = crowd if ann.get("iscrowd") else rest
         if isinstance(seg, dict):
@@ -224,23 +230,31 @@ def _read_file(path: Path, data: dict, folders: list[Path], mapping: dict[int, i
         return []
     by_image: dict = {}
     for ann in annotations:
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
+        by_image.setdefault(_id(ann.get("image_id")), []).append(ann)
     found: dict[str, list] = {k: [] for k in ("unknown", "outside", "partly", "size", "degenerate", "rle")}
-    pairs, bare, missing = [], [], []
+    pairs, bare, missing, twice, taken = [], [], [], [], set()
     for image in data["images"]:
         if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
             problems.append(Problem(path, f"an image entry without a file_name: {str(image)[:80]}"))
+            continue
+        if _id(image.get("id")) is None:
+            problems.append(Problem(path, f"image {image['file_name']}: its id {image.get('id')!r} is no id (an "
+                                          "integer or text) its annotations can name"))
             continue
         image_path = _find_image(image["file_name"], folders)
         if image_path is None:
             missing.append(image["file_name"])
             continue
+        if image_path in taken:
+            twice.append(image["file_name"])
+            continue
+        taken.add(image_path)
         shapes = _shapes(image, by_image.get(image.get("id"), []), mapping, ignore, found)
         if not by_image.get(image.get("id")):
             bare.append(image_path)
         pairs.append(Pair(image_path, path, Drawing(path, image_path.name, shapes, size=_size(image))))
-    listed = {image.get("id") for image in data["images"] if isinstance(image, dict)}
-    strays = [a.get("id") for a in annotations if a.get("image_id") not in listed]
+    listed = {_id(image.get("id")) for image in data["images"] if isinstance(image, dict)} - {None}
+    strays = [a.get("id") for a in annotations if _id(a.get("image_id")) not in listed]
     if strays:
         problems.append(Problem(path, f"{len(strays)} annotation(s) of an image id not in its images (not drawn): "
                                       f"annotations {names_listed(strays)}"))
@@ -257,6 +271,9 @@ def _read_file(path: Path, data: dict, folders: list[Path], mapping: dict[int, i
         problems.append(Problem(path, f"{len(missing)} image(s) listed but not found (looked in "
                                       f"{', '.join(str(f) for f in folders if f.is_dir()) or 'no folder'}): "
                                       f"{names_listed(missing)}"))
+    if twice:
+        problems.append(Problem(path, f"{len(twice)} image(s) listed twice, under two ids (the second entry's "
+                                      f"annotations not drawn): {names_listed(twice)}"))
     if found["rle"]:
         need_pycocotools(path)  # one line naming the extra, before any image is read
     if found["partly"]:

@@ -5,7 +5,8 @@ How a mask is drawn (the same for every annotation format):
 - The canvas is int32 (H, W), filled with the format's background value (class 0 in all three: unannotated
   pixels are background, see each format's docstring).
 - Polygons are filled with `cv2.fillPoly`, their coordinates rounded to the nearest pixel (as LabelMe's own
-  converter does; a pixel on the outline is inside, so an edge may land one pixel off where another tool draws it).
+  converter does; a pixel on the outline is inside, so an edge may land one pixel off where another tool draws it);
+  a polygon with a vertex far outside the image is first cut to it (cv2 takes int32 pixels).
   Coordinates are pixels of the image the annotation names, or, for YOLO, 0..1 of its width and height.
 - Overlaps: shapes are drawn in the order the `Drawing` lists them, each over the ones before; the formats list
   them in file order, except that a COCO `iscrowd` region comes first, so any instance on top of it wins.
@@ -32,6 +33,7 @@ FORMATS_EXTRA = "pip install 'segcli[formats]'"
 # polygon counts as reaching outside: exporters round vertices on the border to the pixel edge (x = W)
 PIXEL_SLACK = 1.0
 NORMALISED_SLACK = 1e-3
+FAR = 4  # a polygon with a coordinate beyond FAR x (H + W) pixels is cut to the image before it is filled
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,32 @@ class Drawing:
 def fill_polygon(canvas: np.ndarray, polygon, value: int, normalised: bool = False) -> None:
     """Fill one polygon (x1, y1, x2, y2, ...; 0..1 units when `normalised`) with `value`, in place; the parts
     outside the canvas are clipped."""
+    h, w = canvas.shape[:2]
     points = np.asarray(polygon, np.float64).reshape(-1, 2)
     if normalised:
-        points = points * (canvas.shape[1], canvas.shape[0])
+        points = points * (w, h)
+    if np.abs(points).max(initial=0) > FAR * (h + w):  # cv2 takes int32 pixels: cut what lies far out first
+        points = clip_polygon(points, w, h)
+        if len(points) < 3:
+            return
     cv2.fillPoly(canvas, [np.rint(points).astype(np.int32)], int(value))
+
+
+def clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """(N, 2) polygon cut to the rectangle [-1, width + 1] x [-1, height + 1] (Sutherland-Hodgman): its part over
+    the image unchanged, its coordinates small (a vertex at 1e12 would overflow cv2's int32 pixels)."""
+    for axis, bound, sign in ((0, -1.0, 1), (0, width + 1.0, -1), (1, -1.0, 1), (1, height + 1.0, -1)):
+        cut = []
+        for p, q in zip(np.roll(points, 1, axis=0), points):
+            p_in, q_in = sign * (p[axis] - bound) >= 0, sign * (q[axis] - bound) >= 0
+            if p_in != q_in:
+                cut.append(p + (bound - p[axis]) / (q[axis] - p[axis]) * (q - p))
+            if q_in:
+                cut.append(q)
+        points = np.asarray(cut, np.float64).reshape(-1, 2)
+        if not len(points):
+            break
+    return points
 
 
 def polygon_reach(polygon, width: float, height: float, slack: float) -> str:

@@ -21,8 +21,8 @@ _SWITCH_WORDS = {"auto": None, "true": True, "on": True, "yes": True, "1": True,
 def check_choice(value, choices: tuple) -> str:
     """`value` when it is one of `choices`; else ValueError worded to follow a key or a flag
     ("must be one of a, b, got 'c'"): the one message for a value outside its list."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    if isinstance(value, (bool, dict, list)) or value not in choices:  # (True == 1: a bool is no stride)
+        raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value
 
 

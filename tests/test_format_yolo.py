@@ -65,6 +65,16 @@ def test_a_dataset_file_naming_format_yolo_keeps_background_in_front(tmp_path):
     F.assert_drawn(dataset, drawn)
 
 
+def test_a_label_mapping_for_a_format_that_draws_its_labels_is_refused_in_one_line(tmp_path):
+    from segcli.errors import SegcliError
+
+    F.make_yolo(tmp_path / "data", names_file=False)
+    (tmp_path / "data.yaml").write_text(f"path: data\nformat: yolo\nnames: {list(F.CLASS_NAMES)}\n"
+                                        "label_mapping: {1: 0}\n")
+    with pytest.raises(SegcliError, match="label_mapping.*draws its labels"):
+        open_dataset(tmp_path / "data.yaml")
+
+
 def test_box_lines_are_rectangles_and_unlabelled_images_background(tmp_path):
     F.make_yolo(tmp_path)
     (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.5 0.25\n")  # cx cy w h: 32x24 at the centre

@@ -172,3 +172,22 @@ def test_a_run_with_an_aux_head_saves_the_model_without_it(sample_data, tmp_path
         assert len(model.outputs) == 1 and model.outputs[0].shape[-1] == 11
         assert not [layer.name for layer in model.layers if layer.name.startswith("aux")]
     assert math.isfinite(run.metrics["val"]["miou"])
+
+
+@pytest.mark.slow
+def test_ema_with_a_frozen_encoder_phase_trains_both_phases_and_saves_the_average(cli, sample_data, tmp_path):
+    """Keras writes the average into the model's trainable weights when a fit ends, which the frozen phase's fit
+    cannot (fewer trainable weights than averages) and which would start the next phase from the average:
+    segcli switches that off and swaps the average in for its saves."""
+    from segcli.models import build_backbone
+
+    weights = tmp_path / "mbv3s.weights.h5"
+    build_backbone("mobilenetv3small").save_weights(weights)
+    recipe = tiny_recipe(tmp_path, epochs=2, extra="freeze_encoder_epochs = 1\nema_momentum = 0.5")
+    result = cli("train", "unet", sample_data, "--recipe", recipe, "--encoder", "mobilenetv3small",
+                 "--encoder-weights", weights, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "epochs 2-2: encoder trainable" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    if metrics["best_epoch"] == 2:  # the last epoch's average is both files
+        assert _same(_weights(tmp_path / "run" / "best.keras"), _weights(tmp_path / "run" / "model.keras"))

@@ -10,6 +10,7 @@ import typer
 from segcli.cli import render
 from segcli.cli.options import overrides as flag_overrides
 from segcli.choices import LOSSES
+from segcli.recipe.spec import TrainSpec
 from segcli.cli.options import (ENCODER_HELP, ENCODER_WEIGHTS_HELP, PALETTE_BY_COLOUR_HELP, encoder_flags, list_flag,
                                 size_flag)
 from segcli.errors import SegcliError
@@ -34,8 +35,9 @@ def train_cmd(
                                                help="Validate and save a moving average of the weights with this "
                                                     "momentum, e.g. 0.99 (0: off)."),
     aux_weight: Optional[str] = typer.Option(None, "--aux-weight", metavar="FLOAT",
-                                             help="Train an auxiliary head on the stride-16 features ([train] "
-                                                  "aux_stride) with this loss weight, e.g. 0.4; not saved (0: off)."),
+                                             help=f"Train an auxiliary head on the stride-{TrainSpec.aux_stride} "
+                                                  "features ([train] aux_stride) with this loss weight, e.g. 0.4; not "
+                                                  "saved (0: off)."),
     train_splits: Optional[str] = typer.Option(None, "--train-splits", metavar="train[,val]",
                                                help="Train on these splits; train,val trains on val too (the "
                                                     "model to ship: no val score, the last epoch is kept)."),

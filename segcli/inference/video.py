@@ -235,7 +235,10 @@ def _predict_source(model, source: VideoSource, out_dir: Path, *, masks: bool, a
         except KeyboardInterrupt:  # a second Ctrl-C: the frames written so far are kept
             stop.set()
         seconds = time.perf_counter() - began
-        reader.close()
+        try:
+            reader.close()  # waits a few seconds at most for a stalled stream's read
+        except KeyboardInterrupt:  # one more Ctrl-C: stop waiting (the reader is a daemon thread); keep the video
+            stop.set()
         out.finish()
     except BaseException:
         reader.close()

@@ -119,12 +119,6 @@ def split_list(value) -> list[str]:
     return value
 
 
-def choice_of(value, choices: tuple):
-    if value not in choices:
-        raise Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
-
-
 def size(value, *, empty: bool = False) -> list[int]:
     return pair(value, lambda v: integer(v, 1), "[height, width] in pixels, two integers >= 1", empty=empty)
 
@@ -159,7 +153,7 @@ RULES = {
     ("train", "ohem_min_kept"): lambda v: number(v, above=True, high=1.0),
     ("train", "ema_momentum"): lambda v: number(v, 0.0, below=1.0),  # 0: off
     ("train", "aux_weight"): lambda v: number(v, 0.0, high=10.0),  # 0: no auxiliary head
-    ("train", "aux_stride"): lambda v: choice_of(integer(v, 1), AUX_STRIDES),
+    ("train", "aux_stride"): lambda v: choice(integer(v, 1), AUX_STRIDES),
     ("train", "jit"): switch,
     ("train", "steps_per_execution"): lambda v: integer(v, 0),  # 0: automatic
     ("train", "max_minutes"): number,  # 0: no limit

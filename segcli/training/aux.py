@@ -35,8 +35,9 @@ def feature_at_stride(model: keras.Model, stride: int) -> str:
         if output.shape[1] == probe // stride and output.shape[2] == probe // stride:
             found = layer.name
     if found is None:
-        raise SegcliError(f"aux_stride = {stride}: model {model.name!r} has no feature map at stride {stride}; "
-                          f"use one of {', '.join(map(str, AUX_STRIDES))} that its net reaches")
+        raise SegcliError(f"aux_stride = {stride}: model {model.name!r} has no feature map at stride {stride} outside "
+                          f"a pretrained encoder (the head cannot tap inside one); try another of "
+                          f"{', '.join(map(str, AUX_STRIDES))}, or no auxiliary head (aux_weight = 0)")
     return found
 
 

@@ -128,9 +128,10 @@ class SaveBest(keras.callbacks.Callback):
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
     """With the optimizer's moving average of the weights ([train] ema_momentum, Keras' use_ema): validation runs
     on the average (Keras' SwapEMAWeights, which swaps it in for each evaluation and back), and `averaged()` puts
-    it in the model for a save (best.keras). Training steps, and the run's backup of weights and optimizer
-    state, always see the trained weights, so a resumed run continues exactly; when fit ends Keras writes the
-    average into the model (optimizer.finalize_variable_values), so model.keras is the average too."""
+    it in the model for a save (best.keras, model.keras). Training steps, and the run's backup of weights and
+    optimizer state (the average included), always see the trained weights: Keras' own write of the average
+    into the model when a fit ends is switched off (training.optim), so a resumed run, or the next phase of a
+    frozen encoder, continues from the trained weights."""
 
     @contextlib.contextmanager
     def averaged(self):

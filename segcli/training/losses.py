@@ -23,6 +23,7 @@ from keras import ops
 from segcli.backend import is_tensorflow
 from segcli.choices import LOSSES as KINDS  # the loss kinds: the recipe's [train] loss choices
 from segcli.choices import check_choice
+from segcli.recipe.spec import TrainSpec
 
 
 def xla_on_tensorflow(fn):
@@ -47,8 +48,8 @@ def _pixel_weights(labels, num_classes: int, ignore_index, class_weights):
     return valid, weight
 
 
-OHEM_THRESHOLD = 0.7  # [train] ohem_threshold: a pixel is hard while its true class's probability is below this
-OHEM_MIN_KEPT = 1 / 16  # [train] ohem_min_kept: at least this share of the batch's pixels is kept (the hardest)
+OHEM_THRESHOLD = TrainSpec.ohem_threshold  # a pixel is hard while its true class's probability is below this
+OHEM_MIN_KEPT = TrainSpec.ohem_min_kept  # at least this share of the batch's pixels is kept (the hardest)
 
 
 def _hard_pixels(true_prob, valid, threshold: float, min_kept: float):

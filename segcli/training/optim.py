@@ -48,18 +48,28 @@ def make_optimizer(train, steps_per_epoch: int, encoder_variables=()):
         kind, options = keras.optimizers.AdamW, dict(weight_decay=wd or 1e-4)
     else:
         kind, options = keras.optimizers.SGD, dict(momentum=0.9, nesterov=True, weight_decay=wd)
-    if train.ema_momentum:  # Keras keeps the average; segcli validates and saves it (training.callbacks.ema)
+    if train.ema_momentum:  # Keras keeps the average; segcli validates and saves it (callbacks.AveragedWeights)
         options.update(use_ema=True, ema_momentum=train.ema_momentum)
-    optimizer = kind(schedule, **options)
+    optimizer = _keep_trained_weights(kind(schedule, **options))
     mult = train.encoder_lr_mult
     if mult == 1.0 or not encoder_variables:
         return optimizer
     # type(optimizer), not `kind`: on torch, Keras swaps in its own class (keras.optimizers.Adam -> its torch
     # Adam with a fused update), which the subclass keeps
-    optimizer = _encoder_lr_class(type(optimizer))(schedule, **options)
+    optimizer = _keep_trained_weights(_encoder_lr_class(type(optimizer))(schedule, **options))
     optimizer.encoder_lr_mult = float(mult)
     # keys, not the variables: a variable set on an optimizer would join (and be saved with) its own variables
     optimizer._encoder_keys = frozenset(optimizer._var_key(v) for v in encoder_variables)
+    return optimizer
+
+
+def _keep_trained_weights(optimizer):
+    """With use_ema, Keras writes the average into the model's trainable weights when each fit ends: segcli trains
+    in several fits (a frozen encoder's phases, a resumed run), where that would train on from the average (or
+    fail: the frozen phase has fewer trainable weights than the average), and it saves the average itself
+    (training.callbacks.AveragedWeights swaps it in for each save). So the model keeps its trained weights."""
+    if optimizer.use_ema:
+        optimizer.finalize_variable_values = lambda var_list: None
     return optimizer
 
 

@@ -264,7 +264,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
     data_spec, train_spec, model_spec = recipe.data, recipe.train, recipe.model
 
     dataset = open_dataset(data_dir, classes=classes_file or data_spec.classes or None,
-                           val_fraction=data_spec.val_fraction, seed=train_spec.seed,
+                           val_fraction=0.0 if "val" in data_spec.train_splits else data_spec.val_fraction,
+                           seed=train_spec.seed,
                            palette_by_colour=data_spec.palette_by_colour)
     report = check_dataset(dataset)
     for notice in report.notices:
@@ -334,6 +335,8 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         budget = TimeBudget(train_spec.max_minutes, train_spec.epochs, too_short=too_short,
                             agree=lambda stop: any_process(strategy, stop))  # one decision for every process
         averaged = AveragedWeights() if train_spec.ema_momentum else None  # validated and saved: the average
+        if averaged:
+            averaged.set_model(trained)  # (fit sets it too; a resume with nothing left to train runs no fit)
 
         def save_best(_):  # `model`, not the trained one: an auxiliary head stays out of the file
             with averaged.averaged() if averaged else contextlib.nullcontext():
@@ -375,9 +378,10 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 
             # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.
-            save_model(model, run.model_path, classes, meta)
-            if best.best_epoch is None:  # no validation data: the last model is the best we know
-                save_model(model, run.best_path, classes, meta)
+            with averaged.averaged() if averaged else contextlib.nullcontext():  # the weights' average, if kept
+                save_model(model, run.model_path, classes, meta)
+                if best.best_epoch is None:  # no validation data: the last model is the best we know
+                    save_model(model, run.best_path, classes, meta)
             leave_distribution(strategy)  # the evaluation below runs on process 0 alone
             evaluation = None
             if evaluate_best is not None and dataset.splits.get("val"):

@@ -239,6 +239,11 @@ def _split_pairs(entry: Path, masks_dir: str | None, problems: list[Problem]) ->
     return _twin_pairs(_images(entry, problems), masks_dir or "masks", problems)
 
 
+def inner_name(data: dict, root: Path) -> str:
+    """The name of the format a dataset file reads its root with (its format key, else the detected one)."""
+    return data["format"] if "format" in data else find_format(root).name
+
+
 def read_dataset_file(file: Path, problems: list[Problem]) -> FormatData:
     data = read_keys(file)
     root = _root(data, file)
@@ -260,6 +265,11 @@ def read_dataset_file(file: Path, problems: list[Problem]) -> FormatData:
         inner = find_format(root).read(root, problems)
     if inner is not None:
         splits, notices = inner.splits, list(inner.notices)
+        drawn = any(p.reader is not None for pairs in splits.values() for p in pairs)
+        if mapping is not None and drawn:  # a reader draws training IDs itself: a mapping would go unused
+            _fail(file, "label_mapping", f"the {inner_name(data, root)} format draws its labels from annotations, "
+                                         "so there are no stored values to map; leave label_mapping out (names "
+                                         "renames the classes)")
     else:
         splits = {s: [p for entry in _entries(data, s, root, file) for p in _split_pairs(entry, masks_dir, problems)]
                   for s in SPLITS if s in data}

@@ -95,6 +95,22 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
     assert [p.image.name for p in dataset.splits["train"]] == ["c.jpg"]
 
 
+def test_an_image_path_naming_another_image_does_not_take_it(tmp_path):
+    F.make_labelme(tmp_path)
+    a = tmp_path / "train" / "a.json"
+    F.write_json(a, {**json.loads(a.read_text()), "imagePath": "../val/d.jpg"})  # a copied JSON, or a rename
+    b = tmp_path / "train" / "b.json"
+    F.write_json(b, {**json.loads(b.read_text()), "imagePath": "c.jpg"})
+    (tmp_path / "train" / "b.jpg").unlink()  # no image of its name: imagePath is read, and c.jpg is c.json's
+    dataset = open_dataset(tmp_path)
+    assert [(p.path.name, p.problem) for p in dataset.problems] == [("c.json", "its image c.jpg is b.json's too: "
+                                                                               "left out")]
+    assert {s: sorted(p.image.name for p in pairs) for s, pairs in dataset.splits.items()} == \
+        {"train": ["a.jpg", "c.jpg"], "val": ["d.jpg", "e.jpg"]}  # d.jpg stays val's, a.jpg is a.json's
+    for pair in dataset.pairs:
+        F.assert_scene(F.labels_of(dataset, pair), pair.mask.stem)
+
+
 def test_a_file_without_shapes_is_all_background(tmp_path):
     F.make_labelme(tmp_path)
     F.write_json(tmp_path / "train" / "b.json", F.labelme_file("b", []))

@@ -23,8 +23,9 @@ ones before, except that ``iscrowd`` regions are drawn first, so any instance on
 
 Problems, each naming the JSON file: a file that does not parse or is no COCO file, one without annotations, an
 unknown category id, an image listed but not found or listed twice, an image or category id that is no id (a
-list, a dict), a polygon wholly outside its image, an RLE mask of another size than its image. Polygons reaching outside their image are clipped, with a notice per file; images without
-annotations are all background, with a notice.
+list, a dict), a polygon wholly outside its image, an RLE mask of another size than its image. Polygons reaching
+outside their image are clipped, with a notice per file; images without annotations are all background, with a
+notice.
 """
 
 from __future__ import annotations

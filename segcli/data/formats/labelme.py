@@ -2,9 +2,9 @@
 ``shape_type``), rasterised into semantic masks.
 
 Use it: ``segcli train unet FOLDER`` (``data check``, ``evaluate``, ``data convert`` alike), FOLDER holding
-images with their JSON files, or ``train/``, ``val/``, ``test/`` folders that do. The image is the JSON's
-``imagePath`` (relative to the JSON), else the image of the same name beside it; an image without a JSON is
-not annotated yet and is left out, with a notice.
+images with their JSON files, or ``train/``, ``val/``, ``test/`` folders that do. The image is the one of the
+JSON's name beside it, else the JSON's ``imagePath`` (relative to the JSON); two JSON files of one image are a
+problem. An image without a JSON is not annotated yet and is left out, with a notice.
 
 Classes: background is class 0, then the labels of ``labels.txt`` (LabelMe's own file: a name a line;
 ``__ignore__`` marks the label drawn as ignore, ``_background_`` the background) when FOLDER has one, else every
@@ -95,13 +95,17 @@ def _load(path: Path, problems: list[Problem]) -> dict | None:
 
 
 def _image_of(path: Path, data: dict) -> Path | None:
+    """The image of the JSON's own name beside it (LabelMe saves NAME.json beside NAME.jpg), else its imagePath
+    (relative to the JSON): an imagePath naming another image (a copied or renamed file) does not pull that one
+    in twice."""
+    beside = next((c for ext in IMAGE_EXTS for c in (path.with_suffix(ext), path.with_suffix(ext.upper()))
+                   if c.is_file()), None)
     given = data.get("imagePath")
-    if isinstance(given, str) and given:
+    if beside is None and isinstance(given, str) and given:
         candidate = path.parent / given.replace("\\", "/")
         if candidate.is_file():
             return candidate
-    return next((c for ext in IMAGE_EXTS for c in (path.with_suffix(ext), path.with_suffix(ext.upper()))
-                 if c.is_file()), None)
+    return beside
 
 
 def labelme_classes(root: Path, used: set[str]) -> tuple[ClassMap, dict[str, int], str]:
@@ -143,11 +147,17 @@ class LabelMe:
         splits: dict[str, list[Pair]] = {}
         skipped: dict[str, int] = {}
         partly, empty = [], []
+        drawn_on: dict[Path, Path] = {}  # image -> the JSON file that annotates it
         for split, path, data in loaded:
             image = _image_of(path, data)
             if image is None:
                 problems.append(Problem(path, f"its image {data.get('imagePath')!r} is not there"))
                 continue
+            if image.resolve() in drawn_on:
+                problems.append(Problem(path, f"its image {image.name} is {drawn_on[image.resolve()].name}'s too: "
+                                              "left out"))
+                continue
+            drawn_on[image.resolve()] = path
             h, w = data.get("imageHeight"), data.get("imageWidth")
             size = (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
             drawn, unknown, outside = [], [], 0

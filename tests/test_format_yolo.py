@@ -115,6 +115,24 @@ def test_problems_each_one_line_naming_the_file(tmp_path):
     assert [p.image.stem for p in dataset.splits["val"]] == ["e"]  # a malformed file's pair is left out
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_coordinate_that_is_no_number_is_a_problem_not_garbage_labels(tmp_path, value):
+    F.make_yolo(tmp_path)
+    label = tmp_path / "labels" / "train" / "a.txt"
+    label.write_text(f"0 {value} 0.1 0.5 0.1 0.5 0.5\n")  # float() reads it: cv2 drew int32 garbage before
+    dataset = open_dataset(tmp_path)
+    assert [(p.path, p.problem) for p in dataset.problems] == [
+        (label, "line 1: a coordinate that is not a number (nan or inf)")]
+    assert "a" not in [p.image.stem for p in dataset.pairs]
+
+
+def test_names_with_ids_of_mixed_types_are_one_line(tmp_path):
+    F.make_yolo(tmp_path)
+    (tmp_path / "data.yaml").write_text("names:\n  0: bird\n  x: cat\n")  # sorting them was a TypeError
+    with pytest.raises(DataError, match=r"data.yaml: names: ids must be 0..1, got 0, x$"):
+        open_dataset(tmp_path)
+
+
 def test_polygons_partly_outside_are_clipped_with_a_notice(tmp_path):
     F.make_yolo(tmp_path)
     (tmp_path / "labels" / "train" / "a.txt").write_text("0 -0.5 -0.5 0.5 -0.5 0.5 0.5 -0.5 0.5\n")

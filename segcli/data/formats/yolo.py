@@ -27,6 +27,7 @@ Polygons reaching outside the image are clipped, with a notice.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from segcli.data.classes import ClassMap, default_classes
@@ -73,8 +74,8 @@ def _yaml_names(path: Path) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
-            raise DataError(f"names: ids must be 0..{len(names) - 1}, got {sorted(names)}", path)
+        if set(names) != set(range(len(names))):
+            raise DataError(f"names: ids must be 0..{len(names) - 1}, got {', '.join(map(str, names))}", path)
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise DataError(f"names must be a list of class names or a mapping id -> name, got {names!r}", path)
@@ -122,7 +123,10 @@ def parse_labels(path: Path, problems: list[Problem], found: dict[str, list]) ->
         except ValueError:
             problems.append(Problem(path, f"line {n}: expected CLASS x1 y1 x2 y2 ..., numbers"))
             return None
-        if cid != int(cid) or cid < 0:
+        if not all(map(math.isfinite, coords)):
+            problems.append(Problem(path, f"line {n}: a coordinate that is not a number (nan or inf)"))
+            return None
+        if not math.isfinite(cid) or cid != int(cid) or cid < 0:
             problems.append(Problem(path, f"line {n}: class {words[0]} is not a class id (0, 1, ...)"))
             return None
         if len(coords) == 4:

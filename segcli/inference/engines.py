@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from segcli.errors import ModelError, SegcliError, first_line
+from segcli.inference.arrays import axis_tiles
 
 # engine -> (what it is called, the import that runs it, the extra that installs it)
 ENGINES = {
@@ -156,17 +157,6 @@ class Engine:
         return np.asarray(self._run(batch), dtype=np.float32)
 
 
-def _axis_windows(length: int, size: int) -> list[tuple[int, int, int]]:
-    """(start, core_start, core_end) of windows of `size` along an axis of `length` >= size, a quarter overlapping;
-    the cores partition 0..length."""
-    if length <= size:
-        return [(0, 0, length)]
-    step = max(1, size - size // 4)
-    starts = list(range(0, length - size, step)) + [length - size]
-    cuts = [0] + [(b + a + size) // 2 for a, b in zip(starts, starts[1:])] + [length]
-    return [(s, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
-
-
 def _fit_to_size(call, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w, K) logits of one image through an export that takes only (H, W) = size: padded (reflected) up to it
     along a shorter side, in overlapping windows along a longer one."""
@@ -174,8 +164,8 @@ def _fit_to_size(call, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     big_h, big_w = max(h, size[0]), max(w, size[1])
     padded = np.pad(image, ((0, big_h - h), (0, big_w - w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
     out = None
-    for y0, cy0, cy1 in _axis_windows(big_h, size[0]):
-        for x0, cx0, cx1 in _axis_windows(big_w, size[1]):
+    for y0, _, cy0, cy1 in axis_tiles(big_h, size[0], size[0] // 4):  # windows a quarter overlapping
+        for x0, _, cx0, cx1 in axis_tiles(big_w, size[1], size[1] // 4):
             logits = call(padded[None, y0:y0 + size[0], x0:x0 + size[1]])[0]
             if out is None:
                 out = np.empty((big_h, big_w, logits.shape[-1]), np.float32)

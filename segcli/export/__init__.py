@@ -1,9 +1,9 @@
 """Export a trained model to TensorFlow SavedModel, ONNX, TFLite or OpenVINO IR, checked against Keras.
 
 What each format needs, by the Keras backend segcli runs on (segcli.backend): SavedModel and TFLite are
-written by TensorFlow, on the tensorflow backend only, and so is OpenVINO IR (Keras' exporter converts a
-TensorFlow graph; it needs the ``openvino`` extra) (on jax or torch, one line names the command to run
-instead, or how to install TensorFlow; TensorFlow is never imported there). ONNX is written by tf2onnx on
+written by TensorFlow, on the tensorflow backend only, and so is OpenVINO IR, which Keras' exporter converts
+from a TensorFlow graph (it needs the ``openvino`` extra); on jax or torch, one line names the command to run
+instead, or how to install TensorFlow; TensorFlow is never imported there. ONNX is written by tf2onnx on
 tensorflow and by torch's own exporter (torch.onnx, the TorchScript exporter Keras' ``model.export`` uses
 for dynamic shapes) on torch; not on jax: Keras' jax exporter (jax2onnx 0.17) writes NHWC max-pooling as
 an ONNX MaxPool with a 4-D kernel that onnxruntime rejects, so one line names the torch/tensorflow command.
@@ -15,11 +15,11 @@ a temporary name, runs it on random images and compares the logits with Keras', 
 into place. A ``classes.json`` (the class map) is written beside an .onnx/.tflite/.xml file and inside a
 SavedModel folder, and so is the .keras file's own record (its classes, output stride and recipe, which predict
 and evaluate read with the export: segcli.inference.engines), as NAME.EXT.segcli.json beside a file and
-segcli.json inside a SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli wrote (it holds a
-``.segcli`` marker), or a file of the same format; a user's folder or file is never replaced.
+segcli.json inside a SavedModel folder. ``force`` replaces only an earlier export: a SavedModel folder segcli
+wrote (it holds a ``.segcli`` marker), or a file of the same format; a user's folder or file is never replaced.
 
-SavedModel, ONNX and OpenVINO IR take any batch, height and width; TFLite takes dynamic height and width where the
-converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
+SavedModel, ONNX and OpenVINO IR take any batch, height and width; TFLite takes dynamic height and width where
+the converter allows (call ``interpreter.resize_tensor_input`` before ``allocate_tensors``), else a fixed
 size. ONNX needs the ``export`` extra: ``pip install 'segcli[export]'`` (tf2onnx, onnx, onnxruntime; torch
 needs only onnx and onnxruntime beside it).
 

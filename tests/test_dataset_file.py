@@ -157,6 +157,8 @@ def test_relative_paths_resolve_as_ultralytics_does(tmp_path, monkeypatch):
     ("path: city\nformat: pascal\n", "format: 'pascal' is not a dataset format; known: "),
     ("path: city\ntrain: [images/train\n", "not valid YAML: "),
     ("- path\n- train\n", r"a dataset file holds keys \(path, train"),
+    ("path: city\ntrain: images/train\nmasks_dir: masks\nnames: [road, car, road]\n",
+     r"names: 'road' is listed twice \(ids 0 and 2\); class names must be unique"),
 ])
 def test_a_bad_dataset_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     ultralytics_dataset(tmp_path)
@@ -164,6 +166,14 @@ def test_a_bad_dataset_file_is_one_line_naming_the_file_and_the_key(tmp_path, te
     with pytest.raises(DataError, match=message) as caught:
         open_dataset(tmp_path / "bad.yaml")
     assert caught.value.path == tmp_path / "bad.yaml" and "\n" not in str(caught.value)
+
+
+def test_a_recipe_given_as_the_data_says_so(tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[model]\nname = "unet"\n[train]\nepochs = 1\n')  # was "model: unknown key"
+    with pytest.raises(DataError, match=r"recipe.toml: a recipe \(its \[model\] table\), not a dataset file: pass "
+                                        "it with --recipe"):
+        open_dataset(recipe)
 
 
 def test_data_check_takes_a_dataset_file_and_a_bad_one_is_exit_2(cli, tmp_path):

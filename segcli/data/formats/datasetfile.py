@@ -81,6 +81,9 @@ def read_keys(file: Path) -> dict:
             raise DataError(f"cannot read: {exc.strerror or exc}", file) from None
     if not isinstance(data, dict):
         raise DataError(f"a dataset file holds keys ({', '.join(KEYS)}); found {type(data).__name__}", file)
+    if isinstance(data.get("model"), dict):  # segcli's recipe: [model], [data], [train] tables
+        raise DataError("a recipe (its [model] table), not a dataset file: pass it with --recipe, and the data "
+                        "(a folder or a dataset file) as the argument", file)
     for key in data:
         if key not in KEYS + ACCEPTED:
             _fail(file, str(key), f"unknown key; valid keys: {', '.join(KEYS)}")
@@ -122,6 +125,10 @@ def _classes(data: dict, file: Path) -> ClassMap | None:
         return None
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         _fail(file, "names", "a non-empty list of class names (text) is needed")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # each class has its own IoU column, by name
+        _fail(file, "names", f"{twice!r} is listed twice (ids {names.index(twice)} and "
+                             f"{names.index(twice, names.index(twice) + 1)}); class names must be unique")
     if "nc" in data and data["nc"] != len(names):
         _fail(file, "nc", f"{data['nc']!r}, but names lists {len(names)} classes")
     if colors is not None and len(colors) != len(names):

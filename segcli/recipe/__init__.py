@@ -24,6 +24,6 @@ from segcli.recipe.spec import TUNE_TABLE, DataSpec, ModelSpec, TrainSpec, held_
 
 __all__ = [
     "DEFAULTS", "FLAGS", "RECIPES_DIR", "RULES", "SWITCHES", "TUNE_TABLE", "WEIGHTS_WORDS", "DataSpec", "ModelSpec",
-    "Recipe", "TrainSpec", "find_recipe", "from_text", "held_out", "load_resolved", "merge", "parse_switch", "read_recipe_file",
-    "resolve", "resolve_for_model", "save", "weights_path",
+    "Recipe", "TrainSpec", "find_recipe", "from_text", "held_out", "load_resolved", "merge", "parse_switch",
+    "read_recipe_file", "resolve", "resolve_for_model", "save", "weights_path",
 ]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from segcli.choices import AUX_STRIDES, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, check_choice, parse_switch
+from segcli.choices import (AUX_STRIDES, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, check_choice,
+                            parse_switch)
 from segcli.errors import SegcliError
 
 FLAGS = "command line"  # the source of overrides: a key train.batch_size comes from the flag --batch-size

@@ -36,8 +36,8 @@ from segcli.recipe import Recipe
 from segcli.runfolder import RunFolder, read_history
 from segcli.system import hardware_summary, peak_rss_mb
 from segcli.training.budget import check_training_fits
-from segcli.training.callbacks import (AveragedWeights, CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest, Throughput,
-                                      TimeBudget)
+from segcli.training.callbacks import (AveragedWeights, CtrlC, PerClassIoU, ProgressCallback, RunBackup, SaveBest,
+                                      Throughput, TimeBudget)
 from segcli.training.aux import with_aux_head
 from segcli.training.compile import compile_for_training
 from segcli.training.distribute import (any_process, leave_distribution, peer_lost, resolve_strategy,
@@ -338,8 +338,11 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
         if averaged:
             averaged.set_model(trained)  # (fit sets it too; a resume with nothing left to train runs no fit)
 
+        def saved_weights():  # what the model files hold: the weights' average when one is kept
+            return averaged.averaged() if averaged else contextlib.nullcontext()
+
         def save_best(_):  # `model`, not the trained one: an auxiliary head stays out of the file
-            with averaged.averaged() if averaged else contextlib.nullcontext():
+            with saved_weights():
                 save_model(model, run.best_path, classes, meta)
 
         best = SaveBest(save_best, monitor="val_miou")
@@ -373,12 +376,13 @@ def _train(model_name, data_dir, recipe: Recipe, run: RunFolder | None, out, for
                 # Keras reads whole calls of steps_per_execution batches: an epoch takes `steps` rounded up to them
                 batches = -(-steps // compiled.steps_per_execution) * compiled.steps_per_execution
                 with ctrl_c:
-                    trained.fit(train_from(start * batches), steps_per_epoch=steps, validation_data=val_ds, epochs=end,
-                              initial_epoch=start, verbose=0, callbacks=callbacks, shuffle=False)  # the pipeline shuffles
+                    trained.fit(train_from(start * batches), steps_per_epoch=steps, validation_data=val_ds,
+                                epochs=end, initial_epoch=start, verbose=0, callbacks=callbacks,
+                                shuffle=False)  # the pipeline shuffles
             set_encoder_trainable(model, True)  # the saved model.keras fine-tunes like any other
 
             # The final files; backup/ stays until they all exist, so a kill here is resumed without retraining.
-            with averaged.averaged() if averaged else contextlib.nullcontext():  # the weights' average, if kept
+            with saved_weights():
                 save_model(model, run.model_path, classes, meta)
                 if best.best_epoch is None:  # no validation data: the last model is the best we know
                     save_model(model, run.best_path, classes, meta)

@@ -101,7 +101,7 @@ def collect(runs: Path, only: list[str], note: str | None) -> dict:
         reference = base.setdefault(RUNS[name][0], row)  # the first run of each shipped recipe is its baseline
         row["gain"] = 100 * (row["miou"] - reference["miou"])
         rows.append(row)
-    columns = [{"key": "label", "title": "change (each alone, 20 epochs)", "format": "text"},
+    columns = [{"key": "label", "title": "change to the shipped recipe (20 epochs)", "format": "text"},
                {"key": "miou", "title": "val mIoU, last epoch", "format": "pct"},
                {"key": "gain", "title": "gain (points)", "format": "f1"},
                {"key": "best_miou", "title": "best epoch's", "format": "pct"},

@@ -25,50 +25,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EPOCHS = 20
-# name -> (shipped recipe, {[table] key: TOML value text} changed, label for the table)
+# name -> (shipped recipe, {(table, key): value} changed, label for the table)
 RUNS = {
     "base": ("camvid-fcn", {}, "camvid-fcn as shipped"),
-    "scale": ("camvid-fcn", {("data", "scale"): "[0.5, 2.0]"}, "wide random scale 0.5-2.0 (crop padded with ignore)"),
-    "ohem": ("camvid-fcn", {("train", "loss"): '"ohem"'}, "OHEM cross-entropy (threshold 0.7, at least 1/16 kept)"),
-    "ema": ("camvid-fcn", {("train", "ema_momentum"): "0.99"}, "weight EMA, momentum 0.99"),
-    "aux": ("camvid-fcn", {("train", "aux_weight"): "0.4"}, "auxiliary head at stride 16, loss weight 0.4"),
-    "combo": ("camvid-fcn", {("train", "loss"): '"ohem"', ("train", "ema_momentum"): "0.99",
-                             ("train", "aux_weight"): "0.4"}, "OHEM, weight EMA and the auxiliary head together"),
+    "scale": ("camvid-fcn", {("data", "scale"): [0.5, 2.0]}, "wide random scale 0.5-2.0 (crop padded with ignore)"),
+    "ohem": ("camvid-fcn", {("train", "loss"): "ohem"}, "OHEM cross-entropy (threshold 0.7, at least 1/16 kept)"),
+    "ema": ("camvid-fcn", {("train", "ema_momentum"): 0.99}, "weight EMA, momentum 0.99"),
+    "aux": ("camvid-fcn", {("train", "aux_weight"): 0.4}, "auxiliary head at stride 16, loss weight 0.4"),
+    "combo": ("camvid-fcn", {("train", "loss"): "ohem", ("train", "ema_momentum"): 0.99,
+                             ("train", "aux_weight"): 0.4}, "OHEM, weight EMA and the auxiliary head together"),
     "unet-base": ("camvid-unet", {}, "camvid-unet as shipped"),
-    "unet-wide": ("camvid-unet", {("model.options", "base_filters"): "24", ("model.options", "decoder_convs"): "1",
-                                  ("model.options", "decoder_filters"): "[96, 48, 24, 12]"},
+    "unet-wide": ("camvid-unet", {("model.options", "base_filters"): 24, ("model.options", "decoder_convs"): 1,
+                                  ("model.options", "decoder_filters"): [96, 48, 24, 12]},
                   "U-Net, wider encoder (24-192) and a narrow one-conv decoder (96-12)"),
 }
 
 
 def recipe_text(shipped: str, changes: dict, epochs: int) -> str:
-    """The shipped recipe's TOML with `changes` set, epochs = `epochs`, no time limit, and its classes file by
-    absolute path (the recipe is written elsewhere)."""
-    from segcli.recipe import RECIPES_DIR
+    """The shipped recipe (read as `--recipe NAME` reads it: its classes file by absolute path) with `changes`
+    set, epochs = `epochs` and no time limit, as TOML."""
+    import tomli_w
 
-    changes = {**changes, ("train", "epochs"): str(epochs), ("train", "max_minutes"): "0.0",
-               ("data", "classes"): json.dumps(str(RECIPES_DIR / "camvid-classes.json"))}
-    lines, table, done = [], None, set()
+    from segcli.recipe import read_recipe_file
 
-    def flush(table):
-        lines.extend(f"{key} = {value}" for (t, key), value in changes.items() if t == table and (t, key) not in done)
-        done.update((t, key) for (t, key) in changes if t == table)
-
-    for line in (RECIPES_DIR / f"{shipped}.toml").read_text().splitlines():
-        if line.startswith("["):
-            flush(table)
-            table = line.strip("[] ")
-        elif "=" in line and not line.lstrip().startswith("#"):
-            key = line.split("=", 1)[0].strip()
-            if (table, key) in changes:
-                line = f"{key} = {changes[table, key]}"
-                done.add((table, key))
-        lines.append(line)
-    flush(table)
-    missing = [f"[{t}] {k}" for t, k in changes if (t, k) not in done]
-    if missing:
-        raise SystemExit(f"{shipped}: no table for {', '.join(missing)}")
-    return "\n".join(lines) + "\n"
+    tables = read_recipe_file(shipped)
+    for (table, key), value in {**changes, ("train", "epochs"): epochs, ("train", "max_minutes"): 0.0}.items():
+        where = tables
+        for part in table.split("."):
+            where = where.setdefault(part, {})
+        where[key] = value
+    return tomli_w.dumps(tables)
 
 
 def train(data: Path, out: Path, only: list[str], epochs: int) -> None:

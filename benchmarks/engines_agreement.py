@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/engines_agreement.py [MODEL.keras] [--data ../shared/data/camvid] [--split val]
         [--json docs/results/engines-agreement.json] [--time-images 20] [--repeats 3] [--workdir DIR]
-        [--timing-only]
+        [--timing-only] [--int8 N]
 
 MODEL (default models/camvid-fcn.keras) is exported to ONNX, OpenVINO IR, TFLite and SavedModel (segcli.export,
 each checked against Keras as `segcli export` does) into a temporary folder (or --workdir). Then every engine
@@ -17,6 +17,8 @@ output stride, batches of 4):
   on all alike), the median of --repeats passes each. `--time-images 0` leaves the timing out, and
   `--timing-only` adds it to an earlier run's --json with the exports it kept in --workdir (to time at another
   priority: `nice -n 19` for the agreement, `nice -n 0` for the timing on a machine shared with trainings).
+With nncf installed, the IR is also quantised to INT8 (NNCF's default preset, `segcli.export.int8`) on the first
+--int8 images of the train split (default 300) and run as one more row.
 Keras runs in float32 and in the precision `auto` picks on this CPU (mixed_bfloat16 where it has native bf16);
 OpenVINO in f32 and, where the CPU has native bf16, in bf16 (`--precision auto`). The CPU, the versions and the
 command go into the JSON (docs/results/NAME.json's table format, written into docs/deploy.md by
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from datetime import date
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,7 @@ DEFAULT_MODEL = ROOT / "models" / "camvid-fcn.keras"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "camvid"
 EXPORTS = (("onnx", "model.onnx"), ("openvino", "model.xml"), ("tflite", "model.tflite"),
            ("savedmodel", "model_savedmodel"))
+INT8_FILE = "model-int8.xml"  # the IR quantised by NNCF (--int8 N calibration images of the train split)
 BATCH = 4  # segcli predict's default --batch-size
 COLUMNS = [
     {"key": "engine", "title": "engine", "format": "text"},
@@ -80,10 +84,30 @@ def rows_to_run(workdir: Path, model: Path) -> list[tuple[str, Path, str | None,
         rows.append(("OpenVINO", files["openvino"], "openvino", "float32"))
         if auto == "mixed_bfloat16":
             rows.append(("OpenVINO", files["openvino"], "openvino", auto))
+        if (workdir / INT8_FILE).exists():
+            rows.append(("OpenVINO INT8 (NNCF)", workdir / INT8_FILE, "openvino", "float32"))
     if installed("tflite"):
         rows.append(("TFLite", files["tflite"], "tflite", "float32"))
     rows.append(("TensorFlow SavedModel", files["savedmodel"], "savedmodel", "float32"))
     return rows
+
+
+def quantize(workdir: Path, data: Path, count: int, say) -> None:
+    """The OpenVINO IR quantised to INT8 by NNCF, calibrated on the first `count` train images."""
+    from segcli.data import open_dataset, read_image
+    from segcli.export.int8 import quantize_openvino
+    from segcli.inference.engines import meta_path
+
+    ir = workdir / "model.xml"
+    if (workdir / INT8_FILE).exists() and (workdir / INT8_FILE).stat().st_mtime > ir.stat().st_mtime:
+        say(f"kept INT8: {workdir / INT8_FILE}")
+        return
+    stride = json.loads(meta_path(ir, "openvino").read_text())["output_stride"]
+    images = [read_image(p.image) for p in open_dataset(data).splits["train"][:count]]
+    start = time.perf_counter()
+    quantize_openvino(ir, workdir / INT8_FILE, images, stride)
+    meta_path(workdir / INT8_FILE, "openvino").write_text(meta_path(ir, "openvino").read_text())
+    say(f"quantised to INT8 on {len(images)} train images in {time.perf_counter() - start:.0f} s")
 
 
 def export_all(model: Path, workdir: Path, say) -> None:
@@ -169,13 +193,15 @@ def add_timing(result: dict, model: Path, data: Path, split: str, workdir: Path,
     return result
 
 
-def measure(model: Path, data: Path, split: str, workdir: Path, say) -> dict:
+def measure(model: Path, data: Path, split: str, workdir: Path, int8: int, say) -> dict:
     from segcli.data import open_dataset, read_image
     from segcli.evaluation import evaluate
     from segcli.inference.engines import load_predictor
     from segcli.system import cpu_flags, cpu_name
 
     export_all(model, workdir, say)
+    if int8 and (workdir / "model.xml").exists() and find_spec("nncf") is not None:
+        quantize(workdir, data, int8, say)
     pairs = open_dataset(data).splits[split]
     sizes = [read_image(p.image).shape[:2] for p in pairs]
     reference = None
@@ -222,6 +248,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the table here")
     parser.add_argument("--time-images", type=int, default=20, help="0: no timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--int8", type=int, default=300, metavar="N",
+                        help="also quantise the OpenVINO IR to INT8 with NNCF on N train images (0: not)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the exports here")
     parser.add_argument("--timing-only", action="store_true",
                         help="only add images/s to the rows of the --json file, with the exports of --workdir "
@@ -240,7 +268,7 @@ def main(argv=None) -> int:
         if args.timing_only:
             result = json.loads(args.json.read_text())
         else:
-            result = measure(args.model.resolve(), args.data, args.split, workdir, say)
+            result = measure(args.model.resolve(), args.data, args.split, workdir, args.int8, say)
         if args.time_images > 0:
             result = add_timing(result, args.model.resolve(), args.data, args.split, workdir, args.time_images,
                                 args.repeats, say)

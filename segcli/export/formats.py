@@ -136,7 +136,7 @@ def exact_float32():
 
 
 @contextlib.contextmanager
-def _temp_dir_beside(path: Path):
+def temp_dir_beside(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_temp_dir(path)  # the usual mode, not mkdtemp's 0700
     try:
@@ -174,7 +174,7 @@ def export_savedmodel(model, out: Path, sizes, classes: ClassMap) -> tuple[list,
     then rename it into place (an earlier export there is moved aside and removed)."""
     import tensorflow as tf
 
-    with no_space_errors(out), _temp_dir_beside(out) as tmp:  # TensorFlow's full disk: one line naming out
+    with no_space_errors(out), temp_dir_beside(out) as tmp:  # TensorFlow's full disk: one line naming out
         target = tmp / out.name
         _write_savedmodel(model, target)
         loaded = tf.saved_model.load(str(target))
@@ -288,7 +288,7 @@ def _tflite_bytes(model, size, scratch: Path) -> bytes:
 
 def _write_tflite(model, out: Path, size, sizes) -> tuple[list, float]:
     # beside the output: a killed export's is swept by the next one; a full disk is one line naming out
-    with no_space_errors(out), _temp_dir_beside(out) as scratch:
+    with no_space_errors(out), temp_dir_beside(out) as scratch:
         data = _tflite_bytes(model, size, scratch)
     with atomic_path(out, suffix=".tflite") as tmp:
         tmp.write_bytes(data)
@@ -319,7 +319,7 @@ def export_openvino(model, out: Path, sizes) -> tuple[list, float]:
     """Keras' own exporter (``model.export(format="openvino")``, through a TensorFlow graph) writes NAME.xml and
     NAME.bin in a temporary folder beside ``out``; OpenVINO runs them in float32 (as predict does), and they are
     moved into place, the .bin first (the .xml names it)."""
-    with no_space_errors(out), _temp_dir_beside(out) as tmp:
+    with no_space_errors(out), temp_dir_beside(out) as tmp:
         target = tmp / out.name
         with _quiet_converters():
             try:
@@ -329,6 +329,11 @@ def export_openvino(model, out: Path, sizes) -> tuple[list, float]:
         engine = OpenVinoEngine(target, "float32")
         checks, tol = _compare("openvino", model, engine.run_batch, sizes)
         del engine
-        os.replace(target.with_suffix(".bin"), out.with_suffix(".bin"))
-        os.replace(target, out)
+        move_ir_into_place(target, out)
     return checks, tol
+
+
+def move_ir_into_place(target: Path, out: Path) -> None:
+    """An IR written at `target` (.xml + .bin) moved to `out`, the .bin first (the .xml names it)."""
+    os.replace(target.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(target, out)

@@ -9,6 +9,7 @@ from conftest import tiny_recipe_text
 
 from segcli import recipe as recipes
 from segcli.errors import SegcliError
+from segcli.recipe.recipefiles import shipped_recipes
 from segcli.training.budget import GB, check_training_fits, estimate_training_memory
 
 
@@ -49,8 +50,7 @@ def test_the_estimate_refuses_over_the_memory_given_and_names_both():
     assert re.search(r"needs about 1\.\d GB \(9,720 parameters", text) and "0.5 GB of memory available" in text
 
 
-@pytest.mark.parametrize("name", ["camvid-fcn", "camvid-fcn-long", "camvid-fcn-balanced", "camvid-unet",
-                                  "lambda-unet", "lambda-fcn", "sample-unet", "camvid-unet-mobilenetv3large"])
+@pytest.mark.parametrize("name", shipped_recipes())
 def test_every_shipped_recipe_fits_a_24_gb_machine(name):
     recipe, _ = recipes.resolve_for_model(None, name, None)
     estimate = check_training_fits(recipe.model.name, 12, recipe.model.options, recipe.data.size,

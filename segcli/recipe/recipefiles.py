@@ -13,6 +13,11 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "resources" / "recipes"  
 # wheel alike
 
 
+def shipped_recipes() -> list[str]:
+    """The names of the shipped recipes, sorted."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml")) if RECIPES_DIR.is_dir() else []
+
+
 def find_recipe(name_or_path: str | Path) -> Path:
     """A path, or the name of a shipped recipe (`camvid-unet` finds RECIPES_DIR/camvid-unet.toml)."""
     path = Path(name_or_path)
@@ -21,7 +26,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
     shipped = RECIPES_DIR / f"{Path(str(name_or_path)).stem}.toml"
     if not path.suffix and shipped.is_file():
         return shipped
-    available = sorted(p.stem for p in RECIPES_DIR.glob("*.toml")) if RECIPES_DIR.is_dir() else []
+    available = shipped_recipes()
     hint = f" (shipped recipes: {', '.join(available)})" if available else ""
     raise SegcliError(f"no such recipe file{hint}", path)
 

@@ -35,7 +35,9 @@ def test_every_shipped_camvid_recipe_has_its_model_with_metrics_and_rebuild_comm
         assert path.stat().st_size <= 15 * 2**20, f"{path.name}: over 15 MB"
         metrics = metrics_of(path)
         assert metrics["hardware"].startswith("CPU") and metrics["precision"] and metrics["backend"]
-        assert 0 < metrics["evaluation"]["miou"] <= 1 and metrics["evaluation"]["model"] == "best.keras"
+        # best.keras (the epoch picked on val), or model.keras (the last epoch) where the README says so
+        assert 0 < metrics["evaluation"]["miou"] <= 1
+        assert metrics["evaluation"]["model"] in ("best.keras", "model.keras")
         assert f"--recipe {path.stem} " in readme and f"models/{path.name}" in readme
 
 

@@ -17,7 +17,7 @@ output stride, batches of 4):
   on all alike), the median of --repeats passes each. `--time-images 0` leaves the timing out, and
   `--timing-only` adds it to an earlier run's --json with the exports it kept in --workdir (to time at another
   priority: `nice -n 19` for the agreement, `nice -n 0` for the timing on a machine shared with trainings).
-With nncf installed, the IR is also quantised to INT8 (NNCF's default preset, `segcli.export.int8`) on the first
+With nncf installed, the IR is also quantised to INT8 (`segcli.export.int8`: full bias correction) on the first
 --int8 images of the train split (default 300) and run as one more row.
 Keras runs in float32 and in the precision `auto` picks on this CPU (mixed_bfloat16 where it has native bf16);
 OpenVINO in f32 and, where the CPU has native bf16, in bf16 (`--precision auto`). The CPU, the versions and the

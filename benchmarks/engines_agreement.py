@@ -148,6 +148,14 @@ class Recorder:
         return [out[:h, :w] for out, (h, w) in zip(self.outputs, sizes)]
 
 
+def cpu_line() -> str:
+    """This CPU as the results tables name it: model, cores, native bf16 flags."""
+    from segcli.system import cpu_flags, cpu_name
+
+    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    return f"{cpu_name()}, {os.cpu_count()} cores, {', '.join(flags) if flags else 'no native bf16'}"
+
+
 def labels_of(loaded, images) -> list[np.ndarray]:
     from segcli.inference import iter_predictions
 
@@ -197,7 +205,6 @@ def measure(model: Path, data: Path, split: str, workdir: Path, int8: int, say) 
     from segcli.data import open_dataset, read_image
     from segcli.evaluation import evaluate
     from segcli.inference.engines import load_predictor
-    from segcli.system import cpu_flags, cpu_name
 
     export_all(model, workdir, say)
     if int8 and (workdir / "model.xml").exists() and find_spec("nncf") is not None:
@@ -225,10 +232,9 @@ def measure(model: Path, data: Path, split: str, workdir: Path, int8: int, say) 
                      "pixel_accuracy": scores["pixel_accuracy"]})
         say(f"  agreement {100 * agreement:.3f}%, mIoU {100 * scores['miou']:.2f}%")
         del loaded
-    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
     size = f"{sizes[0][0]}x{sizes[0][1]}"
     return {
-        "cpu": f"{cpu_name()}, {os.cpu_count()} cores, {', '.join(flags) if flags else 'no native bf16'}",
+        "cpu": cpu_line(),
         "precision": "as each row says (exports are float32; OpenVINO's bf16 is its inference precision hint)",
         "date": date.today().isoformat(),
         "command": f"python benchmarks/engines_agreement.py {shown(model)} --json docs/results/engines-agreement.json "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -54,40 +53,28 @@ def main(argv=None) -> int:
     from segcli.backend import import_quietly
 
     import_quietly()
+    from engines_agreement import BATCH, cpu_line, labels_of, rows_to_run
     from segcli.data import open_dataset, read_image
-    from segcli.inference import iter_predictions
     from segcli.inference.arrays import forward
     from segcli.inference.engines import load_predictor
-    from segcli.system import cpu_flags, cpu_name
 
     images = [read_image(p.image) for p in open_dataset(args.data).splits["val"][:20]]
     batch = np.stack([np.pad(im, ((0, 384 - im.shape[0]), (0, 480 - im.shape[1]), (0, 0)), mode="reflect")
-                      for im in images[:4]]).astype(np.float32)
-    runs = [("Keras (TensorFlow)", args.model, None, "float32"),
-            ("Keras (TensorFlow)", args.model, None, "mixed_bfloat16"),
-            ("OpenVINO", args.workdir / "model.xml", "openvino", "float32"),
-            ("OpenVINO", args.workdir / "model.xml", "openvino", "mixed_bfloat16"),
-            ("OpenVINO INT8 (NNCF)", args.workdir / "model-int8.xml", "openvino", "float32")]
+                      for im in images[:BATCH]]).astype(np.float32)
     rows = []
-    for label, path, engine, precision in runs:
-        if not path.exists():
+    for label, path, engine, precision in rows_to_run(args.workdir, args.model):
+        if engine not in (None, "openvino") or not path.exists():  # Keras and OpenVINO (bf16, INT8) only
             continue
         loaded = load_predictor(path, precision, engine)
         for _ in range(3):
             forward(loaded.model, batch)
         fwd = median_seconds(lambda: forward(loaded.model, batch), 10) / len(batch)
-
-        def predict(items):
-            return list(iter_predictions(loaded.model, enumerate(items), stride=loaded.output_stride, batch_size=4))
-
-        predict(images[:4])
-        path_s = median_seconds(lambda: predict(images), 3) / len(images)
+        labels_of(loaded, images[:BATCH])  # warm-up
+        path_s = median_seconds(lambda: labels_of(loaded, images), 3) / len(images)
         rows.append({"engine": label, "precision": precision, "forward": 1 / fwd, "forward_ms": 1000 * fwd,
                      "path": 1 / path_s, "path_ms": 1000 * path_s})
         print(f"{label} {precision}: forward {1 / fwd:.1f} images/s, predict path {1 / path_s:.1f}", flush=True)
-    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    result = {"cpu": f"{cpu_name()}, {os.cpu_count()} cores, {', '.join(flags) if flags else 'no native bf16'}",
-              "date": date.today().isoformat(),
+    result = {"cpu": cpu_line(), "date": date.today().isoformat(),
               "command": "python benchmarks/engines_forward.py --workdir DIR (DIR: engines_agreement.py's exports)",
               "note": "CamVid val at 360x480 (padded to 384x480), batches of 4; nothing else running",
               "columns": COLUMNS, "rows": rows}

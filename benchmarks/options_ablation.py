@@ -124,7 +124,9 @@ def main(argv=None) -> int:
     result = collect(args.runs, only, args.note)
     text = json.dumps(result, indent=2) + "\n"
     if args.json:
-        args.json.write_text(text)
+        from segcli.files import write_text
+
+        write_text(args.json, text)
     print(text)
     return 0
 

@@ -30,7 +30,9 @@ def _crop_to_stride(image: np.ndarray, stride: int) -> np.ndarray:
 
 
 def quantize_openvino(xml: str | Path, out: str | Path, images: Sequence[np.ndarray], stride: int) -> Path:
-    """Write an INT8 copy of the float32 IR `xml` at `out` (.xml + .bin), calibrated on `images` (RGB 0..255)."""
+    """Write an INT8 copy of the float32 IR `xml` at `out` (.xml + .bin), calibrated on `images` (RGB 0..255).
+    An IR already at `out` is replaced: the caller decides that it may be (the engines benchmark writes into its
+    own work folder)."""
     try:
         import nncf
         import openvino as ov

@@ -17,8 +17,8 @@ output stride, batches of 4):
   on all alike), the median of --repeats passes each. `--time-images 0` leaves the timing out, and
   `--timing-only` adds it to an earlier run's --json with the exports it kept in --workdir (to time at another
   priority: `nice -n 19` for the agreement, `nice -n 0` for the timing on a machine shared with trainings).
-With nncf installed, the IR is also quantised to INT8 (`segcli.export.int8`: full bias correction) on the first
---int8 images of the train split (default 300) and run as one more row.
+With nncf installed, the IR is also quantised to INT8 (`segcli.export.int8`: full bias correction) on --int8
+images spread over the train split (default 300), as `segcli export --int8` does, and run as one more row.
 Keras runs in float32 and in the precision `auto` picks on this CPU (mixed_bfloat16 where it has native bf16);
 OpenVINO in f32 and, where the CPU has native bf16, in bf16 (`--precision auto`). The CPU, the versions and the
 command go into the JSON (docs/results/NAME.json's table format, written into docs/deploy.md by
@@ -93,9 +93,9 @@ def rows_to_run(workdir: Path, model: Path) -> list[tuple[str, Path, str | None,
 
 
 def quantize(workdir: Path, data: Path, count: int, say) -> None:
-    """The OpenVINO IR quantised to INT8 by NNCF, calibrated on the first `count` train images."""
-    from segcli.data import open_dataset, read_image
-    from segcli.export.int8 import quantize_openvino
+    """The OpenVINO IR quantised to INT8 by NNCF, calibrated on `count` train images (spread over the split, as
+    `segcli export --int8` picks them)."""
+    from segcli.export.int8 import dataset_images, quantize_openvino
     from segcli.inference.engines import meta_path
 
     ir = workdir / "model.xml"
@@ -103,7 +103,7 @@ def quantize(workdir: Path, data: Path, count: int, say) -> None:
         say(f"kept INT8: {workdir / INT8_FILE}")
         return
     stride = json.loads(meta_path(ir, "openvino").read_text())["output_stride"]
-    images = [read_image(p.image) for p in open_dataset(data).splits["train"][:count]]
+    images = dataset_images(data, count)[0]
     start = time.perf_counter()
     quantize_openvino(ir, workdir / INT8_FILE, images, stride)
     meta_path(workdir / INT8_FILE, "openvino").write_text(meta_path(ir, "openvino").read_text())

@@ -242,8 +242,8 @@ def test_a_different_classes_json_beside_is_kept_without_force(cli, model_file):
 
 
 def test_an_export_that_differs_from_keras_fails_and_leaves_nothing(model_file, monkeypatch):
-    real = export.formats._keras_reference
-    monkeypatch.setattr(export.formats, "_keras_reference", lambda model, x: real(model, x) + 1.0)
+    real = export.formats.keras_reference
+    monkeypatch.setattr(export.formats, "keras_reference", lambda model, x: real(model, x) + 1.0)
     with pytest.raises(ExportError, match="does not reproduce the Keras model"):
         export_model(model_file, "savedmodel")
     assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.keras"]

@@ -39,6 +39,7 @@ from segcli.export.formats import (CHECK_SIZES, DEFAULT_OPSET, FORMAT_NAMES, FOR
                                    export_onnx, export_openvino, export_savedmodel, export_tflite, round_up_pair)
 from segcli.export.guards import (INSTALL_HINT, backend_problem, check_classes_file, check_output, default_output,
                                   missing_format_packages, missing_onnx_packages)
+from segcli.export.int8 import DEFAULT_CALIBRATION, Int8Result, export_openvino_int8
 from segcli.inference.engines import meta_path
 from segcli.modelfile import file_size_needed, load_model
 from segcli.precision import reduced_policy, with_policy
@@ -56,6 +57,7 @@ class ExportResult:
     fixed_size: tuple[int, int] | None = None  # None: any height and width
     converted_from: str | None = None  # the mixed policy the model was rebuilt from, if any
     notes: list[str] = field(default_factory=list)
+    int8: Int8Result | None = None  # an INT8 OpenVINO IR: its calibration and its labels against Keras'
 
     @property
     def max_abs_diff(self) -> float:
@@ -63,12 +65,16 @@ class ExportResult:
 
 
 def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None, *, force: bool = False,
-                 size=None, opset: int = DEFAULT_OPSET) -> ExportResult:
+                 size=None, opset: int = DEFAULT_OPSET, int8_data: str | Path | None = None,
+                 calibration: int = DEFAULT_CALIBRATION) -> ExportResult:
     """Export the .keras model at ``model_path`` to ``fmt`` (savedmodel, onnx, tflite or openvino) and check it.
 
     out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``,
     ``NAME.xml`` with its ``NAME.bin``).
     size: TFLite only: a fixed input size (H, W) or "HxW" instead of dynamic height and width.
+    int8_data: OpenVINO only: quantise the IR to INT8 (NNCF, the ``int8`` extra), calibrated on ``calibration``
+    images spread over this dataset's train split, and compare its labels with Keras' on its val images
+    (segcli.export.int8); the default output is then ``NAME-int8.xml``.
     An existing output is replaced only with ``force`` and only when it is an earlier export (a SavedModel
     folder segcli wrote, a file of the same format); a classes.json beside a file export with other classes
     is replaced only with ``force``. A SavedModel folder holds its own classes.json.
@@ -81,15 +87,19 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     size = parse_size(size)
     if size is not None and fmt != "tflite":
         raise SegcliError("--size applies to --format tflite only (the other formats take any height and width)")
+    int8 = int8_data is not None
+    if int8 and fmt != "openvino":
+        raise SegcliError("--int8 applies to --format openvino only (NNCF quantises an OpenVINO IR)")
     model_path = Path(model_path)
     backend = backends.name()
-    problem = backend_problem(fmt, backend, model_path, out, size, force, opset)
+    problem = backend_problem(fmt, backend, model_path, out, size, force, opset, int8_data, calibration)
     if problem:
         raise SegcliError(problem)
-    missing, install = missing_format_packages(fmt, backend)
+    missing, install = missing_format_packages(fmt, backend, int8=int8)
     if missing:
-        raise SegcliError(f"{FORMAT_NAMES[fmt]} export needs {', '.join(missing)}: {install}")
-    out = Path(out) if out is not None else default_output(model_path, fmt)
+        what = "INT8 export" if int8 else f"{FORMAT_NAMES[fmt]} export"
+        raise SegcliError(f"{what} needs {', '.join(missing)}: {install}")
+    out = Path(out) if out is not None else default_output(model_path, fmt, int8=int8)
     check_output(model_path, out, fmt, force)
     inside = fmt == "savedmodel"  # a SavedModel folder holds its classes.json; a file has it beside
     classes_path = out / "classes.json" if inside else out.parent / "classes.json"
@@ -105,7 +115,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     stride = loaded.output_stride
     sizes = [round_up_pair(s, stride) for s in CHECK_SIZES]
     notes: list[str] = []
-    fixed = None
+    fixed, int8_result = None, None
     if size is not None and (size[0] % stride or size[1] % stride):
         rounded = round_up_pair(size, stride)
         notes.append(f"--size {size[0]}x{size[1]} rounded up to {rounded[0]}x{rounded[1]} "
@@ -117,6 +127,10 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             checks, tol = export_savedmodel(model, out, sizes, loaded.classes)
         elif fmt == "onnx":
             checks, tol = export_onnx(model, out, sizes, opset)
+        elif fmt == "openvino" and int8:
+            checks, tol, int8_result = export_openvino_int8(model, out, sizes, Path(int8_data), calibration, stride,
+                                                            loaded.classes)
+            notes.extend(filter(None, [int8_result.note()]))
         elif fmt == "openvino":
             checks, tol = export_openvino(model, out, sizes)
         else:
@@ -124,7 +138,8 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
             notes.extend(more)
     record = meta_path(out, fmt)  # the .keras file's record, which predict and evaluate read with the export
     try:
-        write_json(record, {**loaded.meta, "classes": loaded.classes.to_dict(), "output_stride": stride})
+        quantised = {"quantization": int8_result.record()} if int8_result else {}
+        write_json(record, {**loaded.meta, "classes": loaded.classes.to_dict(), "output_stride": stride, **quantised})
         if write_classes and not inside:
             loaded.classes.save(classes_path)
     except NoSpaceError:  # an export without its classes is a partial output: none is left
@@ -135,8 +150,9 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
         raise
     return ExportResult(format=fmt, path=out, classes_path=classes_path, classes_written=write_classes,
                         checks=checks, tolerance=tol, fixed_size=fixed, converted_from=converted_from,
-                        notes=notes)
+                        notes=notes, int8=int8_result)
 
 
-__all__ = ["export_model", "ExportResult", "ExportError", "FORMATS", "FORMAT_NAMES", "DEFAULT_OPSET", "INSTALL_HINT",
-           "backend_problem", "default_output", "missing_onnx_packages"]
+__all__ = ["export_model", "ExportResult", "Int8Result", "DEFAULT_CALIBRATION", "ExportError", "FORMATS",
+           "FORMAT_NAMES", "DEFAULT_OPSET", "INSTALL_HINT", "backend_problem", "default_output",
+           "missing_onnx_packages"]

@@ -60,7 +60,7 @@ def _random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 255.0, (1, height, width, 3)).astype(np.float32)
 
 
-def _keras_reference(model: keras.Model, x: np.ndarray) -> np.ndarray:
+def keras_reference(model: keras.Model, x: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():  # a loaded model expects its inputs as a list; one tensor is fine
         warnings.filterwarnings("ignore", message="The structure of `inputs`", category=UserWarning)
         logits = model(x, training=False)
@@ -72,7 +72,7 @@ def _compare(fmt: str, model: keras.Model, run, sizes) -> tuple[list, float]:
     checks, refs = [], []
     for i, (h, w) in enumerate(sizes):
         x = _random_image(h, w, seed=i)
-        ref = _keras_reference(model, x)
+        ref = keras_reference(model, x)
         try:
             got = np.asarray(run(x), dtype=np.float32)
         except Exception as exc:
@@ -93,14 +93,15 @@ def _compare(fmt: str, model: keras.Model, run, sizes) -> tuple[list, float]:
 
 
 @contextlib.contextmanager
-def _quiet_converters():
-    """Keep tf2onnx's and absl's INFO lines and the converters' warnings out of the command's output."""
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow", "torch.onnx")]
+def quiet_converters():
+    """Keep tf2onnx's, absl's and NNCF's INFO lines, NNCF's progress bars (rich, on stdout) and the converters'
+    warnings out of the command's output."""
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow", "torch.onnx", "nncf")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -162,7 +163,7 @@ def _serving_signature(batch=None, size=None):
 
 
 def _write_savedmodel(model: keras.Model, path: Path, input_signature=None) -> None:
-    with _quiet_converters():
+    with quiet_converters():
         model.export(str(path), format="tf_saved_model", verbose=False,
                      input_signature=input_signature or _serving_signature())
 
@@ -218,7 +219,7 @@ def _onnx_proto_tf(model, opset: int):
 
     signature = _serving_signature()
     fn = tf.function(lambda image: model(image, training=False), input_signature=signature)
-    with _quiet_converters():
+    with quiet_converters():
         try:
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
         except Exception as exc:
@@ -245,7 +246,7 @@ def _onnx_proto_torch(model, opset: int, sample_size: tuple[int, int]):
     sample = keras.ops.convert_to_tensor(_random_image(*sample_size))  # on Keras' device
     dims = {0: "batch", 1: "height", 2: "width"}
     buffer = io.BytesIO()
-    with _quiet_converters(), torch.no_grad():
+    with quiet_converters(), torch.no_grad():
         try:
             torch.onnx.export(module, (sample,), buffer, input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": dims, "logits": dims}, opset_version=opset,
@@ -282,7 +283,7 @@ def _tflite_bytes(model, size, scratch: Path) -> bytes:
 
     saved = scratch / "savedmodel"
     _write_savedmodel(model, saved, _serving_signature(batch=None if size is None else 1, size=size))
-    with _quiet_converters():
+    with quiet_converters():
         return tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
 
 
@@ -321,7 +322,7 @@ def export_openvino(model, out: Path, sizes) -> tuple[list, float]:
     moved into place, the .bin first (the .xml names it)."""
     with no_space_errors(out), temp_dir_beside(out) as tmp:
         target = tmp / out.name
-        with _quiet_converters():
+        with quiet_converters():
             try:
                 model.export(str(target), format="openvino", verbose=False, input_signature=_serving_signature())
             except Exception as exc:

@@ -15,6 +15,7 @@ from segcli import backend as backends
 from segcli.data import ClassMap
 from segcli.errors import DataError, SegcliError
 from segcli.export.formats import DEFAULT_OPSET, FORMAT_NAMES, ONNX_MARK, ONNX_PRODUCERS, SUFFIXES, ExportError
+from segcli.export.int8 import DEFAULT_CALIBRATION
 from segcli.files import check_replaceable, check_writable_dir, exists_or_link, guard_output, segcli_folder_kind
 from segcli.runfolder import trained_on
 
@@ -24,12 +25,14 @@ TF_FORMATS = ("savedmodel", "tflite", "openvino")  # written through TensorFlow:
 ONNX_BACKENDS = ("torch", "tensorflow")  # the backends ONNX is exported from, in the order offered
 
 
-def missing_format_packages(fmt: str, backend: str | None = None) -> tuple[list[str], str]:
-    """The packages exporting ``fmt`` needs that are not installed, and the install line for them."""
+def missing_format_packages(fmt: str, backend: str | None = None, int8: bool = False) -> tuple[list[str], str]:
+    """The packages exporting ``fmt`` (quantised to INT8 with ``int8``) needs that are not installed, and the
+    install line for them."""
     if fmt == "onnx":
         return missing_onnx_packages(backend), INSTALL_HINT
     if fmt == "openvino":
-        return [name for name in ("openvino",) if find_spec(name) is None], backends.install_hint("openvino")
+        extra, names = ("int8", ("openvino", "nncf")) if int8 else ("openvino", ("openvino",))
+        return [name for name in names if find_spec(name) is None], backends.install_hint(extra)
     return [], ""
 
 
@@ -41,24 +44,31 @@ def missing_onnx_packages(backend: str | None = None) -> list[str]:
     return [name for name in names if find_spec(name) is None]
 
 
-def _command_on(backend: str, model_path: Path, fmt: str, out, size, force: bool, opset: int) -> str:
+def _command_on(backend: str, model_path: Path, fmt: str, out, size, force: bool, opset: int, int8_data,
+                calibration: int) -> str:
     """The `segcli --backend BACKEND export ...` line that repeats this export's arguments."""
     args = ["segcli", "--backend", backend, "export", str(model_path), "--format", fmt]
     args += ["--out", str(out)] if out is not None else []
     args += ["--size", f"{size[0]}x{size[1]}"] if size is not None else []
     args += ["--opset", str(opset)] if opset != DEFAULT_OPSET else []
+    if int8_data is not None:
+        args += ["--int8", "--data", str(int8_data)]
+        args += ["--calibration", str(calibration)] if calibration != DEFAULT_CALIBRATION else []
     args += ["--force"] if force else []
     return shlex.join(args)
 
 
 def backend_problem(fmt: str, backend: str, model_path: Path, out=None, size=None, force: bool = False,
-                    opset: int = DEFAULT_OPSET) -> str | None:
+                    opset: int = DEFAULT_OPSET, int8_data=None, calibration: int = DEFAULT_CALIBRATION) -> str | None:
     """Why ``fmt`` cannot be exported on ``backend`` (one line naming the command or the install), else None.
     Looks for the other backends without importing them."""
+    def command(other: str) -> str:
+        return _command_on(other, model_path, fmt, out, size, force, opset, int8_data, calibration)
+
     if fmt in TF_FORMATS and backend != "tensorflow":
         if backends.installed("tensorflow"):
             return (f"{FORMAT_NAMES[fmt]} needs the TensorFlow backend (this is {backend}): "
-                    f"{_command_on('tensorflow', model_path, fmt, out, size, force, opset)}")
+                    f"{command('tensorflow')}")
         return (f"{FORMAT_NAMES[fmt]} needs TensorFlow, which is not installed (this is {backend}): "
                 f"{backends.install_hint('tensorflow')}")
     if fmt == "onnx" and backend not in ONNX_BACKENDS:
@@ -66,14 +76,16 @@ def backend_problem(fmt: str, backend: str, model_path: Path, out=None, size=Non
                "that onnxruntime rejects)")
         other = next((b for b in ONNX_BACKENDS if backends.installed(b)), None)
         if other:
-            return f"{why}; export from {other}: {_command_on(other, model_path, fmt, out, size, force, opset)}"
+            return f"{why}; export from {other}: {command(other)}"
         return f"{why}; install torch to export from it: {backends.install_hint('torch')}"
     return None
 
 
-def default_output(model_path: Path, fmt: str) -> Path:
+def default_output(model_path: Path, fmt: str, int8: bool = False) -> Path:
     if fmt == "savedmodel":
         return model_path.with_name(f"{model_path.stem}_savedmodel")
+    if int8:  # beside the float32 IR, not over it
+        return model_path.with_name(f"{model_path.stem}-int8{SUFFIXES[fmt]}")
     return model_path.with_suffix(SUFFIXES[fmt])
 
 

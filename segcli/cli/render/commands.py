@@ -230,7 +230,8 @@ def export_result(result, model, opset: int) -> None:
     shape = ("any batch, height and width" if result.fixed_size is None
              else f"fixed input 1x{result.fixed_size[0]}x{result.fixed_size[1]}x3")
     extra = f", opset {opset}" if result.format == "onnx" else ""
-    console.print(f"exported {model} -> {result.path} ({FORMAT_NAMES[result.format]}{extra}, float32, {shape})",
+    precision = "INT8" if result.int8 else "float32"
+    console.print(f"exported {model} -> {result.path} ({FORMAT_NAMES[result.format]}{extra}, {precision}, {shape})",
                   highlight=False, markup=False, soft_wrap=True)
     if result.converted_from:
         console.print(f"  rebuilt in float32 from the {result.converted_from} policy it was trained with",
@@ -238,8 +239,14 @@ def export_result(result, model, opset: int) -> None:
     for note in result.notes:
         console.print(f"  note: {note}", highlight=False, markup=False, soft_wrap=True)
     checks = ", ".join(f"{h}x{w} {diff:.2e}" for (h, w), diff in result.checks)
-    console.print(f"  check vs Keras: max abs diff {result.max_abs_diff:.2e} ({checks}; tolerance "
+    before = "its float32 IR's " if result.int8 else ""
+    console.print(f"  {before}check vs Keras: max abs diff {result.max_abs_diff:.2e} ({checks}; tolerance "
                   f"{result.tolerance:.1e})", highlight=False, markup=False, soft_wrap=True)
+    if result.int8:
+        q = result.int8
+        console.print(f"  INT8 (NNCF): calibrated on {q.calibration_images} train images of {q.data}; its labels "
+                      f"are Keras' (float32) on {100 * q.label_agreement:.2f}% of the pixels of {q.check_images} "
+                      f"{q.check_split} images", highlight=False, markup=False, soft_wrap=True)
     state = "written" if result.classes_written else "unchanged"
     console.print(f"  classes: {result.classes_path} ({state})", highlight=False, markup=False, soft_wrap=True)
 

@@ -50,8 +50,6 @@ def export_cmd(
     if not int8 and (data is not None or calibration is not None):
         raise typer.BadParameter("applies with --int8 only", param_hint="--data" if data is not None else
                                  "--calibration")
-    more = {"int8_data": data} if int8 else {}
-    if calibration is not None:
-        more["calibration"] = calibration
-    result = export_model(model, fmt, out, force=force, size=size, opset=opset, **more)
+    result = export_model(model, fmt, out, force=force, size=size, opset=opset, int8_data=data if int8 else None,
+                          calibration=calibration)
     render.export_result(result, model, opset)

@@ -66,15 +66,15 @@ class ExportResult:
 
 def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None, *, force: bool = False,
                  size=None, opset: int = DEFAULT_OPSET, int8_data: str | Path | None = None,
-                 calibration: int = DEFAULT_CALIBRATION) -> ExportResult:
+                 calibration: int | None = None) -> ExportResult:
     """Export the .keras model at ``model_path`` to ``fmt`` (savedmodel, onnx, tflite or openvino) and check it.
 
     out: the export path (default: beside the model, ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.tflite``,
     ``NAME.xml`` with its ``NAME.bin``).
     size: TFLite only: a fixed input size (H, W) or "HxW" instead of dynamic height and width.
     int8_data: OpenVINO only: quantise the IR to INT8 (NNCF, the ``int8`` extra), calibrated on ``calibration``
-    images spread over this dataset's train split, and compare its labels with Keras' on its val images
-    (segcli.export.int8); the default output is then ``NAME-int8.xml``.
+    images (None: DEFAULT_CALIBRATION) spread over this dataset's train split, and compare its labels with
+    Keras' on its val images (segcli.export.int8); the default output is then ``NAME-int8.xml``.
     An existing output is replaced only with ``force`` and only when it is an earlier export (a SavedModel
     folder segcli wrote, a file of the same format); a classes.json beside a file export with other classes
     is replaced only with ``force``. A SavedModel folder holds its own classes.json.
@@ -88,6 +88,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     if size is not None and fmt != "tflite":
         raise SegcliError("--size applies to --format tflite only (the other formats take any height and width)")
     int8 = int8_data is not None
+    calibration = DEFAULT_CALIBRATION if calibration is None else calibration
     if int8 and fmt != "openvino":
         raise SegcliError("--int8 applies to --format openvino only (NNCF quantises an OpenVINO IR)")
     model_path = Path(model_path)

@@ -22,15 +22,15 @@ What it does, in order:
    .venv/bin/python of this repo): `python -m segcli train fcn DATA --recipe NAME --max-minutes M
    --precision float32 --out WORK/segcli-run` (`--segcli-epochs N` adds `--epochs N`, so that a recipe's
    schedule spans the budget; `fcn` is only the positional argument: the recipe's [model] name wins).
-4. Scores both tools' best checkpoints (each picked on val by its own tool: best.pt, best.keras) on the val
-   split at CamVid's native 360x480 with segcli's scorer (segcli.scoring: confusion matrix over the 11
+4. Scores both tools' best checkpoints (each picked on val by its own tool: best.pt, best.keras) and their last
+   epochs' (last.pt, model.keras: no epoch picked on val) on the val split at CamVid's native 360x480 with segcli's scorer (segcli.scoring: confusion matrix over the 11
    classes, void left out, mIoU over the classes that occur): Ultralytics' model predicts each val image
    (imgsz = the training imgsz, letterboxed and scaled back by Ultralytics to the image's size; a label map of
    another size is resized, nearest) and its argmax label map is scored against the mask read by segcli
-   (segcli.data.load_labels); segcli's model through `python -m segcli evaluate RUN/best.keras DATA --split
-   val --json --precision float32`, the command a user runs.
-5. Prints a table (tool, epochs done, train minutes, val mIoU and pixel accuracy by segcli's scorer,
-   Ultralytics' own val mIoU) and with `--json FILE` writes it with the CPU (model name, cores, avx512_bf16 /
+   (segcli.data.load_labels); segcli's models through `python -m segcli evaluate RUN/best.keras DATA --split
+   val --json --precision float32` (and RUN/model.keras), the command a user runs.
+5. Prints a table (tool, epochs done, train minutes, val mIoU and pixel accuracy by segcli's scorer of the best
+   checkpoint, val mIoU of the last epoch, Ultralytics' own val mIoU) and with `--json FILE` writes it with the CPU (model name, cores, avx512_bf16 /
    amx_bf16), the versions and the commands.
 
 A measurement, not a test: nothing is asserted. Run it niced when other work shares the CPU.
@@ -155,7 +155,8 @@ def train_ultralytics(data_yaml: Path, work: Path, args) -> dict:
     rows = trainer.read_results_csv()
     own = {key: float(value) for key, value in (trainer.metrics or {}).items()
            if key in ("metrics/mIoU", "metrics/pixel_acc")}
-    return {"run": str(trainer.save_dir), "weights": str(trainer.best), "command": command,
+    return {"run": str(trainer.save_dir), "weights": str(trainer.best), "last_weights": str(trainer.last),
+            "command": command,
             "epochs": len(rows.get("epoch", [])),
             "train_seconds": float(rows["time"][-1]) if rows.get("time") else None,  # its own clock, as time= counts
             "wall_seconds": wall, "own_val_miou": own.get("metrics/mIoU"),
@@ -208,17 +209,21 @@ def train_and_score_segcli(data: Path, work: Path, args) -> dict:
     started = time.perf_counter()
     run_segcli(args.segcli_python, train)
     wall = time.perf_counter() - started
-    evaluate = ["evaluate", str(run / "best.keras"), str(data), "--split", "val", "--json", "--precision", "float32",
-                "--classes", str(camvid_classes_file())]
-    result = json.loads(run_segcli(args.segcli_python, evaluate, capture=True).stdout)
+    scored = {}
+    for model in ("best.keras", "model.keras"):  # the epoch picked on val, and the last epoch
+        evaluate = ["evaluate", str(run / model), str(data), "--split", "val", "--json", "--precision", "float32",
+                    "--classes", str(camvid_classes_file())]
+        result = json.loads(run_segcli(args.segcli_python, evaluate, capture=True).stdout)
+        scored[model] = {"miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"],
+                         "images": result["images"], "iou": {row["name"]: row["iou"] for row in result["per_class"]},
+                         "command": " ".join(["segcli", *evaluate])}
     metrics = json.loads((run / "metrics.json").read_text())
     backend = json.loads((run / "run.json").read_text()).get("backend")
     return {"recipe": args.segcli_recipe, "run": str(run), "weights": str(run / "best.keras"),
-            "commands": [" ".join(["segcli", *train]), " ".join(["segcli", *evaluate])],
+            "commands": [" ".join(["segcli", *train])] + [scored[m].pop("command") for m in scored],
             "epochs": metrics.get("epochs"), "epochs_planned": metrics.get("epochs_planned"),
             "train_seconds": metrics.get("train_seconds"), "wall_seconds": wall, "backend": backend,
-            "val": {"miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"], "images": result["images"],
-                    "iou": {row["name"]: row["iou"] for row in result["per_class"]}}}
+            "val": scored["best.keras"], "val_last": scored["model.keras"]}
 
 
 def machine() -> dict:
@@ -254,15 +259,15 @@ def print_table(rows: list) -> None:
     from segcli.scoring import pct
 
     header = (f"{'tool':<34} {'epochs':>6} {'train min':>9} {'wall min':>8} {'val mIoU':>9} {'pixel acc':>9} "
-              f"{'own mIoU':>9}")
+              f"{'last ep.':>9} {'own mIoU':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['tool']:<34} {r['epochs'] if r['epochs'] is not None else '-':>6} {minutes(r['train_seconds']):>9} "
               f"{minutes(r['wall_seconds']):>8} {pct(r['miou']):>9} {pct(r['pixel_accuracy']):>9} "
-              f"{pct(r.get('own_miou')):>9}")
+              f"{pct(r['miou_last']):>9} {pct(r.get('own_miou')):>9}")
     print("val mIoU, pixel acc: segcli's scorer (segcli.scoring), val split at 360x480, void left out, each tool's "
-          "best checkpoint; own mIoU: Ultralytics' validator on best.pt; train min: each tool's own training clock; "
+          "best checkpoint; last ep.: val mIoU of the last epoch's model (none picked on val); own mIoU: Ultralytics' validator on best.pt; train min: each tool's own training clock; "
           "wall min: its whole training command")
 
 
@@ -313,16 +318,18 @@ def main(argv=None) -> None:
 
     peer = train_ultralytics(data_yaml, work, args)
     peer["val"] = score_ultralytics(Path(peer["weights"]), dataset, pairs["val"], args.imgsz)
+    peer["val_last"] = score_ultralytics(Path(peer["last_weights"]), dataset, pairs["val"], args.imgsz)
     rows = [{"tool": f"ultralytics {versions().get('ultralytics', '?')} YOLO26n-sem", "epochs": peer["epochs"],
              "train_seconds": peer["train_seconds"], "wall_seconds": peer["wall_seconds"],
              "miou": peer["val"]["miou"], "pixel_accuracy": peer["val"]["pixel_accuracy"],
-             "own_miou": peer["own_val_miou"]}]
+             "miou_last": peer["val_last"]["miou"], "own_miou": peer["own_val_miou"]}]
     own = None
     if args.segcli_recipe:
         own = train_and_score_segcli(segcli_data, work, args)
         rows.append({"tool": f"segcli {args.segcli_recipe}", "epochs": own["epochs"],
                      "train_seconds": own["train_seconds"], "wall_seconds": own["wall_seconds"],
-                     "miou": own["val"]["miou"], "pixel_accuracy": own["val"]["pixel_accuracy"]})
+                     "miou": own["val"]["miou"], "pixel_accuracy": own["val"]["pixel_accuracy"],
+                     "miou_last": own["val_last"]["miou"]})
 
     print()
     print(f"CamVid val ({len(pairs['val'])} images; {len(pairs['train'])} train), {args.minutes:g} min each, float32, "
@@ -336,7 +343,7 @@ def main(argv=None) -> None:
             "command": " ".join([sys.executable, *sys.argv]), "segcli_commit": git_commit(),
             "machine": machine(), "versions": versions(), "minutes": args.minutes, "limit": args.limit,
             "data": str(data), "train_images": len(pairs["train"]), "val_images": len(pairs["val"]),
-            "precision": "float32", "scorer": "segcli.scoring (val, native size, void left out, best checkpoint)",
+            "precision": "float32", "scorer": "segcli.scoring (val, native size, void left out; best checkpoint and last epoch)",
             "dataset_yaml": str(data_yaml), "rows": rows, "ultralytics": peer, "segcli": own,
         })
         print(f"wrote {args.json}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -148,14 +147,6 @@ class Recorder:
         return [out[:h, :w] for out, (h, w) in zip(self.outputs, sizes)]
 
 
-def cpu_line() -> str:
-    """This CPU as the results tables name it: model, cores, native bf16 flags."""
-    from segcli.system import cpu_flags, cpu_name
-
-    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    return f"{cpu_name()}, {os.cpu_count()} cores, {', '.join(flags) if flags else 'no native bf16'}"
-
-
 def labels_of(loaded, images) -> list[np.ndarray]:
     from segcli.inference import iter_predictions
 
@@ -205,6 +196,7 @@ def measure(model: Path, data: Path, split: str, workdir: Path, int8: int, say) 
     from segcli.data import open_dataset, read_image
     from segcli.evaluation import evaluate
     from segcli.inference.engines import load_predictor
+    from segcli.system import cpu_line
 
     export_all(model, workdir, say)
     if int8 and (workdir / "model.xml").exists() and find_spec("nncf") is not None:

@@ -53,10 +53,11 @@ def main(argv=None) -> int:
     from segcli.backend import import_quietly
 
     import_quietly()
-    from engines_agreement import BATCH, cpu_line, labels_of, rows_to_run
+    from engines_agreement import BATCH, labels_of, rows_to_run
     from segcli.data import open_dataset, read_image
     from segcli.inference.arrays import forward
     from segcli.inference.engines import load_predictor
+    from segcli.system import cpu_line
 
     images = [read_image(p.image) for p in open_dataset(args.data).splits["val"][:20]]
     batch = np.stack([np.pad(im, ((0, 384 - im.shape[0]), (0, 480 - im.shape[1]), (0, 0)), mode="reflect")

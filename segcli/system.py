@@ -34,6 +34,12 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set((_cpuinfo("flags", cpuinfo) or "").split())
 
 
+def cpu_line() -> str:
+    """This CPU as the results tables name it: model, cores, native bf16 flags."""
+    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    return f"{cpu_name()}, {os.cpu_count()} cores, {', '.join(flags) if flags else 'no native bf16'}"
+
+
 def gpu_names() -> list[str]:
     """The GPUs the Keras backend computes on, by name (imports the backend on the first call, not at import)."""
     from segcli.backend import gpu_names as backend_gpu_names

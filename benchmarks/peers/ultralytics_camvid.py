@@ -2,7 +2,7 @@
 
     nice -n 19 PEERS_VENV/bin/python benchmarks/peers/ultralytics_camvid.py --minutes 30 \
         [--segcli-recipe camvid-fcn-balanced [--segcli-epochs 58]] [--data ../shared/data/camvid] [--limit N] \
-        [--imgsz 480] [--batch 8] [--seed 0] [--work DIR] [--json FILE]
+        [--imgsz 480] [--batch 8] [--seed 0] [--work DIR] [--json FILE] [--ultralytics-run EARLIER_WORK/ultralytics]
 
 What it does, in order:
 1. Writes the dataset YAML that `yolo semantic train` reads into a scratch folder of its own (`--work`, default a
@@ -30,8 +30,9 @@ What it does, in order:
    (segcli.data.load_labels); segcli's models through `python -m segcli evaluate RUN/best.keras DATA --split
    val --json --precision float32` (and RUN/model.keras), the command a user runs.
 5. Prints a table (tool, epochs done, train minutes, val mIoU and pixel accuracy by segcli's scorer of the best
-   checkpoint, val mIoU of the last epoch, Ultralytics' own val mIoU) and with `--json FILE` writes it with the CPU (model name, cores, avx512_bf16 /
-   amx_bf16), the versions and the commands.
+   checkpoint, val mIoU of the last epoch, Ultralytics' own val mIoU) and with `--json FILE` writes it with the
+   CPU (model name, cores, avx512_bf16 / amx_bf16), the versions and the commands, as a docs/results table
+   (`--json docs/results/peers-camvid-30min.json`, then `python scripts/docs_tables.py`).
 
 A measurement, not a test: nothing is asserted. Run it niced when other work shares the CPU.
 
@@ -67,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,6 +165,32 @@ def train_ultralytics(data_yaml: Path, work: Path, args) -> dict:
             "own_val_pixel_accuracy": own.get("metrics/pixel_acc")}
 
 
+def reuse_ultralytics(run: Path, work: Path, args) -> dict:
+    """An Ultralytics run this script trained before (--ultralytics-run: its weights/ and results.csv), as
+    train_ultralytics returns one: epochs and its own training clock from results.csv, its own val scores from
+    a fresh validation of best.pt on the dataset its args.yaml names. The command's wall time is not known."""
+    import csv
+
+    import yaml
+    from ultralytics import YOLO
+
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    trained = yaml.safe_load((run / "args.yaml").read_text())
+    best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
+    for path in (best, last):
+        if not path.is_file():
+            raise SystemExit(f"error: --ultralytics-run {run}: no {path.relative_to(run)}")
+    own = YOLO(str(best), task="semantic").val(data=trained["data"], imgsz=trained["imgsz"],
+                                               batch=trained["batch"], device="cpu", plots=False,
+                                               project=str(work), name="ultralytics-val").results_dict
+    command = f"yolo semantic train model={YOLO_MODEL} " + " ".join(
+        f"{k}={trained[k]}" for k in ("data", "pretrained", "time", "imgsz", "batch", "amp", "device", "seed"))
+    return {"run": str(run), "weights": str(best), "last_weights": str(last), "command": command, "reused": True,
+            "epochs": len(rows), "train_seconds": float(rows[-1]["time"].strip()) if rows else None,
+            "wall_seconds": None, "own_val_miou": own.get("metrics/mIoU"),
+            "own_val_pixel_accuracy": own.get("metrics/pixel_acc")}
+
+
 def score_ultralytics(weights: Path, dataset, pairs: list, imgsz: int) -> dict:
     """segcli's scores (segcli.scoring, void left out) of an Ultralytics semantic model's argmax label maps on
     `pairs`, at the images' own size."""
@@ -251,6 +279,38 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
+COLUMNS = [  # the table docs/peers.md shows (scripts/docs_tables.py renders it from the --json file)
+    {"key": "tool", "title": "tool", "format": "text"},
+    {"key": "epochs", "title": "epochs", "format": "int"},
+    {"key": "train_minutes", "title": "training", "format": "min"},
+    {"key": "wall_minutes", "title": "training command", "format": "min"},
+    {"key": "miou", "title": "val mIoU, best epoch", "format": "pct"},
+    {"key": "miou_last", "title": "val mIoU, last epoch", "format": "pct"},
+    {"key": "pixel_accuracy", "title": "pixel acc., best epoch", "format": "pct"},
+    {"key": "own_miou", "title": "Ultralytics' own val mIoU", "format": "pct"},
+]
+
+
+def table_keys(result: dict) -> dict:
+    """The keys of a docs/results table (scripts/docs_tables.py) for a result this script wrote: columns, rows
+    in minutes, CPU line, precision, date, command and the protocol as a note."""
+    from segcli.system import cpu_line
+
+    rows = [{**row, **{f"{clock}_minutes": None if row[f"{clock}_seconds"] is None else row[f"{clock}_seconds"] / 60
+                       for clock in ("train", "wall")}} for row in result["rows"]]
+    return {
+        "cpu": result.get("cpu") or cpu_line(), "precision": "float32 (both tools)",
+        "date": result.get("date") or date.today().isoformat(), "command": result["command"],
+        "note": (f"CamVid val, {result['val_images']} images at 360x480, void left out, scored by segcli's scorer "
+                 f"(segcli.scoring); {result['train_images']} train images. One run of each tool, one after the "
+                 f"other, {result['minutes']:g} minutes each. Best epoch: the checkpoint each tool picks on val "
+                 "(best.pt, best.keras); last epoch: none picked (last.pt, model.keras). Training: each tool's own "
+                 "clock (Ultralytics' time= counts its per-epoch validation, segcli's --max-minutes does not); "
+                 "training command: the wall time of the whole command, validation and saving included"),
+        "columns": COLUMNS, "rows": rows,
+    }
+
+
 def minutes(seconds) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
@@ -282,6 +342,9 @@ def main(argv=None) -> None:
     parser.add_argument("--imgsz", type=int, default=480, help="Ultralytics' imgsz, in training and prediction")
     parser.add_argument("--batch", type=int, default=8, help="Ultralytics' batch size")
     parser.add_argument("--seed", type=int, default=0, help="Ultralytics' seed")
+    parser.add_argument("--ultralytics-run", type=Path, default=None, metavar="DIR",
+                        help="score this Ultralytics run of an earlier call (WORK/ultralytics) instead of training "
+                             "one: for a segcli run to redo beside it")
     parser.add_argument("--segcli-recipe", default=None, metavar="NAME",
                         help="also train this segcli recipe (a shipped name or a TOML file) with the same budget")
     parser.add_argument("--segcli-epochs", type=int, default=None, metavar="N",
@@ -316,7 +379,10 @@ def main(argv=None) -> None:
         link_pairs(pairs, segcli_data, lambda split: SPLIT_FOLDERS[split])
     print(f"dataset YAML: {data_yaml}\n{data_yaml.read_text()}", flush=True)
 
-    peer = train_ultralytics(data_yaml, work, args)
+    if args.ultralytics_run is not None:
+        peer = reuse_ultralytics(args.ultralytics_run.resolve(), work, args)
+    else:
+        peer = train_ultralytics(data_yaml, work, args)
     peer["val"] = score_ultralytics(Path(peer["weights"]), dataset, pairs["val"], args.imgsz)
     peer["val_last"] = score_ultralytics(Path(peer["last_weights"]), dataset, pairs["val"], args.imgsz)
     rows = [{"tool": f"ultralytics {versions().get('ultralytics', '?')} YOLO26n-sem", "epochs": peer["epochs"],
@@ -338,14 +404,16 @@ def main(argv=None) -> None:
     if args.json is not None:
         from segcli.files import write_json
 
-        write_json(args.json, {
+        result = {
             "benchmark": "benchmarks/peers/ultralytics_camvid.py",
-            "command": " ".join([sys.executable, *sys.argv]), "segcli_commit": git_commit(),
+            "command": " ".join(["python", "benchmarks/peers/ultralytics_camvid.py", *sys.argv[1:]]),
+            "segcli_commit": git_commit(),
             "machine": machine(), "versions": versions(), "minutes": args.minutes, "limit": args.limit,
             "data": str(data), "train_images": len(pairs["train"]), "val_images": len(pairs["val"]),
             "precision": "float32", "scorer": "segcli.scoring (val, native size, void left out; best checkpoint and last epoch)",
             "dataset_yaml": str(data_yaml), "rows": rows, "ultralytics": peer, "segcli": own,
-        })
+        }
+        write_json(args.json, {**result, **table_keys(result)})
         print(f"wrote {args.json}")
 
 

@@ -304,9 +304,10 @@ def table_keys(result: dict) -> dict:
         "note": (f"CamVid val, {result['val_images']} images at 360x480, void left out, scored by segcli's scorer "
                  f"(segcli.scoring); {result['train_images']} train images. One run of each tool, one after the "
                  f"other, {result['minutes']:g} minutes each. Best epoch: the checkpoint each tool picks on val "
-                 "(best.pt, best.keras); last epoch: none picked (last.pt, model.keras). Training: each tool's own "
-                 "clock (Ultralytics' time= counts its per-epoch validation, segcli's --max-minutes does not); "
-                 "training command: the wall time of the whole command, validation and saving included"),
+                 "(best.pt, best.keras); last epoch: none picked (last.pt, model.keras). Training: Ultralytics' own "
+                 "clock (time=, its per-epoch validation included) and segcli's training time (validation left "
+                 "out; its --max-minutes budget counts validation, as time= does); training command: the wall "
+                 "time of the whole command, set-up and final validation included"),
         "columns": COLUMNS, "rows": rows,
     }
 

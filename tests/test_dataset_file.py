@@ -73,7 +73,7 @@ def test_an_ultralytics_yaml_reads_as_it_is(tmp_path):
     assert {s: len(p) for s, p in dataset.splits.items()} == {"train": 3, "val": 2}
     assert dataset.classes.names == ("road", "car") and dataset.classes.ignore_index == 255
     assert dataset.classes_source == f"file:{tmp_path / 'city.yaml'}"
-    assert dataset.label_mapping == {0: 255, 3: 255, 7: 0, 26: 1}
+    assert dataset.label_mapping == {0: 255, 1: 1, 3: 255, 7: 0, 26: 1}  # 1, a class ID not listed, stays 1
     pair = dataset.splits["val"][1]
     assert pair.mask == tmp_path / "city" / "masks" / "val" / "frankfurt_001.png"
     labels = load_labels(pair, dataset.encoding, dataset.classes, dataset.label_mapping)
@@ -106,10 +106,12 @@ def test_a_toml_file_with_list_files_camvid_folders_and_colours(tmp_path):
     assert [p.image.name for p in dataset.splits["train"]] == ["frankfurt_000.jpg", "frankfurt_002.jpg"]
     assert [p.mask.parent.name for p in dataset.splits["val"]] == ["valannot", "valannot"]
     assert dataset.classes.colors == ((128, 64, 128), (0, 0, 142)) and dataset.classes.ignore_index == 250
-    assert dataset.label_mapping == {7: 0, 26: 1, 3: 250}
+    assert dataset.label_mapping == {0: 0, 1: 1, 7: 0, 26: 1, 3: 250}  # the class IDs not listed stay themselves
     assert [(p.path.name, p.problem) for p in dataset.problems] == [("train.txt", "line 3: missing.jpg: no such image")]
     labels = load_labels(dataset.splits["val"][0], dataset.encoding, dataset.classes, dataset.label_mapping)
-    assert np.array_equal(labels, np.where(mapped(stored_mask(16, 0)) == 255, 250, mapped(stored_mask(16, 0))))
+    want = np.where(mapped(stored_mask(16, 0)) == 255, 250, mapped(stored_mask(16, 0)))
+    want[-2:, -2:] = 0  # stored 0, not in the mapping, is class 0 (Ultralytics' rule), not ignored
+    assert np.array_equal(labels, want)
 
 
 def test_a_file_without_splits_reads_its_root_as_a_folder_and_names_its_classes(tmp_path):

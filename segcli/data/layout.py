@@ -108,5 +108,7 @@ def open_dataset(root: str | Path, classes: str | Path | ClassMap | None = None,
     if palette_by_colour and encoding == "palette":
         encoding = PALETTE_BY_COLOUR
     if mapping:
+        if found.keep_unmapped:  # Ultralytics' rule: {11: ignore_label} leaves 0..10 as they are
+            mapping = {**{value: value for value in range(classmap.num_classes)}, **mapping}
         check_mapping(mapping, classmap, encoding, root)
     return Dataset(root, layout, splits, classmap, encoding, source, notices, problems, mapping)

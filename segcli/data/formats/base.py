@@ -39,8 +39,8 @@ class FormatData:
     """What a format's `read` finds: pairs per split (keys among SPLITS; empty splits left out), the folder where a
     classes.json is looked for, the format's own classes (used unless the user gives a classes file), a fixed mask
     encoding (None: detected from the files), a label mapping (stored value -> training ID, applied to decoded
-    file masks before the range check; a value not in it, or mapped to no class, becomes the ignore index) and
-    notices (how the data was read)."""
+    file masks before the range check; a value not in it, or mapped to no class, becomes the ignore index, but
+    with keep_unmapped a class ID not in it stays itself) and notices (how the data was read)."""
 
     splits: dict[str, list[Pair]]
     base: Path
@@ -50,6 +50,8 @@ class FormatData:
     notices: list[str] = field(default_factory=list)
     classes_source: str | None = None  # where `classes` come from, as Dataset.classes_source says it ("file:<path>");
     # None: "format"
+    keep_unmapped: bool = False  # a class ID the label mapping does not list is itself (Ultralytics' rule for its
+    # dataset YAMLs), not ignored
 
 
 @runtime_checkable

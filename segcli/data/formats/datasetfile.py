@@ -12,7 +12,8 @@ folder goes (`segcli train unet data.yaml`). Its keys:
 - `names`: the classes, a list or an {id: name} mapping (ids 0..K-1); `colors`: [r, g, b] per class, a
   list or an {id: colour} mapping (default: segcli's palette).
 - `label_mapping`: {stored value: training ID or "ignore_label"}; `ignore_label` (default 255): the label of
-  pixels not scored. A stored value not in the mapping is ignored too.
+  pixels not scored. As Ultralytics reads it, a stored value the mapping does not list keeps its value: a
+  class ID stays that class (`{11: ignore_label}` maps only 11), any other value is ignored.
 - `format`: a registered format's name (`segcli.data.formats.list_formats()`) that reads `path`; the file's
   classes and mapping, when it gives them, replace the format's.
 
@@ -295,7 +296,8 @@ def read_dataset_file(file: Path, problems: list[Problem]) -> FormatData:
         classes=classes or (inner.classes if inner is not None else None),
         encoding=inner.encoding if inner is not None else None,
         label_mapping=mapping if mapping is not None else (inner.label_mapping if inner is not None else None),
-        notices=notices, classes_source=f"file:{file}" if classes is not None else None)
+        notices=notices, classes_source=f"file:{file}" if classes is not None else None,
+        keep_unmapped=mapping is not None)
 
 
 class DatasetFile:

@@ -16,15 +16,17 @@ What it does, in order:
    every optimizer step; `amp=False`: float32; device cpu; plots off; imgsz 480 and batch 8 as in issue 31's
    trial; Ultralytics trains on a CPU with 0 data-loader workers, whatever `workers=` says), with Ultralytics'
    settings and runs inside the scratch folder (YOLO_CONFIG_DIR, project=; YOLO_OFFLINE=1: it looks nothing
-   up on the network).
+   up on the network). With `--ultralytics-run DIR` (an earlier call's WORK/ultralytics) it trains none: it
+   re-validates that run's best.pt and scores it as below, so that only the segcli run is redone.
 3. With `--segcli-recipe NAME`: trains that segcli recipe for the same budget on the same pairs, one after
    the other on the same CPU, as a child process of segcli's own venv (`--segcli-python`, default
    .venv/bin/python of this repo): `python -m segcli train fcn DATA --recipe NAME --max-minutes M
    --precision float32 --out WORK/segcli-run` (`--segcli-epochs N` adds `--epochs N`, so that a recipe's
    schedule spans the budget; `fcn` is only the positional argument: the recipe's [model] name wins).
 4. Scores both tools' best checkpoints (each picked on val by its own tool: best.pt, best.keras) and their last
-   epochs' (last.pt, model.keras: no epoch picked on val) on the val split at CamVid's native 360x480 with segcli's scorer (segcli.scoring: confusion matrix over the 11
-   classes, void left out, mIoU over the classes that occur): Ultralytics' model predicts each val image
+   epochs' (last.pt, model.keras: no epoch picked on val) on the val split at CamVid's native 360x480 with
+   segcli's scorer (segcli.scoring: confusion matrix over the 11 classes, void left out, mIoU over the classes
+   that occur): Ultralytics' model predicts each val image
    (imgsz = the training imgsz, letterboxed and scaled back by Ultralytics to the image's size; a label map of
    another size is resized, nearest) and its argmax label map is scored against the mask read by segcli
    (segcli.data.load_labels); segcli's models through `python -m segcli evaluate RUN/best.keras DATA --split
@@ -165,7 +167,7 @@ def train_ultralytics(data_yaml: Path, work: Path, args) -> dict:
             "own_val_pixel_accuracy": own.get("metrics/pixel_acc")}
 
 
-def reuse_ultralytics(run: Path, work: Path, args) -> dict:
+def reuse_ultralytics(run: Path, work: Path) -> dict:
     """An Ultralytics run this script trained before (--ultralytics-run: its weights/ and results.csv), as
     train_ultralytics returns one: epochs and its own training clock from results.csv, its own val scores from
     a fresh validation of best.pt on the dataset its args.yaml names. The command's wall time is not known."""
@@ -328,8 +330,9 @@ def print_table(rows: list) -> None:
               f"{minutes(r['wall_seconds']):>8} {pct(r['miou']):>9} {pct(r['pixel_accuracy']):>9} "
               f"{pct(r['miou_last']):>9} {pct(r.get('own_miou')):>9}")
     print("val mIoU, pixel acc: segcli's scorer (segcli.scoring), val split at 360x480, void left out, each tool's "
-          "best checkpoint; last ep.: val mIoU of the last epoch's model (none picked on val); own mIoU: Ultralytics' validator on best.pt; train min: each tool's own training clock; "
-          "wall min: its whole training command")
+          "best checkpoint; last ep.: val mIoU of the last epoch's model (none picked on val); own mIoU: "
+          "Ultralytics' validator on best.pt; train min: each tool's own training clock; wall min: its whole "
+          "training command")
 
 
 def main(argv=None) -> None:
@@ -381,7 +384,7 @@ def main(argv=None) -> None:
     print(f"dataset YAML: {data_yaml}\n{data_yaml.read_text()}", flush=True)
 
     if args.ultralytics_run is not None:
-        peer = reuse_ultralytics(args.ultralytics_run.resolve(), work, args)
+        peer = reuse_ultralytics(args.ultralytics_run.resolve(), work)
     else:
         peer = train_ultralytics(data_yaml, work, args)
     peer["val"] = score_ultralytics(Path(peer["weights"]), dataset, pairs["val"], args.imgsz)
@@ -411,7 +414,8 @@ def main(argv=None) -> None:
             "segcli_commit": git_commit(),
             "machine": machine(), "versions": versions(), "minutes": args.minutes, "limit": args.limit,
             "data": str(data), "train_images": len(pairs["train"]), "val_images": len(pairs["val"]),
-            "precision": "float32", "scorer": "segcli.scoring (val, native size, void left out; best checkpoint and last epoch)",
+            "precision": "float32",
+            "scorer": "segcli.scoring (val, native size, void left out; best checkpoint and last epoch)",
             "dataset_yaml": str(data_yaml), "rows": rows, "ultralytics": peer, "segcli": own,
         }
         write_json(args.json, {**result, **table_keys(result)})

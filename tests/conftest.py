@@ -39,6 +39,16 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow.py"  # runs Python as if TensorFlow were not installed
 
 
+def script_module(path: str):
+    """The script at ROOT/path (benchmarks/, scripts/: folders that are not packages) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_on_backend(backend: str, *args, hide_tensorflow: bool = True, cwd=ROOT, timeout: float = 600):
     """`python [tests/no_tensorflow.py] ARGS...` in a child on KERAS_BACKEND=backend (CPU devices, segcli
     importable), TensorFlow hidden from imports unless hide_tensorflow=False; the CompletedProcess (text)."""

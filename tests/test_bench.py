@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_on_backend
+from conftest import run_on_backend, script_module
 from segcli import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +26,7 @@ ALL_SECTIONS = ",".join(bench.SECTIONS)
 def torch_reference():
     """benchmarks/torch_reference.py as a module (benchmarks/ is not a package)."""
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("torch_reference", ROOT / "benchmarks" / "torch_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("benchmarks/torch_reference.py")
 
 
 def figures(obj, path="$"):

@@ -1,21 +1,17 @@
 """The README and docs/: the README stays short, every relative link leads to a file, and every generated table
 matches the JSON it is generated from (scripts/docs_tables.py --check)."""
 
-import importlib.util
 import re
 import shutil
 
-from conftest import ROOT
+from conftest import ROOT, script_module
 
 README_MAX_LINES = 300
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def docs_tables():
-    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts" / "docs_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("scripts/docs_tables.py")
 
 
 def test_readme_is_short():

@@ -1,9 +1,7 @@
 """benchmarks/peers/ultralytics_camvid.py without Ultralytics: the dataset YAML it writes for the peer holds the
 same CamVid pairs and labels as segcli reads (void ignored), and its --json file is a docs/results table."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,16 +10,12 @@ import pytest
 
 from segcli.data import load_labels, open_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("ultralytics_camvid",
-                                                  ROOT / "benchmarks" / "peers" / "ultralytics_camvid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("benchmarks/peers/ultralytics_camvid.py")
 
 
 def camvid_folder(root: Path, counts: dict) -> Path:
@@ -68,9 +62,7 @@ def test_a_work_folder_inside_the_dataset_or_one_in_use_is_refused(peers, tmp_pa
 
 
 def test_the_json_file_renders_as_a_results_table(peers, tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from docs_tables import results_table
-
+    results_table = script_module("scripts/docs_tables.py").results_table
     rows = [{"tool": "peer", "epochs": 11, "train_seconds": 1830.0, "wall_seconds": None, "miou": 0.31,
              "pixel_accuracy": 0.768, "miou_last": 0.305, "own_miou": 0.31},
             {"tool": "segcli", "epochs": 44, "train_seconds": 1578.0, "wall_seconds": 1812.0, "miou": 0.634,

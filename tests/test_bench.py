@@ -216,8 +216,8 @@ def test_quick_bench_prints_tables_and_figures_the_tests_clock_agrees_with(cli, 
 def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, monkeypatch, clock):
     """`--models unet:mobilenetv3small`: the bare fit and predict build the U-Net on that backbone (its GFLOPs,
     not the plain U-Net's), at the --size and --batch-size given. (The train path takes the same recipe overrides
-    as the fit, and the engines section exports the model predict timed (test_engines); both are left out to keep
-    the test short.)"""
+    as the fit; the engines section exports the model to every installed engine, which test_engines checks; both
+    are left out to keep the test short.)"""
     import segcli.models
     import segcli.training.run
     from segcli.models import build_model, gflops
@@ -232,8 +232,8 @@ def test_an_encoder_net_is_benchmarked_as_model_colon_encoder(cli, sample_data, 
     monkeypatch.setattr(segcli.training.run, "build_model", spy)  # the train path
 
     result = cli("bench", "--quick", "--data", sample_data, "--models", "unet:mobilenetv3small", "--precisions",
-                 "float32", "--skip", "matmul,pipeline,train,torch,tiled,engines", "--size", "64x96", "--batch-size", "2",
-                 "--json", "-")
+                 "float32", "--skip", "matmul,pipeline,train,torch,tiled,engines", "--size", "64x96",
+                 "--batch-size", "2", "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["settings"]["train_size"] == [64, 96] and doc["settings"]["batch_size"] == 2

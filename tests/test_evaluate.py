@@ -124,9 +124,15 @@ def test_cli_evaluate_json(cli, dataset, tmp_path):
     result = cli("evaluate", path, dataset, "--json", "--precision", "float32")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["confusion"] == data["confusion"]
+    assert data["tutorial"]["pixel_accuracy_void_counted"] == pytest.approx(1 / 2)  # on by default
     result = cli("evaluate", path, dataset, "--out", tmp_path / "rep")
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.stdout and "tutorial" in result.stdout and (tmp_path / "rep" / "confusion.png").is_file()
+    result = cli("evaluate", path, dataset, "--no-tutorial", "--out", tmp_path / "rep2")  # one pass: no such figure
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.stdout and "tutorial" not in result.stdout
+    saved = json.loads((tmp_path / "rep2" / "evaluation.json").read_text())
+    assert saved["tutorial"] is None and saved["confusion"] == data["confusion"]
     result = cli("evaluate", tmp_path / "missing.keras", dataset)
     assert result.exit_code == 2 and "missing.keras" in result.stderr and "Traceback" not in result.output
 

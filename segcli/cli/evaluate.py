@@ -28,6 +28,9 @@ def evaluate_cmd(
     palette_by_colour: bool = typer.Option(False, "--palette-by-colour",
                                            help=PALETTE_BY_COLOUR_HELP + " Not given: as the model was trained."),
     engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
+    tutorial: bool = typer.Option(True, "--tutorial/--no-tutorial",
+                                  help="Also score the tutorial's protocol (void counted, centre crops): a second "
+                                  "pass over the split."),
 ):
     """Score MODEL on a split of DATA_DIR at full image size: pixel accuracy, mIoU, IoU and accuracy per class."""
     import json
@@ -46,7 +49,7 @@ def evaluate_cmd(
     loaded = load_predictor(model, precision, engine)
     with render.RichProgress(render.err_console, quiet=json_out) as progress:
         result = evaluate(loaded, data_dir, split, classes_file=classes, batch_size=batch_size, out_dir=out,
-                          tta=augment, progress=progress,
+                          tta=augment, tutorial=tutorial, progress=progress,
                           palette_by_colour=palette_by_colour or None)  # not given: as the model was trained
     if json_out:
         typer.echo(json.dumps(result, indent=2))

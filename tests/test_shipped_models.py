@@ -5,13 +5,12 @@ run that made it and the command that rebuilds it, loads in plain Keras without 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLE_DATA
+from conftest import ROOT, SAMPLE_DATA, child_result
 
 MODELS_DIR = ROOT / "models"
 MODELS = sorted(MODELS_DIR.glob("camvid-*.keras"), key=lambda path: path.stem)  # by name: "-" sorts before "."
@@ -46,16 +45,14 @@ def test_every_shipped_camvid_recipe_has_its_model_with_metrics_and_rebuild_comm
 def plain_keras_loads() -> dict:
     """Each shipped model loaded by keras.saving.load_model in one process that never imports segcli (one
     Keras import for all of them): name -> its output channels, or the error it raised."""
-    code = ("import json, sys, keras\nout = {}\nfor path in sys.argv[1:]:\n"
-            "    try:\n        out[path] = keras.saving.load_model(path).output_shape[-1]\n"
-            "    except Exception as exc:\n        out[path] = repr(exc)\n"
+    code = ("import json, sys, keras\nout = []\nfor path in sys.argv[1:]:\n"
+            "    try:\n        out.append(keras.saving.load_model(path).output_shape[-1])\n"
+            "    except Exception as exc:\n        out.append(repr(exc))\n"
             "print('RESULT' + json.dumps({'models': out, 'segcli': any(k.startswith('segcli') for k in sys.modules)}))")
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, MODELS)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.split("RESULT")[-1])
+    result = child_result(subprocess.run([sys.executable, "-c", code, *map(str, MODELS)], capture_output=True,
+                                         text=True, timeout=600))
     assert result["segcli"] is False
-    return {Path(path).stem: channels for path, channels in result["models"].items()}
+    return dict(zip(NAMES, result["models"]))
 
 
 @pytest.mark.parametrize("name", NAMES)
